@@ -1,0 +1,46 @@
+# Makefile for state_hub_events (PGXS)
+
+MODULE_big = state_hub_events
+OBJS = \
+	src/buffer.o \
+	src/emit.o \
+	src/envelope.o \
+	src/guc.o \
+	src/nats_client.o \
+	src/state_hub_events.o \
+	src/stats.o
+
+EXTENSION = state_hub_events
+DATA = state_hub_events--1.0.sql
+PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
+
+REGRESS = validation buffer emit security settings
+REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
+
+SHLIB_LINK = -lnats -luuid -lpthread
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The test helper that reads messages back from the stream.
+test/natsdump: test/natsdump.c
+	$(CC) -O2 -Wall -o $@ $< -lnats
+
+.PHONY: deps demo test bench
+
+# Install what is missing (Debian packages), as root or through sudo.
+deps:
+	@bash test/install-deps.sh
+
+# Build, install, and run pg_regress and the TAP tests against a real
+# nats-server; ends with a pass/fail summary.
+test: deps
+	@bash test/run-tests.sh
+
+# Start a throwaway nats-server and PostgreSQL, run the state hub example,
+# print the envelopes that arrive in the stream.
+demo: deps
+	@bash examples/demo.sh

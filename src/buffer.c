@@ -1,0 +1,401 @@
+/*-------------------------------------------------------------------------
+ *
+ * buffer.c
+ *	  The per-transaction event buffer and the transaction callbacks that
+ *	  publish it once the commit record is written.
+ *
+ * Modelled on async.c (NOTIFY).  Events are appended to one array in buffer
+ * order, each tagged with the subtransaction nesting level that buffered it.
+ * Because a subtransaction's events are always the tail of the array when it
+ * ends, COMMIT_SUB relabels that tail to the parent's level and ABORT_SUB
+ * truncates it.
+ *
+ * The commit path:
+ *	  PRE_COMMIT   the commit timestamp is written into every envelope (the
+ *				   envelopes are otherwise complete since the call);
+ *	  COMMIT	   the commit record exists: we only note that the batch may go;
+ *	  AFTER_LOCKS  (resource release, top level, commit) row locks are gone:
+ *				   the batch is handed to NATS and acknowledgements are awaited
+ *				   here, so the wait never holds up sessions queued on our
+ *				   locks.  Nothing here may ERROR: the transaction committed.
+ *	  ABORT		   the buffer is dropped.
+ *	  PRE_PREPARE  refused while events are buffered (as NOTIFY does).
+ *
+ * All state is backend-local and touched only by the backend's own thread.
+ *
+ * IDENTIFICATION
+ *	  src/buffer.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "access/parallel.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "state_hub_events.h"
+
+PG_FUNCTION_INFO_V1(she_publish);
+PG_FUNCTION_INFO_V1(she_pending);
+
+/* Events of the current top-level transaction, in buffer order. */
+static MemoryContext BufferContext = NULL;
+static SheEvent *events = NULL;
+static int	nevents = 0;
+static int	maxevents = 0;
+
+/* Destination and behaviour, fixed when the first event is buffered. */
+static char *batch_url = NULL;
+static char *batch_stream = NULL;
+static bool batch_wait_for_ack = true;
+static int	batch_publish_timeout_ms = 0;
+static int	batch_connect_timeout_ms = 0;
+
+static bool timestamps_set = false;	/* PRE_COMMIT has run */
+static bool commit_ready = false;	/* commit record written, batch may go */
+
+static void reset_buffer(void);
+static void xact_callback(XactEvent event, void *arg);
+static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg);
+static void release_callback(ResourceReleasePhase phase, bool isCommit,
+							 bool isTopLevel, void *arg);
+static void publish_committed_batch(void);
+
+/*
+ * Register the transaction callbacks.  Called once from _PG_init.
+ */
+void
+she_buffer_init(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+	RegisterResourceReleaseCallback(release_callback, NULL);
+}
+
+/*
+ * Refuse contexts in which an event can never be published.
+ */
+void
+she_check_can_publish(void)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot publish events during recovery"),
+				 errdetail("This server is a hot standby; events are published by the primary.")));
+	if (IsParallelWorker())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot publish events in a parallel worker")));
+	if (she_delivery == SHE_DELIVERY_DURABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot publish with state_hub_events.delivery = 'durable'"),
+				 errdetail("Durable delivery is not implemented in this version."),
+				 errhint("Set state_hub_events.delivery to 'immediate'.")));
+}
+
+/*
+ * Validate one event and append it to the buffer; its id is written to
+ * id_out (SHE_UUID_LEN + 1 bytes).  Every refusal happens here.
+ */
+void
+she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
+{
+	MemoryContext oldcxt;
+	SheEvent	ev;
+	int			max_bytes;
+	int			server_max;
+
+	she_check_can_publish();
+	she_check_subject(subject);
+	if (!she_subject_covered(subject, she_stream_subjects))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot publish to subject \"%s\": the stream's subjects do not cover it", subject),
+				 errdetail("state_hub_events.stream_subjects is \"%s\".", she_stream_subjects)));
+	if (timestamps_set)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot publish an event after the transaction's pre-commit phase")));
+	if (nevents >= she_max_events_per_xact)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("cannot buffer more than %d events in one transaction", she_max_events_per_xact),
+				 errhint("Raise state_hub_events.max_events_per_transaction or split the transaction.")));
+
+	if (BufferContext == NULL)
+		BufferContext = AllocSetContextCreate(TopMemoryContext,
+											  "state_hub_events buffer",
+											  ALLOCSET_DEFAULT_SIZES);
+
+	if (nevents == 0 && batch_url == NULL)
+	{
+		batch_url = MemoryContextStrdup(BufferContext, she_nats_url);
+		batch_stream = MemoryContextStrdup(BufferContext, she_stream);
+		batch_wait_for_ack = she_wait_for_ack;
+		batch_publish_timeout_ms = she_publish_timeout_ms;
+		batch_connect_timeout_ms = she_connect_timeout_ms;
+	}
+	else if (strcmp(batch_url, she_nats_url) != 0 || strcmp(batch_stream, she_stream) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("cannot change state_hub_events.nats_url or state_hub_events.stream in a transaction that has buffered events"),
+				 errdetail("All events of one transaction go to one destination, fixed by its first event.")));
+
+	max_bytes = she_max_event_bytes;
+	server_max = she_server_max_payload();
+	if (server_max > 0 && server_max - SHE_HEADER_ROOM < max_bytes)
+		max_bytes = server_max - SHE_HEADER_ROOM;
+
+	oldcxt = MemoryContextSwitchTo(BufferContext);
+	she_build_event(&ev, subject, attributes, max_bytes);
+	ev.nest_level = GetCurrentTransactionNestLevel();
+
+	if (nevents >= maxevents)
+	{
+		int			newmax = (maxevents == 0) ? 16 : maxevents * 2;
+
+		if (events == NULL)
+			events = palloc(newmax * sizeof(SheEvent));
+		else
+			events = repalloc(events, newmax * sizeof(SheEvent));
+		maxevents = newmax;
+	}
+	MemoryContextSwitchTo(oldcxt);
+
+	events[nevents++] = ev;
+	she_stats_add_buffered(1);
+	memcpy(id_out, ev.id, SHE_UUID_LEN + 1);
+}
+
+/*
+ * Forget everything buffered.  Never fails.
+ */
+static void
+reset_buffer(void)
+{
+	if (BufferContext != NULL)
+		MemoryContextReset(BufferContext);
+	events = NULL;
+	nevents = 0;
+	maxevents = 0;
+	batch_url = NULL;
+	batch_stream = NULL;
+	timestamps_set = false;
+	commit_ready = false;
+}
+
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (nevents > 0)
+			{
+				char		ts[SHE_TIMESTAMP_LEN + 1];
+				int			i;
+
+				she_format_timestamp(GetCurrentTimestamp(), ts);
+				for (i = 0; i < nevents; i++)
+					memcpy(events[i].envelope + events[i].ts_offset, ts, SHE_TIMESTAMP_LEN);
+				timestamps_set = true;
+			}
+			break;
+
+		case XACT_EVENT_PRE_PREPARE:
+			if (nevents > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has published events"),
+						 errdetail("%d events are buffered; in immediate mode they can only leave at COMMIT.", nevents)));
+			break;
+
+		case XACT_EVENT_COMMIT:
+			/* The commit record is written; publish once locks are gone. */
+			if (nevents > 0)
+				commit_ready = true;
+			else
+				reset_buffer();
+			break;
+
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			reset_buffer();
+			break;
+
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+			break;
+	}
+}
+
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_COMMIT_SUB:
+			{
+				int			i;
+
+				for (i = nevents - 1; i >= 0 && events[i].nest_level >= level; i--)
+					events[i].nest_level = level - 1;
+			}
+			break;
+
+		case SUBXACT_EVENT_ABORT_SUB:
+			while (nevents > 0 && events[nevents - 1].nest_level >= level)
+				nevents--;
+			break;
+
+		default:
+			break;
+	}
+}
+
+/*
+ * Resource release: the first AFTER_LOCKS call of a committed top-level
+ * transaction publishes.  Row locks are released by then.
+ */
+static void
+release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, void *arg)
+{
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel || !commit_ready)
+		return;
+	commit_ready = false;
+	publish_committed_batch();
+	reset_buffer();
+}
+
+static uint64
+monotonic_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Hand the committed batch to NATS and report the outcome.  Runs after the
+ * commit record: plain C and WARNINGs only.
+ */
+static void
+publish_committed_batch(void)
+{
+	SheBatch	batch;
+	SheBatchResult res;
+	uint64		start;
+
+	if (batch_url == NULL || batch_url[0] == '\0')
+	{
+		she_stats_add_dropped(nevents);
+		return;
+	}
+
+	batch.events = events;
+	batch.nevents = nevents;
+	batch.url = batch_url;
+	batch.stream = batch_stream;
+	batch.wait_for_ack = batch_wait_for_ack;
+	batch.publish_timeout_ms = batch_publish_timeout_ms;
+	batch.connect_timeout_ms = batch_connect_timeout_ms;
+
+	start = monotonic_usec();
+	she_publish_batch(&batch, &res);
+	she_stats_record_commit_time(monotonic_usec() - start);
+
+	if (res.refused > 0)
+	{
+		she_stats_set_last_error(res.reason);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("state_hub_events: %d of %d events of the committed transaction were not published",
+						res.refused, nevents),
+				 errdetail("%s", res.reason),
+				 errhint("The transaction is committed; these events are lost. See state_hub_events.stats().")));
+	}
+	if (res.unconfirmed > 0)
+	{
+		she_stats_set_last_error(res.reason);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("state_hub_events: %d of %d events were sent but not confirmed within state_hub_events.publish_timeout",
+						res.unconfirmed, nevents),
+				 errdetail("%s", res.reason),
+				 errhint("They may have been stored; consumers deduplicate by the envelope's id.")));
+	}
+}
+
+/*
+ * publish(subject text, attributes jsonb DEFAULT '{}') RETURNS uuid
+ *
+ * Buffers one event in the current transaction and returns its id.
+ */
+Datum
+she_publish(PG_FUNCTION_ARGS)
+{
+	char		id[SHE_UUID_LEN + 1];
+	char	   *subject;
+	Jsonb	   *attributes = NULL;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("cannot publish an event with a NULL subject")));
+	subject = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(1))
+		attributes = PG_GETARG_JSONB_P(1);
+
+	she_buffer_event(subject, attributes, id);
+
+	PG_RETURN_DATUM(DirectFunctionCall1(uuid_in, CStringGetDatum(id)));
+}
+
+/*
+ * pending() RETURNS TABLE (id uuid, subject text, attributes jsonb)
+ *
+ * The events the current transaction would publish at COMMIT, in order.
+ */
+Datum
+she_pending(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (i = 0; i < nevents; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		char	   *attrs = pnstrdup(events[i].envelope + events[i].attrs_offset,
+									 events[i].attrs_len);
+
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(events[i].id));
+		values[1] = CStringGetTextDatum(events[i].subject);
+		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(attrs));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,317 @@
+/*-------------------------------------------------------------------------
+ *
+ * emit.c
+ *	  The emit() trigger function, and check_trigger() which validates an
+ *	  emit() trigger's definition before the first write.
+ *
+ *	  CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW
+ *	  EXECUTE FUNCTION state_hub_events.emit(subject [, column[:attribute] ...]);
+ *
+ * Attribute values are taken from to_jsonb(row), called through fmgr, so
+ * they keep exactly the JSON types to_jsonb gives them.  A model: contrib/tcn.
+ *
+ * IDENTIFICATION
+ *	  src/emit.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "state_hub_events.h"
+
+PG_FUNCTION_INFO_V1(she_emit);
+PG_FUNCTION_INFO_V1(she_check_trigger);
+
+/* One column_spec: the column read and the attribute name it becomes. */
+typedef struct EmitColumn
+{
+	char	   *column;
+	char	   *attribute;
+} EmitColumn;
+
+/* Per-trigger cache in fn_extra: parsed arguments and to_jsonb's lookup. */
+typedef struct EmitCache
+{
+	Oid			tgoid;
+	char	   *subject;
+	int			ncolumns;
+	EmitColumn *columns;
+	FmgrInfo	to_jsonb;
+} EmitCache;
+
+/*
+ * Validate an emit() trigger's definition: timing, level, subject and
+ * columns.  Raises a clear ERROR naming the problem.  Returns the parsed
+ * column specs (allocated in cxt) through columns/ncolumns when asked.
+ */
+static void
+validate_emit(const char *tgname, const char *relname, TupleDesc tupdesc,
+			  int16 tgtype, int nargs, char **args,
+			  MemoryContext cxt, EmitColumn **columns, int *ncolumns)
+{
+	EmitColumn *cols = NULL;
+	int			i;
+
+	if (!TRIGGER_FOR_ROW(tgtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" cannot use state_hub_events.emit() FOR EACH STATEMENT",
+						tgname, relname),
+				 errhint("Create it AFTER ... FOR EACH ROW.")));
+	if (!TRIGGER_FOR_AFTER(tgtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" cannot use state_hub_events.emit() as a BEFORE or INSTEAD OF trigger",
+						tgname, relname),
+				 errhint("Create it AFTER ... FOR EACH ROW, so only rows that were written emit events.")));
+	if (nargs < 1 || args[0] == NULL || args[0][0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" calls state_hub_events.emit() without a subject",
+						tgname, relname),
+				 errhint("Pass the subject as the first argument: EXECUTE FUNCTION state_hub_events.emit('org.statehub.repo.registered').")));
+
+	she_check_subject(args[0]);
+	if (!she_subject_covered(args[0], she_stream_subjects))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot publish to subject \"%s\": the stream's subjects do not cover it", args[0]),
+				 errdetail("state_hub_events.stream_subjects is \"%s\".", she_stream_subjects)));
+
+	if (nargs > 1)
+		cols = MemoryContextAlloc(cxt, sizeof(EmitColumn) * (nargs - 1));
+	for (i = 1; i < nargs; i++)
+	{
+		char	   *spec = MemoryContextStrdup(cxt, args[i]);
+		char	   *colon = strchr(spec, ':');
+		EmitColumn *c = &cols[i - 1];
+		int			attno;
+		bool		found = false;
+
+		c->column = spec;
+		c->attribute = spec;
+		if (colon != NULL)
+		{
+			*colon = '\0';
+			c->attribute = colon + 1;
+		}
+		if (c->column[0] == '\0' || c->attribute[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("trigger \"%s\" on \"%s\" has an empty column or attribute name in \"%s\"",
+							tgname, relname, args[i]),
+					 errhint("A column_spec is \"column\" or \"column:attribute\".")));
+		for (attno = 0; attno < tupdesc->natts; attno++)
+		{
+			Form_pg_attribute att = TupleDescAttr(tupdesc, attno);
+
+			if (!att->attisdropped && strcmp(NameStr(att->attname), c->column) == 0)
+			{
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" named by trigger \"%s\" does not exist in \"%s\"",
+							c->column, tgname, relname)));
+	}
+	if (columns != NULL)
+	{
+		*columns = cols;
+		*ncolumns = nargs - 1;
+	}
+}
+
+/*
+ * emit() trigger function: buffers one event per written row.
+ */
+Datum
+she_emit(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Trigger    *trigger;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
+	EmitCache  *cache;
+	Datum		rowjson;
+	Jsonb	   *row;
+	Jsonb	   *attrs;
+	char		id[SHE_UUID_LEN + 1];
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("state_hub_events.emit() can only be called as a trigger")));
+	trigger = trigdata->tg_trigger;
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+
+	if (!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) &&
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
+		!TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on \"%s\" cannot use state_hub_events.emit() for TRUNCATE",
+						trigger->tgname, RelationGetRelationName(rel))));
+
+	cache = (EmitCache *) fcinfo->flinfo->fn_extra;
+	if (cache == NULL || cache->tgoid != trigger->tgoid)
+	{
+		MemoryContext cxt = fcinfo->flinfo->fn_mcxt;
+		FuncExpr   *expr;
+
+		cache = MemoryContextAllocZero(cxt, sizeof(EmitCache));
+		validate_emit(trigger->tgname, RelationGetRelationName(rel), tupdesc,
+					  trigger->tgtype, trigger->tgnargs, trigger->tgargs,
+					  cxt, &cache->columns, &cache->ncolumns);
+		cache->subject = MemoryContextStrdup(cxt, trigger->tgargs[0]);
+		fmgr_info_cxt(F_TO_JSONB, &cache->to_jsonb, cxt);
+		/* to_jsonb(anyelement) reads its argument type from fn_expr */
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
+								list_make1(makeNullConst(tupdesc->tdtypeid, -1, InvalidOid)),
+								InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+			MemoryContextSwitchTo(old);
+		}
+		cache->to_jsonb.fn_expr = (Node *) expr;
+		cache->tgoid = trigger->tgoid;
+		fcinfo->flinfo->fn_extra = cache;
+	}
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		tuple = trigdata->tg_newtuple;
+	else
+		tuple = trigdata->tg_trigtuple;	/* INSERT: new row; DELETE: old row */
+
+	rowjson = FunctionCall1(&cache->to_jsonb, heap_copy_tuple_as_datum(tuple, tupdesc));
+	row = DatumGetJsonbP(rowjson);
+
+	if (cache->ncolumns == 0)
+		attrs = row;
+	else
+	{
+		JsonbParseState *state = NULL;
+		JsonbValue *res;
+		int			i;
+
+		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+		for (i = 0; i < cache->ncolumns; i++)
+		{
+			EmitColumn *c = &cache->columns[i];
+			JsonbValue	key;
+			JsonbValue *val;
+			JsonbValue	nullval;
+
+			key.type = jbvString;
+			key.val.string.val = c->attribute;
+			key.val.string.len = strlen(c->attribute);
+			val = getKeyJsonValueFromContainer(&row->root, c->column,
+											   strlen(c->column), NULL);
+			if (val == NULL)
+			{
+				nullval.type = jbvNull;
+				val = &nullval;
+			}
+			pushJsonbValue(&state, WJB_KEY, &key);
+			pushJsonbValue(&state, WJB_VALUE, val);
+		}
+		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+		attrs = JsonbValueToJsonb(res);
+	}
+
+	she_buffer_event(cache->subject, attrs, id);
+
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * check_trigger(trigger oid) RETURNS boolean
+ *
+ * Validates a trigger that calls state_hub_events.emit(): true when it is
+ * sound, a clear ERROR otherwise; false for triggers that do not call
+ * emit().  Runs at CREATE TRIGGER through an event trigger, and by hand
+ * through check_triggers(regclass).
+ */
+Datum
+she_check_trigger(PG_FUNCTION_ARGS)
+{
+	Oid			tgoid = PG_GETARG_OID(0);
+	Oid			emit_oid = PG_GETARG_OID(1);
+	Relation	tgrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Form_pg_trigger tg;
+	Relation	rel;
+	char	  **args = NULL;
+	int			nargs;
+	char	   *tgname;
+
+	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(tgoid));
+	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+	{
+		systable_endscan(scan);
+		table_close(tgrel, AccessShareLock);
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("trigger with OID %u does not exist", tgoid)));
+	}
+	tg = (Form_pg_trigger) GETSTRUCT(tup);
+	if (tg->tgfoid != emit_oid)
+	{
+		systable_endscan(scan);
+		table_close(tgrel, AccessShareLock);
+		PG_RETURN_BOOL(false);
+	}
+
+	tgname = pstrdup(NameStr(tg->tgname));
+	nargs = tg->tgnargs;
+	if (nargs > 0)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_trigger_tgargs,
+									 RelationGetDescr(tgrel), &isnull);
+		bytea	   *val = DatumGetByteaPP(d);
+		char	   *p = VARDATA_ANY(val);
+		int			i;
+
+		args = palloc(nargs * sizeof(char *));
+		for (i = 0; i < nargs; i++)
+		{
+			args[i] = pstrdup(p);
+			p += strlen(p) + 1;
+		}
+	}
+
+	rel = table_open(tg->tgrelid, AccessShareLock);
+	validate_emit(tgname, RelationGetRelationName(rel), RelationGetDescr(rel),
+				  tg->tgtype, nargs, args, CurrentMemoryContext, NULL, NULL);
+	table_close(rel, AccessShareLock);
+
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
+	PG_RETURN_BOOL(true);
+}

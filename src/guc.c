@@ -1,0 +1,278 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The state_hub_events.* settings.
+ *
+ * Every setting is PGC_SUSET or tighter: an application role must not change
+ * where events go, what they claim to be, or how they are delivered.  Secrets
+ * (token, password) are also GUC_SUPERUSER_ONLY so other roles cannot read
+ * them.  Check hooks refuse values that could only fail later, at COMMIT.
+ *
+ * IDENTIFICATION
+ *	  src/guc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "state_hub_events.h"
+
+char	   *she_nats_url = NULL;
+char	   *she_stream = NULL;
+char	   *she_stream_subjects = NULL;
+char	   *she_publisher = NULL;
+int			she_publish_timeout_ms = 2000;
+bool		she_wait_for_ack = true;
+int			she_connect_timeout_ms = 1000;
+int			she_delivery = SHE_DELIVERY_IMMEDIATE;
+char	   *she_token = NULL;
+char	   *she_user = NULL;
+char	   *she_password = NULL;
+char	   *she_creds_file = NULL;
+char	   *she_nkey = NULL;
+char	   *she_nkey_seed_file = NULL;
+char	   *she_tls_ca_file = NULL;
+char	   *she_tls_cert_file = NULL;
+char	   *she_tls_key_file = NULL;
+int			she_max_event_bytes = 1024 * 1024 - SHE_HEADER_ROOM;
+bool		she_create_stream = true;
+int			she_stream_replicas = 1;
+int			she_stream_max_age_s = 0;
+int			she_duplicate_window_s = 120;
+int			she_max_events_per_xact = 100000;
+int			she_retry_interval_ms = 5000;
+
+static const struct config_enum_entry delivery_options[] = {
+	{"immediate", SHE_DELIVERY_IMMEDIATE, false},
+	{"durable", SHE_DELIVERY_DURABLE, false},
+	{NULL, 0, false}
+};
+
+#define SECRET_FLAGS (GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE)
+
+/*
+ * A stream name: JetStream refuses whitespace, '.', '*', '>' and path
+ * separators in it.
+ */
+static bool
+check_stream(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	if (p == NULL || *p == '\0')
+	{
+		GUC_check_errdetail("The stream name must not be empty.");
+		return false;
+	}
+	for (; *p; p++)
+	{
+		if (*p <= ' ' || *p == 0x7f || strchr(".*>/\\", *p) != NULL)
+		{
+			GUC_check_errdetail("A stream name cannot contain whitespace, control characters, \".\", \"*\", \">\", \"/\" or \"\\\".");
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Comma-separated subject patterns; each token non-empty, ">" only last.
+ */
+static bool
+check_stream_subjects(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+	int			toklen = 0;
+	bool		seen_gt = false;
+
+	if (p == NULL || *p == '\0')
+	{
+		GUC_check_errdetail("At least one subject pattern is required.");
+		return false;
+	}
+	for (;; p++)
+	{
+		char		c = *p;
+
+		if (c == '.' || c == ',' || c == '\0')
+		{
+			if (toklen == 0)
+			{
+				GUC_check_errdetail("Subject patterns cannot have empty tokens.");
+				return false;
+			}
+			if (seen_gt && c == '.')
+			{
+				GUC_check_errdetail("\">\" must be the last token of a subject pattern.");
+				return false;
+			}
+			toklen = 0;
+			if (c == ',')
+				seen_gt = false;
+			if (c == '\0')
+				break;
+			continue;
+		}
+		if (c <= ' ' || c == 0x7f)
+		{
+			GUC_check_errdetail("Subject patterns cannot contain whitespace or control characters.");
+			return false;
+		}
+		if (c == '>')
+			seen_gt = true;
+		toklen++;
+	}
+	return true;
+}
+
+static bool
+check_publisher(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || **newval == '\0')
+	{
+		GUC_check_errdetail("The publisher name must not be empty.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * nats_url: empty, or comma-separated URLs without whitespace.
+ */
+static bool
+check_nats_url(char **newval, void **extra, GucSource source)
+{
+	const char *p;
+
+	if (*newval == NULL)
+		return true;
+	for (p = *newval; *p; p++)
+	{
+		if (isspace((unsigned char) *p) || (unsigned char) *p < ' ')
+		{
+			GUC_check_errdetail("Server URLs cannot contain whitespace; separate them with commas only.");
+			return false;
+		}
+	}
+	if (strstr(*newval, ",,") != NULL || **newval == ',' ||
+		(**newval != '\0' && (*newval)[strlen(*newval) - 1] == ','))
+	{
+		GUC_check_errdetail("The list of server URLs has an empty entry.");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Define every setting.  Called from _PG_init before anything else.
+ */
+void
+she_define_settings(void)
+{
+	DefineCustomStringVariable("state_hub_events.nats_url",
+							   "Comma-separated NATS server URLs; empty disables publishing.",
+							   "Credentials in URLs are masked wherever the extension prints them.",
+							   &she_nats_url, "", PGC_SUSET, 0,
+							   check_nats_url, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.stream",
+							   "JetStream stream that receives the events.",
+							   NULL, &she_stream, "ACTIVITY_EVENTS", PGC_SUSET, 0,
+							   check_stream, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.stream_subjects",
+							   "Comma-separated subject patterns of the stream; other subjects are refused.",
+							   NULL, &she_stream_subjects, "org.>", PGC_SUSET, 0,
+							   check_stream_subjects, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.publisher",
+							   "Value of the envelope's publisher field.",
+							   NULL, &she_publisher, "state-hub", PGC_SUSET, 0,
+							   check_publisher, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.publish_timeout",
+							"Upper bound on how long COMMIT waits for acknowledgements.",
+							NULL, &she_publish_timeout_ms, 2000, 1, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("state_hub_events.wait_for_ack",
+							 "Whether COMMIT waits for JetStream acknowledgements.",
+							 NULL, &she_wait_for_ack, true, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.connect_timeout",
+							"Upper bound on one connection attempt.",
+							NULL, &she_connect_timeout_ms, 1000, 1, 600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomEnumVariable("state_hub_events.delivery",
+							 "Delivery mode: immediate or durable.",
+							 NULL, &she_delivery, SHE_DELIVERY_IMMEDIATE,
+							 delivery_options, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.token",
+							   "Token for NATS authentication.",
+							   NULL, &she_token, "", PGC_SUSET, SECRET_FLAGS,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.user",
+							   "User name for NATS authentication.",
+							   NULL, &she_user, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.password",
+							   "Password for NATS authentication.",
+							   NULL, &she_password, "", PGC_SUSET, SECRET_FLAGS,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.creds_file",
+							   "NATS credentials file (user JWT and seed).",
+							   NULL, &she_creds_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.nkey",
+							   "Public nkey for NATS authentication (with nkey_seed_file).",
+							   NULL, &she_nkey, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.nkey_seed_file",
+							   "File holding the nkey seed.",
+							   NULL, &she_nkey_seed_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.tls_ca_file",
+							   "CA certificates that verify the server (enables TLS).",
+							   NULL, &she_tls_ca_file, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.tls_cert_file",
+							   "Client certificate for mutual TLS.",
+							   NULL, &she_tls_cert_file, "", PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("state_hub_events.tls_key_file",
+							   "Client private key for mutual TLS.",
+							   NULL, &she_tls_key_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.max_event_bytes",
+							"Largest envelope accepted at the call.",
+							"Clamped to the server's max payload, less header room, once connected.",
+							&she_max_event_bytes, 1024 * 1024 - SHE_HEADER_ROOM,
+							256, 64 * 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomBoolVariable("state_hub_events.create_stream",
+							 "Create the stream on first use if it is missing.",
+							 NULL, &she_create_stream, true, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.stream_replicas",
+							"Replicas of the stream when the extension creates it.",
+							NULL, &she_stream_replicas, 1, 1, 5,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.stream_max_age",
+							"Maximum age of messages in the stream when the extension creates it; 0 is unlimited.",
+							NULL, &she_stream_max_age_s, 0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.duplicate_window",
+							"Duplicate window of the stream when the extension creates it.",
+							NULL, &she_duplicate_window_s, 120, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.max_events_per_transaction",
+							"Most events one transaction may buffer.",
+							NULL, &she_max_events_per_xact, 100000, 1, 10000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.retry_interval",
+							"After a failed connection or an unanswered batch, how long commits skip NATS before trying again.",
+							NULL, &she_retry_interval_ms, 5000, 0, 3600000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("state_hub_events");
+}

@@ -1,0 +1,760 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_client.c
+ *	  The backend's NATS connection: connect, create the stream, publish a
+ *	  committed batch and wait (bounded) for JetStream's acknowledgements;
+ *	  ping(); shutdown at backend exit.
+ *
+ * Threads.  nats.c runs threads inside the backend (timer, flusher, reader,
+ * subscription delivery, reconnect).  Every nats call here is made with all
+ * signals blocked (NATS_CALL_BEGIN/END), so every thread nats creates starts
+ * with all signals blocked and PostgreSQL's handlers only ever run on the
+ * backend's own thread.  Callbacks that run on nats threads (ack_handler,
+ * connected_cb) touch only: the stats counters (pg_atomic operations on
+ * plain memory), async_errors (a C11 atomic) and async_error_text (under
+ * async_error_mu).  They never call palloc, elog or read settings.
+ *
+ * Failure handling.  The connection is created with retry-on-failed-connect:
+ * when the server is down the first attempt fails fast and nats.c keeps
+ * reconnecting in the background, so commits while it is down see status
+ * RECONNECTING and refuse their events at once, without paying a timeout.
+ * When a batch times out waiting for acknowledgements (a hung server), or a
+ * connection cannot be made at all, commits skip NATS for retry_interval,
+ * then the next commit probes.  Publishing resumes by itself.
+ *
+ * Nothing here may ERROR on the commit path: she_publish_batch runs after
+ * the commit record.  Errors are returned in SheBatchResult as text.
+ *
+ * IDENTIFICATION
+ *	  src/nats_client.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include <nats/nats.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "state_hub_events.h"
+
+/* The session's connection; backend thread only. */
+static natsConnection *conn = NULL;
+static jsCtx *js = NULL;
+static char *conn_key = NULL;	/* malloc'd: settings the connection used */
+static char *stream_checked = NULL; /* malloc'd: stream known to exist */
+static uint64 retry_after_us = 0;	/* skip NATS until this monotonic time */
+static char retry_reason[256];
+static bool nats_used = false;	/* nats.c initialised in this process */
+static bool exit_hook_set = false;
+
+/* Written by nats threads. */
+static atomic_uint_fast64_t async_errors;
+static pthread_mutex_t async_error_mu = PTHREAD_MUTEX_INITIALIZER;
+static char async_error_text[256];
+
+#define NATS_CALL_BEGIN \
+	do { \
+		sigset_t	she_all_, she_saved_; \
+		sigfillset(&she_all_); \
+		pthread_sigmask(SIG_SETMASK, &she_all_, &she_saved_)
+#define NATS_CALL_END \
+		pthread_sigmask(SIG_SETMASK, &she_saved_, NULL); \
+	} while (0)
+
+static uint64
+now_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Copy url to out with any "user:password@" or "token@" replaced by "***@".
+ */
+void
+she_mask_url(const char *url, char *out, size_t outlen)
+{
+	size_t		o = 0;
+	const char *p = url;
+
+	while (*p && o + 1 < outlen)
+	{
+		const char *end = strchr(p, ',');
+		const char *scheme = strstr(p, "://");
+		const char *at;
+		const char *hoststart = p;
+
+		if (end == NULL)
+			end = p + strlen(p);
+		if (scheme != NULL && scheme < end)
+			hoststart = scheme + 3;
+		at = memchr(hoststart, '@', end - hoststart);
+		if (at != NULL)
+		{
+			size_t		n = hoststart - p;
+
+			n = Min(n, outlen - 1 - o);
+			memcpy(out + o, p, n);
+			o += n;
+			n = Min(3, outlen - 1 - o);
+			memcpy(out + o, "***", n);
+			o += n;
+			p = at;
+		}
+		while (p < end && o + 1 < outlen)
+			out[o++] = *p++;
+		if (*p == ',' && o + 1 < outlen)
+			out[o++] = *p++;
+	}
+	out[o] = '\0';
+}
+
+/* ---------- callbacks on nats threads ---------- */
+
+static void
+ack_handler(jsCtx *ctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	if (pa != NULL)
+		she_stats_atomic_published(1, pa->Duplicate ? 1 : 0);
+	else
+	{
+		atomic_fetch_add(&async_errors, 1);
+		she_stats_atomic_failed(1);
+		if (pae != NULL)
+		{
+			pthread_mutex_lock(&async_error_mu);
+			snprintf(async_error_text, sizeof(async_error_text),
+					 "JetStream refused a message: %s (error code %d)",
+					 pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
+					 (int) pae->ErrCode);
+			pthread_mutex_unlock(&async_error_mu);
+		}
+	}
+	natsMsg_Destroy(msg);
+}
+
+static void
+connected_cb(natsConnection *nc, void *closure)
+{
+	/* Required for an asynchronous first connect; nothing to do. */
+}
+
+/* ---------- connection ---------- */
+
+/*
+ * The settings a connection depends on, as one string; a change means the
+ * connection must be replaced.  Backend thread, malloc only.
+ */
+static char *
+make_conn_key(const char *url, int connect_timeout_ms, int publish_timeout_ms)
+{
+	char	   *key;
+	size_t		len;
+
+	len = strlen(url) + strlen(she_token) + strlen(she_user) + strlen(she_password) +
+		strlen(she_creds_file) + strlen(she_nkey) + strlen(she_nkey_seed_file) +
+		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 64;
+	key = malloc(len);
+	if (key == NULL)
+		return NULL;
+	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d",
+			 url, she_token, she_user, she_password, she_creds_file, she_nkey,
+			 she_nkey_seed_file, she_tls_ca_file, she_tls_cert_file, she_tls_key_file,
+			 connect_timeout_ms, publish_timeout_ms);
+	return key;
+}
+
+/*
+ * Build nats options from the settings.  Call inside NATS_CALL_BEGIN.
+ * Returns NATS_OK or a status with err filled in.
+ */
+static natsStatus
+make_options(natsOptions **optsp, const char *url, int connect_timeout_ms,
+			 int publish_timeout_ms, bool background_retry, char *err, size_t errlen)
+{
+	natsOptions *opts = NULL;
+	natsStatus	s;
+	char	   *urls;
+	const char *servers[64];
+	int			nservers = 0;
+	char	   *tok;
+	char	   *save = NULL;
+	char		name[128];
+
+	urls = strdup(url);
+	if (urls == NULL)
+	{
+		snprintf(err, errlen, "out of memory");
+		return NATS_NO_MEMORY;
+	}
+	for (tok = strtok_r(urls, ",", &save); tok != NULL && nservers < 64;
+		 tok = strtok_r(NULL, ",", &save))
+		servers[nservers++] = tok;
+
+	snprintf(name, sizeof(name), "state_hub_events db=%u pid=%d", MyDatabaseId, MyProcPid);
+
+	s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(opts, servers, nservers);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, connect_timeout_ms);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(opts, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetNoEcho(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetSendAsap(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetAllowReconnect(opts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(opts, 500);
+	if (s == NATS_OK)
+		s = natsOptions_SetPingInterval(opts, 2000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(opts, 2);
+	if (s == NATS_OK)
+		s = natsOptions_SetWriteDeadline(opts, publish_timeout_ms);
+	if (s == NATS_OK && background_retry)
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, connected_cb, NULL);
+	if (s == NATS_OK && she_token[0] != '\0')
+		s = natsOptions_SetToken(opts, she_token);
+	if (s == NATS_OK && she_user[0] != '\0')
+		s = natsOptions_SetUserInfo(opts, she_user, she_password);
+	if (s == NATS_OK && she_creds_file[0] != '\0')
+		s = natsOptions_SetUserCredentialsFromFiles(opts, she_creds_file, NULL);
+	if (s == NATS_OK && she_nkey[0] != '\0')
+		s = natsOptions_SetNKeyFromSeed(opts, she_nkey, she_nkey_seed_file);
+	if (s == NATS_OK && she_tls_ca_file[0] != '\0')
+	{
+		s = natsOptions_SetSecure(opts, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCATrustedCertificates(opts, she_tls_ca_file);
+	}
+	if (s == NATS_OK && she_tls_cert_file[0] != '\0')
+	{
+		s = natsOptions_SetSecure(opts, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCertificatesChain(opts, she_tls_cert_file, she_tls_key_file);
+	}
+
+	free(urls);
+	if (s != NATS_OK)
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		snprintf(err, errlen, "invalid NATS options: %s", t ? t : natsStatus_GetText(s));
+		natsOptions_Destroy(opts);
+		return s;
+	}
+	*optsp = opts;
+	return NATS_OK;
+}
+
+static void
+drop_connection(void)
+{
+	if (js != NULL)
+		jsCtx_Destroy(js);
+	js = NULL;
+	if (conn != NULL)
+		natsConnection_Destroy(conn);
+	conn = NULL;
+	free(conn_key);
+	conn_key = NULL;
+	free(stream_checked);
+	stream_checked = NULL;
+}
+
+/*
+ * Backend exit: let what was sent be acknowledged (bounded), then close the
+ * connection and stop nats.c's threads before the process exits, so no
+ * thread runs while the process tears down.
+ */
+static void
+shutdown_nats(int code, Datum arg)
+{
+	if (!nats_used)
+		return;
+	NATS_CALL_BEGIN;
+	if (js != NULL && conn != NULL &&
+		natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED)
+	{
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = she_publish_timeout_ms;
+		(void) js_PublishAsyncComplete(js, &po);
+	}
+	drop_connection();
+	(void) nats_CloseAndWait(1000);
+	NATS_CALL_END;
+	nats_used = false;
+}
+
+/*
+ * Make sure a connection object exists for these settings.  Inside
+ * NATS_CALL_BEGIN.  Returns false with reason filled when there is none.
+ */
+static bool
+ensure_connection(const char *url, int connect_timeout_ms, int publish_timeout_ms,
+				  char *reason, size_t reasonlen)
+{
+	char	   *key = make_conn_key(url, connect_timeout_ms, publish_timeout_ms);
+	natsOptions *opts = NULL;
+	natsStatus	s;
+	jsOptions	jo;
+	char		masked[512];
+
+	if (key == NULL)
+	{
+		snprintf(reason, reasonlen, "out of memory");
+		return false;
+	}
+	if (conn != NULL && strcmp(key, conn_key) == 0 &&
+		natsConnection_Status(conn) != NATS_CONN_STATUS_CLOSED)
+	{
+		free(key);
+		return true;
+	}
+	drop_connection();
+
+	if (!exit_hook_set)
+	{
+		/* before_shmem_exit cannot ERROR here: it only appends to an array */
+		before_shmem_exit(shutdown_nats, (Datum) 0);
+		exit_hook_set = true;
+	}
+	nats_used = true;
+
+	if (make_options(&opts, url, connect_timeout_ms, publish_timeout_ms, true,
+					 reason, reasonlen) != NATS_OK)
+	{
+		free(key);
+		return false;
+	}
+	s = natsConnection_Connect(&conn, opts);
+	natsOptions_Destroy(opts);
+	if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED)
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		she_mask_url(url, masked, sizeof(masked));
+		snprintf(reason, reasonlen, "cannot connect to NATS at %s: %s",
+				 masked, t ? t : natsStatus_GetText(s));
+		conn = NULL;
+		free(key);
+		return false;
+	}
+
+	jsOptions_Init(&jo);
+	jo.Wait = publish_timeout_ms;
+	jo.PublishAsync.AckHandler = ack_handler;
+	s = natsConnection_JetStream(&js, conn, &jo);
+	if (s != NATS_OK)
+	{
+		snprintf(reason, reasonlen, "cannot create a JetStream context: %s",
+				 natsStatus_GetText(s));
+		natsConnection_Destroy(conn);
+		conn = NULL;
+		js = NULL;
+		free(key);
+		return false;
+	}
+	conn_key = key;
+	return true;
+}
+
+/*
+ * Split the stream_subjects setting into a malloc'd array.
+ */
+static int
+split_subjects(const char *patterns, char **copy, const char **out, int max)
+{
+	char	   *save = NULL;
+	char	   *tok;
+	int			n = 0;
+
+	*copy = strdup(patterns);
+	if (*copy == NULL)
+		return 0;
+	for (tok = strtok_r(*copy, ",", &save); tok != NULL && n < max;
+		 tok = strtok_r(NULL, ",", &save))
+		out[n++] = tok;
+	return n;
+}
+
+/*
+ * Create the stream if it is missing (and creation is on); leave an
+ * existing one alone.  Errors other than "not found" are ignored: the
+ * publishing identity may lack stream-management rights, and publishing
+ * with Nats-Expected-Stream reports a missing stream per message anyway.
+ * Returns false only when the server did not answer in time.
+ * Inside NATS_CALL_BEGIN.
+ */
+static bool
+ensure_stream(const char *stream, int wait_ms, char *reason, size_t reasonlen)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	ec = 0;
+	jsOptions	jo;
+	natsStatus	s;
+
+	if (stream_checked != NULL && strcmp(stream_checked, stream) == 0)
+		return true;
+
+	jsOptions_Init(&jo);
+	jo.Wait = Max(wait_ms, 1);
+	s = js_GetStreamInfo(&si, js, stream, &jo, &ec);
+	if (s == NATS_OK)
+		jsStreamInfo_Destroy(si);
+	else if (s == NATS_TIMEOUT)
+	{
+		snprintf(reason, reasonlen, "NATS did not answer a stream lookup within %d ms", wait_ms);
+		return false;
+	}
+	else if ((s == NATS_NOT_FOUND || ec == JSStreamNotFoundErr) && she_create_stream)
+	{
+		jsStreamConfig cfg;
+		const char *subjects[64];
+		char	   *copy = NULL;
+
+		jsStreamConfig_Init(&cfg);
+		cfg.Name = stream;
+		cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
+		cfg.Subjects = subjects;
+		cfg.Storage = js_FileStorage;
+		cfg.Replicas = she_stream_replicas;
+		cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
+		cfg.Duplicates = (int64_t) she_duplicate_window_s * 1000000000;
+		si = NULL;
+		ec = 0;
+		s = js_AddStream(&si, js, &cfg, &jo, &ec);
+		free(copy);
+		if (s == NATS_OK)
+			jsStreamInfo_Destroy(si);
+		else if (s == NATS_TIMEOUT)
+		{
+			snprintf(reason, reasonlen, "NATS did not answer a stream creation within %d ms", wait_ms);
+			return false;
+		}
+		/* a racing creator (10058) or missing rights: publishing will tell */
+	}
+	free(stream_checked);
+	stream_checked = strdup(stream);
+	return true;
+}
+
+/*
+ * Publish a committed batch.  Runs after the commit record: never ERRORs,
+ * never allocates with palloc.  The wait for acknowledgements is bounded by
+ * the batch's publish_timeout, the connection attempt by connect_timeout.
+ */
+void
+she_publish_batch(const SheBatch *b, SheBatchResult *res)
+{
+	uint64		start = now_usec();
+	uint64		deadline = start + (uint64) b->publish_timeout_ms * 1000;
+	uint64_t	errors_before = 0;
+	natsStatus	s = NATS_OK;
+	int			i;
+	char		masked[512];
+
+	memset(res, 0, sizeof(*res));
+
+	if (start < retry_after_us)
+	{
+		res->refused = b->nevents;
+		snprintf(res->reason, sizeof(res->reason),
+				 "NATS was unavailable (%s); the next attempt is in %d ms",
+				 retry_reason, (int) ((retry_after_us - start) / 1000));
+		she_stats_add_failed(b->nevents);
+		return;
+	}
+
+	NATS_CALL_BEGIN;
+
+	if (!ensure_connection(b->url, b->connect_timeout_ms, b->publish_timeout_ms,
+						   res->reason, sizeof(res->reason)))
+	{
+		res->refused = b->nevents;
+		goto backoff;
+	}
+
+	if (natsConnection_Status(conn) != NATS_CONN_STATUS_CONNECTED)
+	{
+		const char *t = NULL;
+
+		(void) natsConnection_GetLastError(conn, &t);
+		she_mask_url(b->url, masked, sizeof(masked));
+		res->refused = b->nevents;
+		snprintf(res->reason, sizeof(res->reason),
+				 "not connected to NATS at %s (reconnecting in the background)%s%s",
+				 masked, t && *t ? ": " : "", t && *t ? t : "");
+		goto out;
+	}
+
+	if (!ensure_stream(b->stream, b->publish_timeout_ms, res->reason, sizeof(res->reason)))
+	{
+		res->refused = b->nevents;
+		goto backoff;
+	}
+
+	errors_before = atomic_load(&async_errors);
+	for (i = 0; i < b->nevents; i++)
+	{
+		const SheEvent *ev = &b->events[i];
+		natsMsg    *msg = NULL;
+
+		s = natsMsg_Create(&msg, ev->subject, NULL, ev->envelope, ev->envelope_len);
+		if (s == NATS_OK)
+			s = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->id);
+		if (s == NATS_OK)
+			s = natsMsgHeader_Set(msg, "Nats-Expected-Stream", b->stream);
+		if (s == NATS_OK)
+			s = js_PublishMsgAsync(js, &msg, NULL);
+		natsMsg_Destroy(msg);
+		if (s != NATS_OK)
+		{
+			const char *t = nats_GetLastError(NULL);
+
+			res->refused += b->nevents - i;
+			snprintf(res->reason, sizeof(res->reason), "publishing failed: %s",
+					 t ? t : natsStatus_GetText(s));
+			break;
+		}
+		res->sent++;
+	}
+
+	if (b->wait_for_ack && res->sent > 0)
+	{
+		uint64		now = now_usec();
+		jsPubOptions po;
+		uint64_t	errs;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = (now < deadline) ? (int64_t) Max((deadline - now) / 1000, 1) : 1;
+		s = js_PublishAsyncComplete(js, &po);
+		if (s == NATS_TIMEOUT)
+		{
+			natsMsgList pending;
+
+			if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+			{
+				res->unconfirmed = Min(pending.Count, res->sent);
+				she_stats_add_unconfirmed(pending.Count);
+				natsMsgList_Destroy(&pending);
+			}
+			snprintf(res->reason, sizeof(res->reason),
+					 "no acknowledgement from JetStream within %d ms", b->publish_timeout_ms);
+		}
+		errs = atomic_load(&async_errors) - errors_before;
+		if (errs > 0)
+		{
+			res->refused += (int) Min(errs, (uint64_t) res->sent);
+			pthread_mutex_lock(&async_error_mu);
+			strlcpy(res->reason, async_error_text, sizeof(res->reason));
+			pthread_mutex_unlock(&async_error_mu);
+		}
+		res->acked = res->sent - res->unconfirmed - Min((int) errs, res->sent);
+		if (s == NATS_TIMEOUT)
+			goto backoff;
+	}
+	goto out;
+
+backoff:
+	/* Later commits skip NATS for a while instead of paying the timeout. */
+	retry_after_us = now_usec() + (uint64) she_retry_interval_ms * 1000;
+	strlcpy(retry_reason, res->reason, sizeof(retry_reason));
+
+out:
+	NATS_CALL_END;
+	/* Acks and error acks are counted by ack_handler; what never left, here. */
+	if (b->nevents > res->sent)
+		she_stats_add_failed(b->nevents - res->sent);
+}
+
+/*
+ * The server's max payload once this backend is connected, else 0.
+ */
+int
+she_server_max_payload(void)
+{
+	int64_t		mp = 0;
+
+	if (conn == NULL)
+		return 0;
+	NATS_CALL_BEGIN;
+	if (natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED)
+		mp = natsConnection_GetMaxPayload(conn);
+	NATS_CALL_END;
+	return (int) Min(mp, (int64_t) INT_MAX);
+}
+
+/*
+ * ping(): connect with the current settings on a fresh connection (so the
+ * exact reason of a failure is reported), look the stream up, and return
+ * the facts as jsonb.  Everything nats.c allocated is released before any
+ * ERROR is raised.
+ */
+Jsonb *
+she_ping(void)
+{
+	natsOptions *opts = NULL;
+	natsConnection *nc = NULL;
+	jsCtx	   *pjs = NULL;
+	jsStreamInfo *si = NULL;
+	jsErrCode	ec = 0;
+	jsOptions	jo;
+	natsStatus	s;
+	char		err[512] = "";
+	char		masked[512];
+	char		connected_url[512] = "";
+	char		server_id[128] = "";
+	int64_t		rtt_ns = 0;
+	int64_t		max_payload = 0;
+	bool		stream_found = false;
+	bool		jetstream = true;
+	StringInfoData buf;
+	uint64		t0;
+
+	if (she_nats_url[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot ping NATS: state_hub_events.nats_url is empty"),
+				 errdetail("With an empty nats_url, publishing is a no-op.")));
+	she_mask_url(she_nats_url, masked, sizeof(masked));
+	initStringInfo(&buf);
+
+	t0 = now_usec();
+	NATS_CALL_BEGIN;
+	if (!exit_hook_set)
+	{
+		before_shmem_exit(shutdown_nats, (Datum) 0);
+		exit_hook_set = true;
+	}
+	nats_used = true;
+	s = make_options(&opts, she_nats_url, she_connect_timeout_ms,
+					 she_publish_timeout_ms, false, err, sizeof(err));
+	if (s == NATS_OK)
+	{
+		s = natsConnection_Connect(&nc, opts);
+		if (s != NATS_OK)
+		{
+			const char *t = nats_GetLastError(NULL);
+
+			snprintf(err, sizeof(err), "%s", t ? t : natsStatus_GetText(s));
+		}
+	}
+	if (s == NATS_OK)
+	{
+		(void) natsConnection_GetConnectedUrl(nc, connected_url, sizeof(connected_url));
+		(void) natsConnection_GetConnectedServerId(nc, server_id, sizeof(server_id));
+		(void) natsConnection_GetRTT(nc, &rtt_ns);
+		max_payload = natsConnection_GetMaxPayload(nc);
+		jsOptions_Init(&jo);
+		jo.Wait = she_publish_timeout_ms;
+		s = natsConnection_JetStream(&pjs, nc, &jo);
+		if (s == NATS_OK)
+		{
+			s = js_GetStreamInfo(&si, pjs, she_stream, &jo, &ec);
+			if (s == NATS_OK)
+				stream_found = true;
+			else if (s == NATS_NOT_FOUND || ec == JSStreamNotFoundErr)
+				s = NATS_OK;
+			else if (s == NATS_NO_RESPONDERS)
+			{
+				jetstream = false;
+				snprintf(err, sizeof(err), "JetStream is not enabled on the server");
+			}
+			else
+			{
+				const char *t = nats_GetLastError(NULL);
+
+				snprintf(err, sizeof(err), "stream lookup failed: %s",
+						 t ? t : natsStatus_GetText(s));
+			}
+		}
+	}
+
+	if (s == NATS_OK)
+	{
+		char		url2[512];
+
+		she_mask_url(connected_url, url2, sizeof(url2));
+		appendStringInfoString(&buf, "{\"connected_url\":");
+		escape_json(&buf, url2);
+		appendStringInfoString(&buf, ",\"server_id\":");
+		escape_json(&buf, server_id);
+		appendStringInfo(&buf, ",\"rtt_us\":%lld,\"connect_ms\":%.3f,\"max_payload\":%lld,\"jetstream\":true",
+						 (long long) (rtt_ns / 1000), (now_usec() - t0) / 1000.0,
+						 (long long) max_payload);
+		appendStringInfoString(&buf, ",\"stream\":");
+		escape_json(&buf, she_stream);
+		appendStringInfo(&buf, ",\"stream_exists\":%s", stream_found ? "true" : "false");
+		if (stream_found)
+		{
+			jsStreamConfig *c = si->Config;
+			int			i;
+
+			appendStringInfoString(&buf, ",\"stream_subjects\":[");
+			for (i = 0; i < c->SubjectsLen; i++)
+			{
+				if (i > 0)
+					appendStringInfoChar(&buf, ',');
+				escape_json(&buf, c->Subjects[i]);
+			}
+			appendStringInfo(&buf, "],\"storage\":\"%s\",\"replicas\":%lld,"
+							 "\"duplicate_window_s\":%.3f,\"max_age_s\":%.3f,"
+							 "\"messages\":%llu,\"bytes\":%llu,\"last_seq\":%llu",
+							 c->Storage == js_FileStorage ? "file" : "memory",
+							 (long long) c->Replicas,
+							 c->Duplicates / 1e9, c->MaxAge / 1e9,
+							 (unsigned long long) si->State.Msgs,
+							 (unsigned long long) si->State.Bytes,
+							 (unsigned long long) si->State.LastSeq);
+		}
+		else
+			appendStringInfo(&buf, ",\"will_create\":%s", she_create_stream ? "true" : "false");
+		appendStringInfo(&buf, ",\"session_connection\":\"%s\"}",
+						 conn == NULL ? "none" :
+						 natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED ? "connected" :
+						 "not connected");
+	}
+
+	if (si != NULL)
+		jsStreamInfo_Destroy(si);
+	if (pjs != NULL)
+		jsCtx_Destroy(pjs);
+	if (nc != NULL)
+		natsConnection_Destroy(nc);
+	if (opts != NULL)
+		natsOptions_Destroy(opts);
+	NATS_CALL_END;
+
+	if (!jetstream)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot use NATS at %s: %s", masked, err)));
+	if (s != NATS_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
+				 errmsg("cannot reach NATS at %s: %s", masked, err)));
+
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}

@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * state_hub_events.c
+ *	  Module entry point: settings, transaction callbacks, shared memory
+ *	  (when preloaded), and the SQL-callable ping().
+ *
+ * The extension works without preloading: the library is loaded by the
+ * first call of one of its functions, and its counters are then per
+ * backend.  Preloaded (shared_preload_libraries), the counters are
+ * cluster-wide.
+ *
+ * IDENTIFICATION
+ *	  src/state_hub_events.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/jsonb.h"
+
+#include "state_hub_events.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(she_ping_sql);
+
+void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+she_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	she_stats_request_shmem();
+}
+
+static void
+she_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	she_stats_startup_shmem();
+}
+
+void
+_PG_init(void)
+{
+	she_define_settings();
+	she_buffer_init();
+
+	if (process_shared_preload_libraries_in_progress)
+	{
+		she_preloaded = true;
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = she_shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = she_shmem_startup;
+	}
+	else
+		she_stats_init_local();
+}
+
+/*
+ * ping() RETURNS jsonb
+ *
+ * Connects with the current settings and returns the server's and the
+ * stream's facts, or raises an ERROR saying why it cannot.
+ */
+Datum
+she_ping_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(she_ping());
+}

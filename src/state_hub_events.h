@@ -1,0 +1,145 @@
+/*-------------------------------------------------------------------------
+ *
+ * state_hub_events.h
+ *	  Declarations shared by the files of the state_hub_events extension.
+ *
+ * The extension buffers lifecycle events during a transaction (buffer.c),
+ * builds each event's EventEnvelope at the call (envelope.c), and hands the
+ * batch to NATS JetStream once the commit record is written (nats_client.c).
+ * Settings live in guc.c, counters in stats.c, the emit() trigger in emit.c.
+ *
+ * IDENTIFICATION
+ *	  src/state_hub_events.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef STATE_HUB_EVENTS_H
+#define STATE_HUB_EVENTS_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+
+/* Our own assertion macro: Debian's server is built without assertions. */
+#ifdef SHE_ASSERT_CHECKING
+#define SheAssert(cond) \
+	do { if (!(cond)) elog(PANIC, "state_hub_events assertion failed: %s (%s:%d)", \
+						   #cond, __FILE__, __LINE__); } while (0)
+#else
+#define SheAssert(cond) ((void) 0)
+#endif
+
+#define SHE_UUID_LEN		36	/* canonical text form, without NUL */
+#define SHE_TIMESTAMP_LEN	27	/* YYYY-MM-DDTHH:MM:SS.ffffffZ */
+#define SHE_MAX_SUBJECT_LEN 255
+#define SHE_HEADER_ROOM		4096	/* headers and control line per message */
+
+/* ---------- guc.c ---------- */
+
+typedef enum SheDelivery
+{
+	SHE_DELIVERY_IMMEDIATE,
+	SHE_DELIVERY_DURABLE
+} SheDelivery;
+
+extern char *she_nats_url;
+extern char *she_stream;
+extern char *she_stream_subjects;
+extern char *she_publisher;
+extern int	she_publish_timeout_ms;
+extern bool she_wait_for_ack;
+extern int	she_connect_timeout_ms;
+extern int	she_delivery;
+extern char *she_token;
+extern char *she_user;
+extern char *she_password;
+extern char *she_creds_file;
+extern char *she_nkey;
+extern char *she_nkey_seed_file;
+extern char *she_tls_ca_file;
+extern char *she_tls_cert_file;
+extern char *she_tls_key_file;
+extern int	she_max_event_bytes;
+extern bool she_create_stream;
+extern int	she_stream_replicas;
+extern int	she_stream_max_age_s;
+extern int	she_duplicate_window_s;
+extern int	she_max_events_per_xact;
+extern int	she_retry_interval_ms;
+
+extern void she_define_settings(void);
+
+/* ---------- envelope.c ---------- */
+
+/* One buffered event: its envelope is complete but for the timestamp. */
+typedef struct SheEvent
+{
+	char		id[SHE_UUID_LEN + 1];
+	char	   *subject;
+	char	   *envelope;		/* NUL-terminated JSON */
+	int			envelope_len;
+	int			ts_offset;		/* where the timestamp placeholder sits */
+	int			attrs_offset;	/* where the attributes object starts */
+	int			attrs_len;
+	int			nest_level;		/* subtransaction level that buffered it */
+} SheEvent;
+
+extern void she_check_subject(const char *subject);
+extern bool she_subject_covered(const char *subject, const char *patterns);
+extern void she_build_event(SheEvent *ev, const char *subject,
+							Jsonb *attributes, int max_bytes);
+extern void she_format_timestamp(TimestampTz ts, char *buf);
+
+/* ---------- buffer.c ---------- */
+
+extern void she_buffer_init(void);
+extern void she_buffer_event(const char *subject, Jsonb *attributes, char *id_out);
+extern void she_check_can_publish(void);
+
+/* ---------- nats_client.c ---------- */
+
+/* What one COMMIT hands to the connection. */
+typedef struct SheBatch
+{
+	SheEvent   *events;
+	int			nevents;
+	char	   *url;			/* destination, fixed at the first event */
+	char	   *stream;
+	bool		wait_for_ack;
+	int			publish_timeout_ms;
+	int			connect_timeout_ms;
+} SheBatch;
+
+typedef struct SheBatchResult
+{
+	int			sent;
+	int			acked;
+	int			refused;		/* lost: never reached the stream */
+	int			unconfirmed;	/* sent, no ack in time: may be stored */
+	char		reason[256];
+} SheBatchResult;
+
+extern void she_publish_batch(const SheBatch *batch, SheBatchResult *res);
+extern Jsonb *she_ping(void);
+extern int	she_server_max_payload(void);
+extern void she_mask_url(const char *url, char *out, size_t outlen);
+
+/* ---------- stats.c ---------- */
+
+extern void she_stats_request_shmem(void);
+extern void she_stats_startup_shmem(void);
+extern void she_stats_init_local(void);
+extern void she_stats_add_published(uint64 n, uint64 duplicates);
+extern void she_stats_add_failed(uint64 n);
+extern void she_stats_add_unconfirmed(uint64 n);
+extern void she_stats_add_dropped(uint64 n);
+extern void she_stats_add_buffered(uint64 n);
+extern void she_stats_record_commit_time(uint64 usec);
+extern void she_stats_set_last_error(const char *msg);
+extern void she_stats_atomic_published(uint64 n, uint64 duplicates);
+extern void she_stats_atomic_failed(uint64 n);
+
+extern bool she_preloaded;
+
+#endif							/* STATE_HUB_EVENTS_H */

@@ -1,0 +1,238 @@
+/*-------------------------------------------------------------------------
+ *
+ * natsdump.c
+ *	  Test and demo helper built on nats.c: reads a JetStream stream back,
+ *	  one JSON line per message, or manages the stream.
+ *
+ *	  natsdump URL dump STREAM [FROM_SEQ]   messages with seq, subject, headers, body
+ *	  natsdump URL info STREAM              the stream's config and state as JSON
+ *	  natsdump URL purge STREAM             remove every message
+ *	  natsdump URL delete STREAM            delete the stream
+ *	  natsdump URL create STREAM SUBJECT [DUP_WINDOW_S]  create a stream
+ *	  natsdump URL follow STREAM SECONDS    print messages as they arrive
+ *
+ *	  Exit status 2 with the error on stderr when NATS cannot be used; a
+ *	  missing stream on dump/info prints nothing (info prints null).
+ *
+ * IDENTIFICATION
+ *	  test/natsdump.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nats/nats.h>
+
+static void
+die(const char *what, natsStatus s)
+{
+	const char *t = nats_GetLastError(NULL);
+
+	fprintf(stderr, "natsdump: %s: %s\n", what, t ? t : natsStatus_GetText(s));
+	exit(2);
+}
+
+/* Print a JSON string (the body is JSON already; headers and subjects are not). */
+static void
+put_json_string(const char *s, int len)
+{
+	int			i;
+
+	putchar('"');
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void
+print_msg(natsMsg *m, uint64_t seq)
+{
+	const char *v = NULL;
+	const char *body = natsMsg_GetData(m);
+	int			blen = natsMsg_GetDataLength(m);
+
+	printf("{\"seq\":%llu,\"subject\":", (unsigned long long) seq);
+	put_json_string(natsMsg_GetSubject(m), (int) strlen(natsMsg_GetSubject(m)));
+	printf(",\"msg_id\":");
+	if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v != NULL)
+		put_json_string(v, (int) strlen(v));
+	else
+		printf("null");
+	printf(",\"expected_stream\":");
+	v = NULL;
+	if (natsMsgHeader_Get(m, "Nats-Expected-Stream", &v) == NATS_OK && v != NULL)
+		put_json_string(v, (int) strlen(v));
+	else
+		printf("null");
+	printf(",\"raw\":");
+	put_json_string(body ? body : "", body ? blen : 0);
+	printf("}\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	natsConnection *nc = NULL;
+	jsCtx	   *js = NULL;
+	jsStreamInfo *si = NULL;
+	jsErrCode	ec = 0;
+	natsStatus	s;
+	natsOptions *opts = NULL;
+	const char *cmd;
+	const char *stream;
+
+	if (argc < 4)
+	{
+		fprintf(stderr, "usage: natsdump URL dump|info|purge|delete|create|follow STREAM [...]\n");
+		return 2;
+	}
+	cmd = argv[2];
+	stream = argv[3];
+
+	s = natsOptions_Create(&opts);
+	if (s == NATS_OK)
+		s = natsOptions_SetURL(opts, argv[1]);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, 2000);
+	if (s == NATS_OK && getenv("NATS_TOKEN"))
+		s = natsOptions_SetToken(opts, getenv("NATS_TOKEN"));
+	if (s == NATS_OK && getenv("NATS_USER"))
+		s = natsOptions_SetUserInfo(opts, getenv("NATS_USER"), getenv("NATS_PASSWORD"));
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&nc, opts);
+	if (s != NATS_OK)
+		die("connect", s);
+	s = natsConnection_JetStream(&js, nc, NULL);
+	if (s != NATS_OK)
+		die("jetstream", s);
+
+	if (strcmp(cmd, "create") == 0)
+	{
+		jsStreamConfig cfg;
+		const char *subj[1];
+
+		if (argc < 5)
+			return 2;
+		subj[0] = argv[4];
+		jsStreamConfig_Init(&cfg);
+		cfg.Name = stream;
+		cfg.Subjects = subj;
+		cfg.SubjectsLen = 1;
+		cfg.Storage = js_FileStorage;
+		if (argc > 5)
+			cfg.Duplicates = (int64_t) atoll(argv[5]) * 1000000000;
+		s = js_AddStream(&si, js, &cfg, NULL, &ec);
+		if (s != NATS_OK)
+			die("create", s);
+		jsStreamInfo_Destroy(si);
+		return 0;
+	}
+
+	s = js_GetStreamInfo(&si, js, stream, NULL, &ec);
+	if (s == NATS_NOT_FOUND || ec == JSStreamNotFoundErr)
+	{
+		if (strcmp(cmd, "info") == 0)
+			printf("null\n");
+		return 0;
+	}
+	if (s != NATS_OK)
+		die("stream info", s);
+
+	if (strcmp(cmd, "info") == 0)
+	{
+		jsStreamConfig *c = si->Config;
+		int			i;
+
+		printf("{\"name\":\"%s\",\"subjects\":[", c->Name);
+		for (i = 0; i < c->SubjectsLen; i++)
+			printf("%s\"%s\"", i ? "," : "", c->Subjects[i]);
+		printf("],\"storage\":\"%s\",\"replicas\":%lld,\"duplicate_window_s\":%lld,"
+			   "\"max_age_s\":%lld,\"messages\":%llu,\"first_seq\":%llu,\"last_seq\":%llu}\n",
+			   c->Storage == js_FileStorage ? "file" : "memory",
+			   (long long) c->Replicas, (long long) (c->Duplicates / 1000000000),
+			   (long long) (c->MaxAge / 1000000000),
+			   (unsigned long long) si->State.Msgs,
+			   (unsigned long long) si->State.FirstSeq,
+			   (unsigned long long) si->State.LastSeq);
+	}
+	else if (strcmp(cmd, "purge") == 0)
+	{
+		s = js_PurgeStream(js, stream, NULL, &ec);
+		if (s != NATS_OK)
+			die("purge", s);
+	}
+	else if (strcmp(cmd, "delete") == 0)
+	{
+		s = js_DeleteStream(js, stream, NULL, &ec);
+		if (s != NATS_OK)
+			die("delete", s);
+	}
+	else if (strcmp(cmd, "dump") == 0)
+	{
+		uint64_t	seq = (argc > 4) ? strtoull(argv[4], NULL, 10) : si->State.FirstSeq;
+		uint64_t	last = si->State.LastSeq;
+
+		if (seq < si->State.FirstSeq)
+			seq = si->State.FirstSeq;
+		for (; seq > 0 && seq <= last; seq++)
+		{
+			natsMsg    *m = NULL;
+
+			s = js_GetMsg(&m, js, stream, seq, NULL, &ec);
+			if (s == NATS_NOT_FOUND)
+				continue;		/* deleted */
+			if (s != NATS_OK)
+				die("get message", s);
+			print_msg(m, seq);
+			natsMsg_Destroy(m);
+		}
+	}
+	else if (strcmp(cmd, "follow") == 0)
+	{
+		/* Poll by sequence until SECONDS have passed without a new message. */
+		int			idle_limit = (argc > 4) ? atoi(argv[4]) : 5;
+		uint64_t	seq = si->State.LastSeq + 1;
+		time_t		last_seen = time(NULL);
+
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		while (time(NULL) - last_seen < idle_limit)
+		{
+			natsMsg    *m = NULL;
+
+			s = js_GetMsg(&m, js, stream, seq, NULL, &ec);
+			if (s == NATS_OK)
+			{
+				print_msg(m, seq);
+				natsMsg_Destroy(m);
+				seq++;
+				last_seen = time(NULL);
+			}
+			else
+				nats_Sleep(50);
+		}
+	}
+	else
+	{
+		fprintf(stderr, "natsdump: unknown command \"%s\"\n", cmd);
+		return 2;
+	}
+
+	jsStreamInfo_Destroy(si);
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+	natsOptions_Destroy(opts);
+	nats_Close();
+	return 0;
+}
