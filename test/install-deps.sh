@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what building and testing state_hub_events needs, from Debian's
+# packages, when it is missing.  Runs apt-get as root, or through sudo.
+set -euo pipefail
+
+pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
+      libipc-run-perl libjson-pp-perl make gcc)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Python 3 with pydantic validates envelopes in the state hub kit's test when present.
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "installing: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=
+else
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

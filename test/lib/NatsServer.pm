@@ -1,0 +1,225 @@
+
+# NatsServer.pm
+#    A real nats-server with JetStream for the TAP tests: started on a free
+#    loopback port in a private directory, stopped by pid.  Messages are read
+#    back from the stream with test/natsdump (built on nats.c).
+#
+# IDENTIFICATION
+#    test/lib/NatsServer.pm
+
+package NatsServer;
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use File::Spec;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(WNOHANG);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(usleep);
+
+my $natsdump = File::Spec->rel2abs(dirname(__FILE__) . '/../natsdump');
+
+# NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N)
+sub new
+{
+    my ($class, %args) = @_;
+    my $self = bless {%args}, $class;
+    $self->{port} //= PostgreSQL::Test::Cluster::get_free_port();
+    $self->{dir} = PostgreSQL::Test::Utils::tempdir('nats');
+    $self->{log} = "$self->{dir}/nats-server.log";
+    $self->_write_config;
+    return $self;
+}
+
+sub _write_config
+{
+    my ($self) = @_;
+    my $conf = "listen: 127.0.0.1:$self->{port}\n"
+      . "jetstream { store_dir: \"$self->{dir}/js\" }\n";
+    if ($self->{token})
+    {
+        $conf .= "authorization { token: \"$self->{token}\" }\n";
+    }
+    elsif ($self->{user})
+    {
+        $conf .= "authorization { user: \"$self->{user}\", password: \"$self->{password}\" }\n";
+    }
+    $conf .= $self->{extra_conf} if $self->{extra_conf};
+    open my $fh, '>', "$self->{dir}/nats.conf" or die $!;
+    print $fh $conf;
+    close $fh;
+}
+
+sub url
+{
+    my ($self) = @_;
+    return "nats://127.0.0.1:$self->{port}";
+}
+
+sub port { return $_[0]->{port}; }
+
+# Start the server and wait until it accepts connections.
+sub start
+{
+    my ($self) = @_;
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0)
+    {
+        open STDOUT, '>>', $self->{log} or die $!;
+        open STDERR, '>&', \*STDOUT or die $!;
+        exec('nats-server', '-c', "$self->{dir}/nats.conf") or die "exec nats-server: $!";
+    }
+    $self->{pid} = $pid;
+    for (1 .. 200)
+    {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 1);
+        if ($s)
+        {
+            close $s;
+            # JetStream is ready once the stream API answers.
+            for (1 .. 100)
+            {
+                return $self if $self->_natsdump_ok('info', 'NO_SUCH_STREAM_PROBE');
+                usleep(50_000);
+            }
+            die "nats-server on port $self->{port} accepts connections but JetStream does not answer";
+        }
+        usleep(50_000);
+    }
+    die "nats-server did not start on port $self->{port}: " . slurp_file($self->{log});
+}
+
+sub _natsdump_ok
+{
+    my ($self, @args) = @_;
+    local $ENV{NATS_TOKEN} = $self->{token} if $self->{token};
+    local $ENV{NATS_USER} = $self->{user} if $self->{user};
+    local $ENV{NATS_PASSWORD} = $self->{password} if $self->{user};
+    my $pid = fork();
+    if ($pid == 0)
+    {
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        exec($natsdump, $self->url, @args) or exit 3;
+    }
+    waitpid($pid, 0);
+    return $? == 0;
+}
+
+# Run natsdump with credentials in the environment; returns stdout.
+sub _run
+{
+    my ($self, @args) = @_;
+    local $ENV{NATS_TOKEN} = $self->{token} if $self->{token};
+    local $ENV{NATS_USER} = $self->{user} if $self->{user};
+    local $ENV{NATS_PASSWORD} = $self->{password} if $self->{user};
+    open(my $fh, '-|', $natsdump, $self->url, @args) or die "natsdump: $!";
+    local $/;
+    my $out = <$fh> // '';
+    close $fh;
+    die "natsdump @args failed: $?" if $? != 0;
+    return $out;
+}
+
+# Stop with SIGTERM and reap.
+sub stop
+{
+    my ($self) = @_;
+    return unless $self->{pid};
+    $self->resume if $self->{paused};
+    kill 'TERM', $self->{pid};
+    waitpid($self->{pid}, 0);
+    delete $self->{pid};
+}
+
+sub kill9
+{
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill 'KILL', $self->{pid};
+    waitpid($self->{pid}, 0);
+    delete $self->{pid};
+}
+
+# SIGSTOP: the server keeps its sockets but answers nothing.
+sub pause
+{
+    my ($self) = @_;
+    kill 'STOP', $self->{pid};
+    $self->{paused} = 1;
+}
+
+sub resume
+{
+    my ($self) = @_;
+    kill 'CONT', $self->{pid};
+    $self->{paused} = 0;
+}
+
+# Every message in the stream, oldest first: hashrefs with seq, subject,
+# msg_id, expected_stream, raw (the body bytes) and body (decoded JSON).
+sub messages
+{
+    my ($self, $stream, $from) = @_;
+    $stream //= 'ACTIVITY_EVENTS';
+    my $out = $self->_run('dump', $stream, defined $from ? $from : ());
+    my @msgs;
+    for my $line (split /\n/, $out)
+    {
+        my $m = decode_json($line);
+        $m->{body} = JSON::PP->new->utf8(0)->decode($m->{raw});
+        push @msgs, $m;
+    }
+    return @msgs;
+}
+
+# The stream's config and state, or undef when it does not exist.
+sub stream_info
+{
+    my ($self, $stream) = @_;
+    my $out = $self->_run('info', $stream // 'ACTIVITY_EVENTS');
+    return decode_json($out);
+}
+
+sub last_seq
+{
+    my ($self, $stream) = @_;
+    my $info = $self->stream_info($stream);
+    return $info ? $info->{last_seq} : 0;
+}
+
+sub purge
+{
+    my ($self, $stream) = @_;
+    $self->_run('purge', $stream // 'ACTIVITY_EVENTS');
+}
+
+sub delete_stream
+{
+    my ($self, $stream) = @_;
+    $self->_run('delete', $stream // 'ACTIVITY_EVENTS');
+}
+
+sub create_stream
+{
+    my ($self, $stream, $subject, $dup) = @_;
+    $self->_run('create', $stream, $subject, $dup // ());
+}
+
+sub DESTROY
+{
+    my ($self) = @_;
+    if ($self->{pid})
+    {
+        kill 'CONT', $self->{pid};
+        kill 'TERM', $self->{pid};
+        waitpid($self->{pid}, 0);
+    }
+}
+
+1;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build and install state_hub_events, then run pg_regress and the TAP tests
+# (against real nats-servers) and print a pass/fail summary.
+#
+# As root (CI), the tests run as the unprivileged "postgres" user on a copy
+# of the tree that user owns: PostgreSQL refuses to run as root.
+#
+# PROVE_TESTS="test/t/001_publish.pl" limits the TAP tests; SKIP_REGRESS=1
+# or SKIP_TAP=1 skip a part.
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+if [ -x /usr/lib/postgresql/15/bin/pg_config ]; then
+    PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+else
+    PG_CONFIG=${PG_CONFIG:-pg_config}
+fi
+bindir=$($PG_CONFIG --bindir)
+pgxs=$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=; RUNAS="runuser -u postgres --"; else SUDO=sudo; RUNAS=; fi
+
+echo "== build and install"
+make -C "$top" -s PG_CONFIG="$PG_CONFIG" with_llvm=no all test/natsdump || exit 1
+$SUDO make -C "$top" -s PG_CONFIG="$PG_CONFIG" with_llvm=no install || exit 1
+
+work=$(mktemp -d /tmp/state_hub_events_test.XXXXXX)
+cleanup() { [ -n "${KEEP_TEST_DIR:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
+cp -a "$top/." "$work/"
+[ -z "$RUNAS" ] || chown -R postgres: "$work"
+
+passed=0
+failed=0
+failed_names=()
+
+if [ -z "${SKIP_REGRESS:-}" ]; then
+    echo "== pg_regress"
+    # A temporary instance on a Unix socket in a private directory.
+    if $RUNAS make -C "$work" -s PG_CONFIG="$PG_CONFIG" with_llvm=no installcheck \
+        EXTRA_REGRESS_OPTS="--temp-instance=$work/tmp_check_regress" >"$work/regress.out" 2>&1; then
+        :
+    fi
+    cat "$work/regress.out"
+    # pg_regress 15 prints "test NAME ... ok" / "... FAILED"
+    n_ok=$(grep -cE '^test .* \.\.\. ok' "$work/regress.out" || true)
+    n_bad=$(grep -cE '^test .* \.\.\. FAILED' "$work/regress.out" || true)
+    passed=$((passed + n_ok))
+    failed=$((failed + n_bad))
+    if [ "$n_bad" -gt 0 ] || [ "$n_ok" -eq 0 ]; then
+        [ "$n_ok" -eq 0 ] && [ "$n_bad" -eq 0 ] && failed=$((failed + 1))
+        failed_names+=("pg_regress")
+        [ -f "$work/regression.diffs" ] && cat "$work/regression.diffs"
+    fi
+fi
+
+if [ -z "${SKIP_TAP:-}" ]; then
+    echo "== TAP tests (real nats-server)"
+    tests=${PROVE_TESTS:-test/t/*.pl}
+    (cd "$work" && $RUNAS env TESTDIR="$work" PATH="$bindir:$PATH" \
+        PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
+        prove -I "$pgxs/src/test/perl" -I test/lib $tests) 2>&1 | tee "$work/tap.out"
+    # one line per test file: "test/t/NNN_x.pl .. ok" (prove) or a failure
+    n_files=$(cd "$work" && ls $tests | wc -l)
+    n_ok=$(grep -cE '^test/t/[^ ]+\.pl \.+ ok' "$work/tap.out" || true)
+    n_bad=$((n_files - n_ok))
+    passed=$((passed + n_ok))
+    failed=$((failed + n_bad))
+    if ! grep -q '^Result: PASS' "$work/tap.out"; then
+        [ "$n_bad" -gt 0 ] || failed=$((failed + 1))
+        failed_names+=("TAP")
+        for f in "$work"/tmp_check/log/*; do
+            [ -f "$f" ] || continue
+            echo "--- $f (last 40 lines)"; tail -n 40 "$f"
+        done
+    fi
+fi
+
+echo
+echo "== state_hub_events test summary"
+[ ${#failed_names[@]} -eq 0 ] || echo "failing parts: ${failed_names[*]}"
+echo "summary: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
