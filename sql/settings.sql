@@ -1,0 +1,27 @@
+--
+-- Settings: names, defaults, contexts; bad values refused by check hooks.
+--
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS state_hub_events;
+RESET client_min_messages;
+LOAD 'state_hub_events';
+\set VERBOSITY default
+
+SELECT name, setting, unit, context, vartype FROM pg_settings
+ WHERE name LIKE 'state_hub_events.%' ORDER BY name;
+
+SET state_hub_events.stream = 'bad.name';
+SET state_hub_events.stream = '';
+SET state_hub_events.stream_subjects = 'org..x';
+SET state_hub_events.stream_subjects = 'org.>.x';
+SET state_hub_events.stream_subjects = '';
+SET state_hub_events.publisher = '';
+SET state_hub_events.nats_url = 'nats://a:4222, nats://b:4222';
+SET state_hub_events.nats_url = 'nats://a:4222,,nats://b:4222';
+SET state_hub_events.delivery = 'sometimes';
+SET state_hub_events.no_such_setting = 1;
+-- good values
+SET state_hub_events.nats_url = 'nats://a:4222,nats://b:4222';
+SET state_hub_events.stream_subjects = 'org.>,activity.*.created';
+SET state_hub_events.publish_timeout = '250ms';
+SHOW state_hub_events.publish_timeout;

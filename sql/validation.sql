@@ -1,0 +1,78 @@
+--
+-- Bad input is refused at the call, with an errcode and a clear message.
+--
+CREATE EXTENSION state_hub_events;
+\set SHOW_CONTEXT never
+
+-- try(query): the SQLSTATE and message a query fails with, or 'ok'
+CREATE FUNCTION try(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+-- subjects
+SELECT try($q$SELECT state_hub_events.publish(NULL)$q$);
+SELECT try($q$SELECT state_hub_events.publish('')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org..x')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.x.')$q$);
+SELECT try($q$SELECT state_hub_events.publish('.org.x')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub repo')$q$);
+SELECT try($q$SELECT state_hub_events.publish(E'org.statehub.\trepo')$q$);
+SELECT try($q$SELECT state_hub_events.publish(E'org.statehub.\x01')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.*')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.>')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.a*b')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.' || repeat('x', 300))$q$);
+SELECT try($q$SELECT state_hub_events.publish('activity.task.created')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org')$q$);
+
+-- attributes must be an object
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y', '[1,2]')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y', '"text"')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y', '42')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y', 'null')$q$);
+
+-- size
+SET state_hub_events.max_event_bytes = 1000;
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y', jsonb_build_object('blob', repeat('x', 1000)))$q$);
+RESET state_hub_events.max_event_bytes;
+
+-- too many events in one transaction
+SET state_hub_events.max_events_per_transaction = 3;
+BEGIN;
+SELECT count(state_hub_events.publish('org.statehub.x.y')) FROM generate_series(1, 3);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.four')$q$);
+ROLLBACK;
+RESET state_hub_events.max_events_per_transaction;
+
+-- valid subjects pass; the stream's subjects decide what is covered
+BEGIN;
+SELECT state_hub_events.publish('org.statehub.repo.registered', '{"repo_id": 1}') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('org.a') IS NOT NULL AS ok;
+SET LOCAL state_hub_events.stream_subjects = 'org.statehub.*.registered,activity.>';
+SELECT state_hub_events.publish('org.statehub.repo.registered') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('activity.task.created') IS NOT NULL AS ok;
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.repo.completed')$q$);
+ROLLBACK;
+
+-- the destination is fixed by the first event of a transaction
+BEGIN;
+SELECT state_hub_events.publish('org.statehub.x.y') IS NOT NULL AS ok;
+SET LOCAL state_hub_events.stream = 'OTHER';
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
+ROLLBACK;
+
+-- durable delivery is not available in this version
+SET state_hub_events.delivery = 'durable';
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
+RESET state_hub_events.delivery;
+
+-- PREPARE TRANSACTION with buffered events is refused, as NOTIFY does
+BEGIN;
+SELECT state_hub_events.publish('org.statehub.x.y') IS NOT NULL AS ok;
+PREPARE TRANSACTION 'she';
+-- without events PREPARE is not our business (max_prepared_transactions = 0 here)
+DROP FUNCTION try(text);
