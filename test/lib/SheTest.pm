@@ -26,7 +26,7 @@ sub she_node
 {
     my ($name, $nats, %opt) = @_;
     my $node = PostgreSQL::Test::Cluster->new($name);
-    $node->init;
+    $node->init(allows_streaming => $opt{streaming} ? 1 : 0);
     my $conf = "log_min_messages = warning\n";
     $conf .= "shared_preload_libraries = 'state_hub_events'\n" if $opt{preload};
     $conf .= "state_hub_events.nats_url = '" . $nats->url . "'\n" if $nats;
