@@ -1,0 +1,95 @@
+
+# 004_sessions.pl
+#    Sessions that exit right after COMMIT lose nothing they sent and never
+#    crash (500 in a row, with wait_for_ack off and on); query cancel and
+#    pg_terminate_backend during a slow publish are safe.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+use NatsServer;
+use SheTest;
+
+my $nats = NatsServer->new->start;
+my $node = she_node('sessions', $nats, conf => q{
+state_hub_events.publish_timeout = '2s'
+state_hub_events.retry_interval = '1s'
+});
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.setup')});
+my $log_offset = -s $node->logfile;
+
+# Run N one-shot psql sessions; returns the ids they got.
+sub one_shot_sessions
+{
+    my ($n, $subject) = @_;
+    my @ids;
+    my $connstr = $node->connstr('postgres');
+    for my $i (1 .. $n)
+    {
+        my $id = `psql -X -A -t -d "$connstr" -c "SELECT state_hub_events.publish('$subject', '{\\"i\\": $i}')" 2>&1`;
+        chomp $id;
+        push @ids, $id;
+    }
+    return @ids;
+}
+
+for my $mode ('off', 'on')
+{
+    $node->safe_psql('postgres', "LOAD 'state_hub_events'; ALTER SYSTEM SET state_hub_events.wait_for_ack = $mode; SELECT pg_reload_conf();");
+    my $s = $nats->last_seq + 1;
+    my $n = $mode eq 'off' ? 500 : 200;
+    my @ids = one_shot_sessions($n, "org.t.exit.$mode");
+    is(scalar(grep { /^[0-9a-f-]{36}$/ } @ids), $n, "wait_for_ack = $mode: $n sessions each got an id");
+    my @m = wait_for_messages($nats, $n + $s - 1);
+    @m = grep { $_->{subject} eq "org.t.exit.$mode" } @m;
+    is_deeply([ sort map { $_->{msg_id} } @m ], [ sort @ids ],
+        "wait_for_ack = $mode: every event of $n sessions that exited right after COMMIT is in the stream");
+}
+
+my $log = slurp_file($node->logfile, $log_offset);
+unlike($log, qr/terminated by signal|server process .* was terminated|PANIC/,
+    'no backend crashed or was killed by a signal');
+
+# --- cancel and terminate while a COMMIT waits for a hung server
+$node->safe_psql('postgres', "LOAD 'state_hub_events'; ALTER SYSTEM RESET state_hub_events.wait_for_ack; SELECT pg_reload_conf();");
+$node->safe_psql('postgres', q{CREATE TABLE t (id int)});
+for my $action ('pg_cancel_backend', 'pg_terminate_backend')
+{
+    my $bg = $node->background_psql('postgres', on_error_stop => 0);
+    $bg->query_safe(q{SELECT state_hub_events.publish('org.t.connect')});
+    my $pid = $bg->query_safe(q{SELECT pg_backend_pid()});
+    $nats->pause;
+    $bg->{stdin} .= "BEGIN; INSERT INTO t VALUES (1); SELECT state_hub_events.publish('org.t.slow'); COMMIT;\n";
+    $bg->{run}->pump_nb;
+    # wait until the backend is inside COMMIT, waiting for acknowledgements
+    $node->poll_query_until('postgres',
+        "SELECT state = 'active' AND query ~ '^COMMIT' FROM pg_stat_activity WHERE pid = $pid");
+    $node->safe_psql('postgres', "SELECT $action($pid)");
+    my $t0 = time;
+    if ($action eq 'pg_terminate_backend')
+    {
+        $node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid");
+    }
+    else
+    {
+        $bg->{run}->pump_nb until $bg->{stderr} =~ /not confirmed|not published/ || time - $t0 > 10;
+        like($bg->{stderr}, qr/not confirmed|not published/, "$action: COMMIT finished with a WARNING");
+        $bg->quit;
+    }
+    $nats->resume;
+    is($node->safe_psql('postgres', 'SELECT count(*) >= 1 FROM t'), 't',
+        "$action during the ack wait: the transaction is committed");
+    ok($node->safe_psql('postgres', 'SELECT 1') eq '1', "$action: the server is up");
+    $node->safe_psql('postgres', 'TRUNCATE t');
+}
+$log = slurp_file($node->logfile, $log_offset);
+unlike($log, qr/terminated by signal|PANIC|was terminated by/, 'no crash after cancel or terminate');
+
+$node->stop;
+$nats->stop;
+done_testing();
