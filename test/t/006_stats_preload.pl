@@ -1,0 +1,59 @@
+
+# 006_stats_preload.pl
+#    With the library in shared_preload_libraries, stats() is cluster-wide:
+#    counters written by one session are read from another.  Without it,
+#    each backend sees its own and says so.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use NatsServer;
+use SheTest;
+
+my $nats = NatsServer->new->start;
+my $node = she_node('preload', $nats, preload => 1, conf => q{
+state_hub_events.connect_timeout = '1s'
+state_hub_events.publish_timeout = '1s'
+});
+
+is($node->safe_psql('postgres', 'SELECT scope FROM state_hub_events.stats()'), 'cluster',
+    'preloaded: stats() is cluster-wide');
+
+$node->safe_psql('postgres', q{
+    BEGIN;
+    SELECT state_hub_events.publish('org.t.s1');
+    SELECT state_hub_events.publish('org.t.s2');
+    COMMIT;
+    SELECT state_hub_events.publish('org.t.s3');
+});
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.s4')});
+
+my $row = $node->safe_psql('postgres', q{
+    SELECT buffered, published, failed, unconfirmed, commits,
+           commit_publish_p50_ms > 0, commit_publish_p99_ms >= commit_publish_p50_ms
+      FROM state_hub_events.stats()});
+is($row, '4|4|0|0|3|t|t', 'another session reads what two sessions published, and the commit times');
+is(scalar($nats->messages), 4, 'the stream agrees');
+
+$nats->stop;
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.lost')});
+like($err, qr/not published/, 'NATS down: the event is not published');
+$row = $node->safe_psql('postgres', q{
+    SELECT failed, last_error ~ 'NATS', last_error_at > now() - interval '1 minute'
+      FROM state_hub_events.stats()});
+is($row, '1|t|t', 'another session sees the failure and the last error');
+
+# without preloading: per backend
+my $plain = she_node('plain', undef);
+is($plain->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.x') IS NOT NULL; SELECT scope, buffered FROM state_hub_events.stats()}),
+    "t\nbackend|1", 'not preloaded: stats() is this backend\'s and says so');
+is($plain->safe_psql('postgres', q{SELECT buffered FROM state_hub_events.stats()}), '0',
+    'another backend starts from zero');
+
+$plain->stop;
+$node->stop;
+done_testing();
