@@ -10,6 +10,8 @@
  *	  natsdump URL delete STREAM            delete the stream
  *	  natsdump URL create STREAM SUBJECT [DUP_WINDOW_S]  create a stream
  *	  natsdump URL follow STREAM SECONDS    print messages as they arrive
+ *	  natsdump URL envelopes STREAM [FROM_SEQ]  one line per message:
+ *											{"Nats-Msg-Id": ..., "envelope": <body>}
  *
  *	  Exit status 2 with the error on stderr when NATS cannot be used; a
  *	  missing stream on dump/info prints nothing (info prints null).
@@ -54,6 +56,20 @@ put_json_string(const char *s, int len)
 			putchar(c);
 	}
 	putchar('"');
+}
+
+/* The demo's format: the header and the envelope itself, one JSON line. */
+static void
+print_envelope(natsMsg *m)
+{
+	const char *v = NULL;
+
+	printf("{\"Nats-Msg-Id\":");
+	if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v != NULL)
+		put_json_string(v, (int) strlen(v));
+	else
+		printf("null");
+	printf(",\"envelope\":%.*s}\n", natsMsg_GetDataLength(m), natsMsg_GetData(m));
 }
 
 static void
@@ -179,7 +195,7 @@ main(int argc, char **argv)
 		if (s != NATS_OK)
 			die("delete", s);
 	}
-	else if (strcmp(cmd, "dump") == 0)
+	else if (strcmp(cmd, "dump") == 0 || strcmp(cmd, "envelopes") == 0)
 	{
 		uint64_t	seq = (argc > 4) ? strtoull(argv[4], NULL, 10) : si->State.FirstSeq;
 		uint64_t	last = si->State.LastSeq;
@@ -195,7 +211,10 @@ main(int argc, char **argv)
 				continue;		/* deleted */
 			if (s != NATS_OK)
 				die("get message", s);
-			print_msg(m, seq);
+			if (cmd[0] == 'e')
+				print_envelope(m);
+			else
+				print_msg(m, seq);
 			natsMsg_Destroy(m);
 		}
 	}
