@@ -11,8 +11,16 @@
  * with all signals blocked and PostgreSQL's handlers only ever run on the
  * backend's own thread.  Callbacks that run on nats threads (ack_handler,
  * connected_cb) touch only: the stats counters (pg_atomic operations on
- * plain memory), async_errors (a C11 atomic) and async_error_text (under
- * async_error_mu).  They never call palloc, elog or read settings.
+ * plain memory), async_errors and stream_ok (C11 atomics), and
+ * async_error_text and the retry list (under async_mu).  They never call
+ * palloc, elog or read settings.
+ *
+ * The stream.  Nothing is looked up before publishing: the first batch of a
+ * connection waits for its acknowledgements, and if JetStream answers "no
+ * responders" (no stream captures the subject) and create_stream is on, the
+ * stream is created and those messages are published again within the same
+ * time budget.  So publishing needs no stream-management rights, and the
+ * common path costs no extra round trip.
  *
  * Failure handling.  The connection is created with retry-on-failed-connect:
  * when the server is down the first attempt fails fast and nats.c keeps
@@ -53,16 +61,20 @@
 static natsConnection *conn = NULL;
 static jsCtx *js = NULL;
 static char *conn_key = NULL;	/* malloc'd: settings the connection used */
-static char *stream_checked = NULL; /* malloc'd: stream known to exist */
+static char *stream_name = NULL;	/* malloc'd: the stream stream_ok is about */
 static uint64 retry_after_us = 0;	/* skip NATS until this monotonic time */
 static char retry_reason[256];
 static bool nats_used = false;	/* nats.c initialised in this process */
 static bool exit_hook_set = false;
 
 /* Written by nats threads. */
-static atomic_uint_fast64_t async_errors;
-static pthread_mutex_t async_error_mu = PTHREAD_MUTEX_INITIALIZER;
-static char async_error_text[256];
+static atomic_uint_fast64_t async_errors;	/* refusals other than "no responders" */
+static atomic_bool stream_ok;	/* a positive ack arrived on this connection */
+static pthread_mutex_t async_mu = PTHREAD_MUTEX_INITIALIZER;
+static char async_error_text[256];	/* under async_mu */
+static natsMsg **retry_msgs = NULL; /* under async_mu: "no responders" */
+static int	nretry = 0;
+static int	maxretry = 0;
 
 #define NATS_CALL_BEGIN \
 	do { \
@@ -129,22 +141,70 @@ static void
 ack_handler(jsCtx *ctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
 	if (pa != NULL)
-		she_stats_atomic_published(1, pa->Duplicate ? 1 : 0);
-	else
 	{
-		atomic_fetch_add(&async_errors, 1);
-		she_stats_atomic_failed(1);
-		if (pae != NULL)
+		atomic_store(&stream_ok, true);
+		she_stats_atomic_published(1, pa->Duplicate ? 1 : 0);
+		natsMsg_Destroy(msg);
+		return;
+	}
+	pthread_mutex_lock(&async_mu);
+	if (pae != NULL && pae->Err == NATS_NO_RESPONDERS)
+	{
+		/* No stream captures the subject: keep it for the backend to retry. */
+		if (nretry == maxretry)
 		{
-			pthread_mutex_lock(&async_error_mu);
-			snprintf(async_error_text, sizeof(async_error_text),
-					 "JetStream refused a message: %s (error code %d)",
-					 pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err),
-					 (int) pae->ErrCode);
-			pthread_mutex_unlock(&async_error_mu);
+			int			newmax = maxretry ? maxretry * 2 : 64;
+			natsMsg   **n = realloc(retry_msgs, newmax * sizeof(natsMsg *));
+
+			if (n != NULL)
+			{
+				retry_msgs = n;
+				maxretry = newmax;
+			}
+		}
+		if (nretry < maxretry)
+		{
+			retry_msgs[nretry++] = msg;
+			pthread_mutex_unlock(&async_mu);
+			return;
 		}
 	}
+	atomic_fetch_add(&async_errors, 1);
+	she_stats_atomic_failed(1);
+	snprintf(async_error_text, sizeof(async_error_text),
+			 "JetStream refused a message: %s (error code %d)",
+			 pae && pae->ErrText ? pae->ErrText : "unknown error",
+			 pae ? (int) pae->ErrCode : 0);
+	pthread_mutex_unlock(&async_mu);
 	natsMsg_Destroy(msg);
+}
+
+/*
+ * Take the messages that met "no responders" (backend thread).
+ */
+static natsMsg **
+take_retry_list(int *n)
+{
+	natsMsg   **list;
+
+	pthread_mutex_lock(&async_mu);
+	list = retry_msgs;
+	*n = nretry;
+	retry_msgs = NULL;
+	nretry = 0;
+	maxretry = 0;
+	pthread_mutex_unlock(&async_mu);
+	return list;
+}
+
+static void
+destroy_msgs(natsMsg **list, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		natsMsg_Destroy(list[i]);
+	free(list);
 }
 
 static void
@@ -277,8 +337,9 @@ drop_connection(void)
 	conn = NULL;
 	free(conn_key);
 	conn_key = NULL;
-	free(stream_checked);
-	stream_checked = NULL;
+	free(stream_name);
+	stream_name = NULL;
+	atomic_store(&stream_ok, false);
 }
 
 /*
@@ -302,6 +363,12 @@ shutdown_nats(int code, Datum arg)
 		(void) js_PublishAsyncComplete(js, &po);
 	}
 	drop_connection();
+	{
+		int			n;
+		natsMsg   **left = take_retry_list(&n);
+
+		destroy_msgs(left, n);
+	}
 	(void) nats_CloseAndWait(1000);
 	NATS_CALL_END;
 	nats_used = false;
@@ -400,64 +467,67 @@ split_subjects(const char *patterns, char **copy, const char **out, int max)
 }
 
 /*
- * Create the stream if it is missing (and creation is on); leave an
- * existing one alone.  Errors other than "not found" are ignored: the
- * publishing identity may lack stream-management rights, and publishing
- * with Nats-Expected-Stream reports a missing stream per message anyway.
- * Returns false only when the server did not answer in time.
- * Inside NATS_CALL_BEGIN.
+ * Create the stream (JetStream said no stream captures our subjects).  A
+ * racing creator (error 10058) counts as success.  Inside NATS_CALL_BEGIN.
  */
 static bool
-ensure_stream(const char *stream, int wait_ms, char *reason, size_t reasonlen)
+create_stream_now(const char *stream, int wait_ms, char *reason, size_t reasonlen)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode	ec = 0;
 	jsOptions	jo;
 	natsStatus	s;
-
-	if (stream_checked != NULL && strcmp(stream_checked, stream) == 0)
-		return true;
+	jsStreamConfig cfg;
+	const char *subjects[64];
+	char	   *copy = NULL;
 
 	jsOptions_Init(&jo);
 	jo.Wait = Max(wait_ms, 1);
-	s = js_GetStreamInfo(&si, js, stream, &jo, &ec);
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = stream;
+	cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
+	cfg.Subjects = subjects;
+	cfg.Storage = js_FileStorage;
+	cfg.Replicas = she_stream_replicas;
+	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
+	cfg.Duplicates = (int64_t) she_duplicate_window_s * 1000000000;
+	s = js_AddStream(&si, js, &cfg, &jo, &ec);
+	free(copy);
 	if (s == NATS_OK)
+	{
 		jsStreamInfo_Destroy(si);
+		return true;
+	}
+	if (ec == JSStreamNameExistErr)
+		return true;
+	if (s == NATS_NO_RESPONDERS)
+		snprintf(reason, reasonlen, "JetStream did not answer: is JetStream enabled for this account?");
 	else if (s == NATS_TIMEOUT)
+		snprintf(reason, reasonlen, "no stream captures the subjects, and creating stream \"%s\" got no answer within %d ms",
+				 stream, wait_ms);
+	else
 	{
-		snprintf(reason, reasonlen, "NATS did not answer a stream lookup within %d ms", wait_ms);
-		return false;
-	}
-	else if ((s == NATS_NOT_FOUND || ec == JSStreamNotFoundErr) && she_create_stream)
-	{
-		jsStreamConfig cfg;
-		const char *subjects[64];
-		char	   *copy = NULL;
+		const char *t = nats_GetLastError(NULL);
 
-		jsStreamConfig_Init(&cfg);
-		cfg.Name = stream;
-		cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
-		cfg.Subjects = subjects;
-		cfg.Storage = js_FileStorage;
-		cfg.Replicas = she_stream_replicas;
-		cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
-		cfg.Duplicates = (int64_t) she_duplicate_window_s * 1000000000;
-		si = NULL;
-		ec = 0;
-		s = js_AddStream(&si, js, &cfg, &jo, &ec);
-		free(copy);
-		if (s == NATS_OK)
-			jsStreamInfo_Destroy(si);
-		else if (s == NATS_TIMEOUT)
-		{
-			snprintf(reason, reasonlen, "NATS did not answer a stream creation within %d ms", wait_ms);
-			return false;
-		}
-		/* a racing creator (10058) or missing rights: publishing will tell */
+		snprintf(reason, reasonlen, "no stream captures the subjects, and creating stream \"%s\" failed: %s",
+				 stream, t ? t : natsStatus_GetText(s));
 	}
-	free(stream_checked);
-	stream_checked = strdup(stream);
-	return true;
+	return false;
+}
+
+/*
+ * Wait for outstanding acknowledgements until deadline.  Returns NATS_OK or
+ * NATS_TIMEOUT.  Inside NATS_CALL_BEGIN.
+ */
+static natsStatus
+wait_for_acks(uint64 deadline)
+{
+	uint64		now = now_usec();
+	jsPubOptions po;
+
+	jsPubOptions_Init(&po);
+	po.MaxWait = (now < deadline) ? (int64_t) Max((deadline - now) / 1000, 1) : 1;
+	return js_PublishAsyncComplete(js, &po);
 }
 
 /*
@@ -471,6 +541,9 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 	uint64		start = now_usec();
 	uint64		deadline = start + (uint64) b->publish_timeout_ms * 1000;
 	uint64_t	errors_before = 0;
+	uint64_t	errs = 0;
+	int			no_responders = 0;
+	bool		must_wait;
 	natsStatus	s = NATS_OK;
 	int			i;
 	char		masked[512];
@@ -491,10 +564,7 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 
 	if (!ensure_connection(b->url, b->connect_timeout_ms, b->publish_timeout_ms,
 						   res->reason, sizeof(res->reason)))
-	{
-		res->refused = b->nevents;
 		goto backoff;
-	}
 
 	if (natsConnection_Status(conn) != NATS_CONN_STATUS_CONNECTED)
 	{
@@ -502,18 +572,32 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 
 		(void) natsConnection_GetLastError(conn, &t);
 		she_mask_url(b->url, masked, sizeof(masked));
-		res->refused = b->nevents;
 		snprintf(res->reason, sizeof(res->reason),
 				 "not connected to NATS at %s (reconnecting in the background)%s%s",
 				 masked, t && *t ? ": " : "", t && *t ? t : "");
 		goto out;
 	}
 
-	if (!ensure_stream(b->stream, b->publish_timeout_ms, res->reason, sizeof(res->reason)))
+	if (stream_name == NULL || strcmp(stream_name, b->stream) != 0)
 	{
-		res->refused = b->nevents;
-		goto backoff;
+		free(stream_name);
+		stream_name = strdup(b->stream);
+		atomic_store(&stream_ok, false);
 	}
+	{
+		/* "no responders" that arrived after an earlier commit returned */
+		int			nold;
+		natsMsg   **old = take_retry_list(&nold);
+
+		if (nold > 0)
+		{
+			she_stats_add_failed(nold);
+			atomic_store(&stream_ok, false);
+		}
+		destroy_msgs(old, nold);
+	}
+	/* Until the stream has acknowledged once, wait: it may have to be created. */
+	must_wait = b->wait_for_ack || !atomic_load(&stream_ok);
 
 	errors_before = atomic_load(&async_errors);
 	for (i = 0; i < b->nevents; i++)
@@ -533,7 +617,6 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 		{
 			const char *t = nats_GetLastError(NULL);
 
-			res->refused += b->nevents - i;
 			snprintf(res->reason, sizeof(res->reason), "publishing failed: %s",
 					 t ? t : natsStatus_GetText(s));
 			break;
@@ -541,15 +624,43 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 		res->sent++;
 	}
 
-	if (b->wait_for_ack && res->sent > 0)
+	if (must_wait && res->sent > 0)
 	{
-		uint64		now = now_usec();
-		jsPubOptions po;
-		uint64_t	errs;
+		natsMsg   **retry;
+		int			n;
 
-		jsPubOptions_Init(&po);
-		po.MaxWait = (now < deadline) ? (int64_t) Max((deadline - now) / 1000, 1) : 1;
-		s = js_PublishAsyncComplete(js, &po);
+		s = wait_for_acks(deadline);
+		retry = take_retry_list(&n);
+		if (n > 0)
+		{
+			/* No stream captures the subjects: create it, publish them again. */
+			bool		created = false;
+
+			if (she_create_stream)
+				created = create_stream_now(b->stream,
+											(int) ((deadline > now_usec() ? deadline - now_usec() : 1000) / 1000),
+											res->reason, sizeof(res->reason));
+			else
+				snprintf(res->reason, sizeof(res->reason),
+						 "no stream captures the subjects (stream \"%s\" is missing and state_hub_events.create_stream is off)",
+						 b->stream);
+			if (created)
+			{
+				int			j;
+
+				for (j = 0; j < n; j++)
+				{
+					if (js_PublishMsgAsync(js, &retry[j], NULL) != NATS_OK)
+						no_responders++;
+					natsMsg_Destroy(retry[j]);	/* no-op once taken over */
+				}
+				free(retry);
+				s = wait_for_acks(deadline);
+				retry = take_retry_list(&n);
+			}
+			no_responders += n;
+			destroy_msgs(retry, n);
+		}
 		if (s == NATS_TIMEOUT)
 		{
 			natsMsgList pending;
@@ -566,12 +677,13 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 		errs = atomic_load(&async_errors) - errors_before;
 		if (errs > 0)
 		{
-			res->refused += (int) Min(errs, (uint64_t) res->sent);
-			pthread_mutex_lock(&async_error_mu);
+			pthread_mutex_lock(&async_mu);
 			strlcpy(res->reason, async_error_text, sizeof(res->reason));
-			pthread_mutex_unlock(&async_error_mu);
+			pthread_mutex_unlock(&async_mu);
 		}
-		res->acked = res->sent - res->unconfirmed - Min((int) errs, res->sent);
+		res->refused = (int) Min(errs + no_responders, (uint64_t) res->sent);
+		if (no_responders > 0)
+			she_stats_add_failed(no_responders);
 		if (s == NATS_TIMEOUT)
 			goto backoff;
 	}
@@ -586,7 +698,10 @@ out:
 	NATS_CALL_END;
 	/* Acks and error acks are counted by ack_handler; what never left, here. */
 	if (b->nevents > res->sent)
+	{
 		she_stats_add_failed(b->nevents - res->sent);
+		res->refused += b->nevents - res->sent;
+	}
 }
 
 /*

@@ -23,7 +23,9 @@ use Time::HiRes qw(usleep);
 
 my $natsdump = File::Spec->rel2abs(dirname(__FILE__) . '/../natsdump');
 
-# NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N)
+# NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N,
+#                 auth_conf => 'authorization {...}' (user/password then name
+#                 the identity the test tools use))
 sub new
 {
     my ($class, %args) = @_;
@@ -40,7 +42,11 @@ sub _write_config
     my ($self) = @_;
     my $conf = "listen: 127.0.0.1:$self->{port}\n"
       . "jetstream { store_dir: \"$self->{dir}/js\" }\n";
-    if ($self->{token})
+    if ($self->{auth_conf})
+    {
+        $conf .= $self->{auth_conf};
+    }
+    elsif ($self->{token})
     {
         $conf .= "authorization { token: \"$self->{token}\" }\n";
     }

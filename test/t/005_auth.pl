@@ -84,6 +84,29 @@ like($err2, qr/\*\*\*\@127\.0\.0\.1/, 'the WARNING shows the URL masked');
 like($perr, qr/cannot reach NATS at nats:\/\/\*\*\*\@127/, 'ping() masks the URL');
 unlike($perr, qr/leaked-pw/, 'and never prints the password');
 
+# --- publishing needs no stream-management rights
+my $perm = NatsServer->new(user => 'admin', password => 'adminpw', auth_conf => q{
+authorization {
+  users = [
+    { user: admin, password: adminpw }
+    { user: pub, password: pubpw,
+      permissions: { publish: ["org.>"], subscribe: ["_INBOX.>"] } }
+  ]
+}
+})->start;
+$perm->create_stream('ACTIVITY_EVENTS', 'org.>');
+my $as_pub = "SET state_hub_events.nats_url = '@{[ $perm->url ]}'; SET state_hub_events.\"user\" = 'pub'; SET state_hub_events.password = 'pubpw';";
+($ret, $err) = try_publish($as_pub, 'org.t.restricted');
+is($err, '', 'a user allowed only to publish on org.> and read its inbox publishes');
+@m = $perm->messages;
+is_deeply([ map { $_->{subject} } @m ], ['org.t.restricted'], 'and the event is in the stream');
+$perm->delete_stream;
+($ret, $err) = try_publish($as_pub, 'org.t.nostream');
+like($err, qr/1 of 1 events of the committed transaction were not published/,
+    'that user cannot create a missing stream: the event is refused');
+like($err, qr/creating stream "ACTIVITY_EVENTS"/, 'and the WARNING says the stream could not be created');
+$perm->stop;
+
 $node->stop;
 $tok->stop;
 $pw->stop;
