@@ -58,7 +58,8 @@ $s = next_seq();
 $node->safe_psql('postgres', q{BEGIN; SELECT state_hub_events.publish('org.t.rolledback'); ROLLBACK;});
 $node->psql('postgres', q{BEGIN; SELECT state_hub_events.publish('org.t.error'); SELECT 1/0; COMMIT;});
 $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.autocommit_error'), 1/0;});
-is_deeply(subjects_since($s), [], 'ROLLBACK and errors publish nothing');
+$node->psql('postgres', q{BEGIN; SELECT state_hub_events.publish('org.t.before_bad'); SELECT state_hub_events.publish('org.t.bad*'); COMMIT;});
+is_deeply(subjects_since($s), [], 'ROLLBACK, errors and a refused event publish nothing of their transaction');
 
 # --- a failed COMMIT publishes nothing: deferred constraint violation
 $node->safe_psql('postgres', q{

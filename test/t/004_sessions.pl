@@ -55,6 +55,27 @@ my $log = slurp_file($node->logfile, $log_offset);
 unlike($log, qr/terminated by signal|server process .* was terminated|PANIC/,
     'no backend crashed or was killed by a signal');
 
+# --- nats.c's threads inside a backend run with every signal blocked
+{
+    my $bg = $node->background_psql('postgres');
+    $bg->query_safe(q{SELECT state_hub_events.publish('org.t.threads')});
+    my $pid = $bg->query_safe(q{SELECT pg_backend_pid()});
+    my @tids = grep { $_ != $pid } map { m{/(\d+)$} ? $1 : () } glob("/proc/$pid/task/*");
+    cmp_ok(scalar @tids, '>=', 3, "the backend runs nats.c threads (@{[ scalar @tids ]})");
+    my @open;
+    for my $tid (@tids)
+    {
+        my ($blk) = slurp_file("/proc/$pid/task/$tid/status") =~ /^SigBlk:\s*([0-9a-f]+)/m;
+        my $mask = hex(substr($blk, -8));    # signals 1..32
+        for my $sig (1, 2, 3, 10, 12, 14, 15, 23)    # HUP INT QUIT USR1 USR2 ALRM TERM URG
+        {
+            push @open, "$tid:$sig" unless $mask & (1 << ($sig - 1));
+        }
+    }
+    is_deeply(\@open, [], 'every nats.c thread blocks the signals PostgreSQL handles');
+    $bg->quit;
+}
+
 # --- cancel and terminate while a COMMIT waits for a hung server
 $node->safe_psql('postgres', "LOAD 'state_hub_events'; ALTER SYSTEM RESET state_hub_events.wait_for_ack; SELECT pg_reload_conf();");
 $node->safe_psql('postgres', q{CREATE TABLE t (id int)});
