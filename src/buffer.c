@@ -64,6 +64,7 @@ static bool batch_wait_for_ack = true;
 static int	batch_publish_timeout_ms = 0;
 static int	batch_connect_timeout_ms = 0;
 
+static char *last_subject = NULL;	/* in BufferContext: subjects are shared */
 static bool timestamps_set = false;	/* PRE_COMMIT has run */
 static bool commit_ready = false;	/* commit record written, batch may go */
 
@@ -162,9 +163,13 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	if (server_max > 0 && server_max - SHE_HEADER_ROOM < max_bytes)
 		max_bytes = server_max - SHE_HEADER_ROOM;
 
-	oldcxt = MemoryContextSwitchTo(BufferContext);
-	she_build_event(&ev, subject, attributes, max_bytes);
+	she_build_event(&ev, subject, attributes, max_bytes, BufferContext);
 	ev.nest_level = GetCurrentTransactionNestLevel();
+
+	oldcxt = MemoryContextSwitchTo(BufferContext);
+	if (last_subject == NULL || strcmp(last_subject, subject) != 0)
+		last_subject = pstrdup(subject);
+	ev.subject = last_subject;
 
 	if (nevents >= maxevents)
 	{
@@ -196,6 +201,7 @@ reset_buffer(void)
 	maxevents = 0;
 	batch_url = NULL;
 	batch_stream = NULL;
+	last_subject = NULL;
 	timestamps_set = false;
 	commit_ready = false;
 }

@@ -21,12 +21,48 @@
 
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "port.h"
+#include "utils/memutils.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
 #include "state_hub_events.h"
 
 #define TIMESTAMP_PLACEHOLDER "0000-00-00T00:00:00.000000Z"
+
+/*
+ * Random bytes for UUIDs, drawn from pg_strong_random in blocks: one call per
+ * 256 ids instead of one per id (libuuid's uuid_generate_random makes several
+ * system calls per id).  Backend-local.
+ */
+static uint8 rand_pool[4096];
+static int	rand_pos = sizeof(rand_pool);
+
+/* Scratch buffer for building envelopes, reused across calls. */
+static StringInfo scratch = NULL;
+
+/*
+ * A random (version 4) UUID in canonical lowercase text form.
+ */
+static void
+make_uuid_v4(char *out)
+{
+	uuid_t		u;
+
+	if (rand_pos + 16 > (int) sizeof(rand_pool))
+	{
+		if (!pg_strong_random(rand_pool, sizeof(rand_pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values for an event id")));
+		rand_pos = 0;
+	}
+	memcpy(u, rand_pool + rand_pos, 16);
+	rand_pos += 16;
+	u[6] = (u[6] & 0x0f) | 0x40;	/* version 4 */
+	u[8] = (u[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	uuid_unparse_lower(u, out);
+}
 
 /*
  * Refuse a subject NATS would not deliver as one literal subject.
@@ -166,17 +202,18 @@ she_format_timestamp(TimestampTz ts, char *buf)
 }
 
 /*
- * Build one event's envelope in CurrentMemoryContext.
+ * Build one event's envelope; the result is allocated in target, at its
+ * exact size.  The subject is not stored (the caller interns it).
  *
  * The subject must already have passed she_check_subject and the coverage
  * check.  attributes may be NULL (meaning {}); anything but an object is
  * refused.  The envelope is refused if it would exceed max_bytes.
  */
 void
-she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_bytes)
+she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_bytes,
+				MemoryContext target)
 {
-	StringInfoData buf;
-	uuid_t		uu;
+	StringInfo	buf;
 
 	if (attributes != NULL && (!JB_ROOT_IS_OBJECT(attributes) || JB_ROOT_IS_SCALAR(attributes)))
 		ereport(ERROR,
@@ -185,36 +222,48 @@ she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_by
 				 errdetail("Attributes must be a jsonb object such as '{\"repo_id\": 1}', not %s.",
 						   JB_ROOT_IS_SCALAR(attributes) ? "a scalar" : "an array")));
 
-	uuid_generate_random(uu);
-	uuid_unparse_lower(uu, ev->id);
+	if (scratch == NULL || scratch->maxlen > 4 * 1024 * 1024)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"id\":\"");
-	appendStringInfoString(&buf, ev->id);
-	appendStringInfoString(&buf, "\",\"type\":");
-	escape_json(&buf, subject);
-	appendStringInfoString(&buf, ",\"version\":\"1.0\",\"timestamp\":\"");
-	ev->ts_offset = buf.len;
-	appendStringInfoString(&buf, TIMESTAMP_PLACEHOLDER);
-	appendStringInfoString(&buf, "\",\"publisher\":");
-	escape_json(&buf, she_publisher);
-	appendStringInfoString(&buf, ",\"attributes\":");
-	ev->attrs_offset = buf.len;
+		if (scratch != NULL)
+		{
+			pfree(scratch->data);
+			pfree(scratch);
+		}
+		scratch = makeStringInfo();
+		MemoryContextSwitchTo(old);
+	}
+	buf = scratch;
+	resetStringInfo(buf);
+
+	make_uuid_v4(ev->id);
+	appendStringInfoString(buf, "{\"id\":\"");
+	appendBinaryStringInfo(buf, ev->id, SHE_UUID_LEN);
+	appendStringInfoString(buf, "\",\"type\":");
+	escape_json(buf, subject);
+	appendStringInfoString(buf, ",\"version\":\"1.0\",\"timestamp\":\"");
+	ev->ts_offset = buf->len;
+	appendStringInfoString(buf, TIMESTAMP_PLACEHOLDER);
+	appendStringInfoString(buf, "\",\"publisher\":");
+	escape_json(buf, she_publisher);
+	appendStringInfoString(buf, ",\"attributes\":");
+	ev->attrs_offset = buf->len;
 	if (attributes == NULL)
-		appendStringInfoString(&buf, "{}");
+		appendStringInfoString(buf, "{}");
 	else
-		(void) JsonbToCString(&buf, &attributes->root, VARSIZE(attributes));
-	ev->attrs_len = buf.len - ev->attrs_offset;
-	appendStringInfoChar(&buf, '}');
+		(void) JsonbToCString(buf, &attributes->root, VARSIZE(attributes));
+	ev->attrs_len = buf->len - ev->attrs_offset;
+	appendStringInfoChar(buf, '}');
 
-	if (buf.len > max_bytes)
+	if (buf->len > max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish an event of %d bytes to subject \"%s\"", buf.len, subject),
+				 errmsg("cannot publish an event of %d bytes to subject \"%s\"", buf->len, subject),
 				 errdetail("The envelope is limited to %d bytes by state_hub_events.max_event_bytes and the server's max payload.",
 						   max_bytes)));
 
-	ev->envelope = buf.data;
-	ev->envelope_len = buf.len;
-	ev->subject = pstrdup(subject);
+	ev->envelope = MemoryContextAlloc(target, buf->len + 1);
+	memcpy(ev->envelope, buf->data, buf->len + 1);
+	ev->envelope_len = buf->len;
 }

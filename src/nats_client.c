@@ -277,8 +277,6 @@ make_options(natsOptions **optsp, const char *url, int connect_timeout_ms,
 	if (s == NATS_OK)
 		s = natsOptions_SetNoEcho(opts, true);
 	if (s == NATS_OK)
-		s = natsOptions_SetSendAsap(opts, true);
-	if (s == NATS_OK)
 		s = natsOptions_SetAllowReconnect(opts, true);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(opts, -1);
@@ -629,6 +627,17 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 		natsMsg   **retry;
 		int			n;
 
+		/*
+		 * Write what the connection buffered now, rather than after the
+		 * flusher's ~1 ms delay; its PING/PONG overlaps the acks.  (With
+		 * SendAsap every message would be its own write: slower for big
+		 * batches, no faster for one event.)
+		 */
+		{
+			uint64		now = now_usec();
+
+			(void) natsConnection_FlushTimeout(conn, now < deadline ? (int64_t) Max((deadline - now) / 1000, 1) : 1);
+		}
 		s = wait_for_acks(deadline);
 		retry = take_retry_list(&n);
 		if (n > 0)

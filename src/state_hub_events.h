@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "utils/palloc.h"
 #include "utils/jsonb.h"
 
 /* Our own assertion macro: Debian's server is built without assertions. */
@@ -88,7 +89,8 @@ typedef struct SheEvent
 extern void she_check_subject(const char *subject);
 extern bool she_subject_covered(const char *subject, const char *patterns);
 extern void she_build_event(SheEvent *ev, const char *subject,
-							Jsonb *attributes, int max_bytes);
+							Jsonb *attributes, int max_bytes,
+							MemoryContext target);
 extern void she_format_timestamp(TimestampTz ts, char *buf);
 
 /* ---------- buffer.c ---------- */
