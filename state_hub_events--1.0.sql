@@ -47,6 +47,14 @@ LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION stats() IS
 'publishing counters: cluster-wide when the library is preloaded, else this backend''s (see scope)';
 
+CREATE FUNCTION stats_reset()
+RETURNS void
+AS 'MODULE_PATHNAME', 'she_stats_reset'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION stats_reset() IS
+'zero the counters of stats() (cluster-wide when preloaded)';
+
 CREATE FUNCTION ping()
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'she_ping_sql'
@@ -107,3 +115,4 @@ CREATE EVENT TRIGGER state_hub_events_check_triggers
 REVOKE EXECUTE ON FUNCTION publish(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION emit() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION ping() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION stats_reset() FROM PUBLIC;

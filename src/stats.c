@@ -34,6 +34,7 @@
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_stats);
+PG_FUNCTION_INFO_V1(she_stats_reset);
 
 /*
  * Histogram of microseconds: values below 8 have their own bucket; above,
@@ -271,4 +272,31 @@ she_stats(PG_FUNCTION_ARGS)
 	nulls[11] = (last_time == 0);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * stats_reset() RETURNS void
+ *
+ * Zero the counters and the histogram (cluster-wide when preloaded).
+ * Concurrent increments may land before or after the reset.
+ */
+Datum
+she_stats_reset(PG_FUNCTION_ARGS)
+{
+	int			i;
+
+	pg_atomic_write_u64(&stats->buffered, 0);
+	pg_atomic_write_u64(&stats->published, 0);
+	pg_atomic_write_u64(&stats->duplicates, 0);
+	pg_atomic_write_u64(&stats->failed, 0);
+	pg_atomic_write_u64(&stats->unconfirmed, 0);
+	pg_atomic_write_u64(&stats->dropped, 0);
+	pg_atomic_write_u64(&stats->commits, 0);
+	for (i = 0; i < HIST_BUCKETS; i++)
+		pg_atomic_write_u64(&stats->hist[i], 0);
+	SpinLockAcquire(&stats->mutex);
+	stats->last_error[0] = '\0';
+	stats->last_error_time = 0;
+	SpinLockRelease(&stats->mutex);
+	PG_RETURN_VOID();
 }

@@ -47,6 +47,10 @@ $row = $node->safe_psql('postgres', q{
       FROM state_hub_events.stats()});
 is($row, '1|t|t', 'another session sees the failure and the last error');
 
+$node->safe_psql('postgres', 'SELECT state_hub_events.stats_reset()');
+is($node->safe_psql('postgres', q{SELECT buffered, published, failed, commits, commit_publish_p50_ms IS NULL, last_error IS NULL FROM state_hub_events.stats()}),
+    '0|0|0|0|t|t', 'stats_reset() zeroes the cluster-wide counters');
+
 # without preloading: per backend
 my $plain = she_node('plain', undef);
 is($plain->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.x') IS NOT NULL; SELECT scope, buffered FROM state_hub_events.stats()}),
