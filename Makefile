@@ -40,6 +40,11 @@ deps:
 test: deps
 	@bash test/run-tests.sh
 
+# Measure the commit path against NOTIFY, an outbox table and raw nats.c
+# (QUICK=1: a smoke run under a minute).
+bench: deps
+	@QUICK=$(QUICK) bash bench/run.sh
+
 # Start a throwaway nats-server and PostgreSQL, run the state hub example,
 # print the envelopes that arrive in the stream.
 demo: deps
