@@ -127,6 +127,11 @@ for my $x (@t)
 }
 $out .= "| emit() durable vs outbox trigger | >= 0.90x | durable mode not implemented | — |\n\n";
 
+# the analysis of missed targets, written by hand after looking (perf)
+use File::Basename qw(dirname);
+my $analysis = dirname(__FILE__) . '/analysis.md';
+$out .= slurp($analysis) . "\n" if -f $analysis;
+
 $out .= "### Commands\n\n```\nmake bench            # this table (bench/run.sh); QUICK=1 for a smoke run\n";
 $out .= "pgbench -n -c$C -j$C -T$T -f ins1_<variant>.sql -l bench    # and ins10_, hot_ scripts, written by bench/run.sh\n";
 $out .= "PGOPTIONS='-c state_hub_events.wait_for_ack=on|off'         # for the emit() variants\n";

@@ -65,6 +65,17 @@ SET LOCAL state_hub_events.stream = 'OTHER';
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
 ROLLBACK;
 
+-- a parallel worker cannot publish (publish() is PARALLEL UNSAFE; a wrapper
+-- that lies about it still gets a clear error)
+CREATE FUNCTION pub_in_worker() RETURNS uuid LANGUAGE plpgsql PARALLEL SAFE AS $$
+BEGIN
+    RETURN state_hub_events.publish('org.statehub.x.y');
+END $$;
+SET force_parallel_mode = on;
+SELECT pub_in_worker();
+RESET force_parallel_mode;
+DROP FUNCTION pub_in_worker();
+
 -- durable delivery is not available in this version
 SET state_hub_events.delivery = 'durable';
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);

@@ -146,6 +146,7 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 
 	if (nevents == 0 && batch_url == NULL)
 	{
+		she_nats_register_exit();
 		batch_url = MemoryContextStrdup(BufferContext, she_nats_url);
 		batch_stream = MemoryContextStrdup(BufferContext, she_stream);
 		batch_wait_for_ack = she_wait_for_ack;

@@ -49,6 +49,7 @@
 #include <nats/nats.h>
 
 #include "lib/stringinfo.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/builtins.h"
@@ -66,6 +67,7 @@ static uint64 retry_after_us = 0;	/* skip NATS until this monotonic time */
 static char retry_reason[256];
 static bool nats_used = false;	/* nats.c initialised in this process */
 static bool exit_hook_set = false;
+static char dbname[NAMEDATALEN] = "?";	/* for the connection name */
 
 /* Written by nats threads. */
 static atomic_uint_fast64_t async_errors;	/* refusals other than "no responders" */
@@ -216,25 +218,26 @@ connected_cb(natsConnection *nc, void *closure)
 /* ---------- connection ---------- */
 
 /*
- * The settings a connection depends on, as one string; a change means the
- * connection must be replaced.  Backend thread, malloc only.
+ * The settings a connection depends on (where and who), as one string; a
+ * change means the connection must be replaced.  Timeouts are not part of
+ * it: a connection keeps those it was created with.  Backend thread,
+ * malloc only.
  */
 static char *
-make_conn_key(const char *url, int connect_timeout_ms, int publish_timeout_ms)
+make_conn_key(const char *url)
 {
 	char	   *key;
 	size_t		len;
 
 	len = strlen(url) + strlen(she_token) + strlen(she_user) + strlen(she_password) +
 		strlen(she_creds_file) + strlen(she_nkey) + strlen(she_nkey_seed_file) +
-		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 64;
+		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 16;
 	key = malloc(len);
 	if (key == NULL)
 		return NULL;
-	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d",
+	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s",
 			 url, she_token, she_user, she_password, she_creds_file, she_nkey,
-			 she_nkey_seed_file, she_tls_ca_file, she_tls_cert_file, she_tls_key_file,
-			 connect_timeout_ms, publish_timeout_ms);
+			 she_nkey_seed_file, she_tls_ca_file, she_tls_cert_file, she_tls_key_file);
 	return key;
 }
 
@@ -265,13 +268,14 @@ make_options(natsOptions **optsp, const char *url, int connect_timeout_ms,
 		 tok = strtok_r(NULL, ",", &save))
 		servers[nservers++] = tok;
 
-	snprintf(name, sizeof(name), "state_hub_events db=%u pid=%d", MyDatabaseId, MyProcPid);
+	snprintf(name, sizeof(name), "state_hub_events db=%s pid=%d", dbname, MyProcPid);
 
 	s = natsOptions_Create(&opts);
 	if (s == NATS_OK)
 		s = natsOptions_SetServers(opts, servers, nservers);
+	/* connect_timeout is the budget across all listed servers */
 	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(opts, connect_timeout_ms);
+		s = natsOptions_SetTimeout(opts, Max(connect_timeout_ms / Max(nservers, 1), 1));
 	if (s == NATS_OK)
 		s = natsOptions_SetName(opts, name);
 	if (s == NATS_OK)
@@ -373,6 +377,25 @@ shutdown_nats(int code, Datum arg)
 }
 
 /*
+ * Arrange for shutdown_nats at backend exit, and note the database name for
+ * the connection name.  Called where an ERROR is still fine (when an event
+ * is buffered, or by ping()), never after the commit record.
+ */
+void
+she_nats_register_exit(void)
+{
+	if (!exit_hook_set)
+	{
+		char	   *d = get_database_name(MyDatabaseId);
+
+		if (d != NULL)
+			strlcpy(dbname, d, sizeof(dbname));
+		before_shmem_exit(shutdown_nats, (Datum) 0);
+		exit_hook_set = true;
+	}
+}
+
+/*
  * Make sure a connection object exists for these settings.  Inside
  * NATS_CALL_BEGIN.  Returns false with reason filled when there is none.
  */
@@ -380,7 +403,7 @@ static bool
 ensure_connection(const char *url, int connect_timeout_ms, int publish_timeout_ms,
 				  char *reason, size_t reasonlen)
 {
-	char	   *key = make_conn_key(url, connect_timeout_ms, publish_timeout_ms);
+	char	   *key = make_conn_key(url);
 	natsOptions *opts = NULL;
 	natsStatus	s;
 	jsOptions	jo;
@@ -398,13 +421,7 @@ ensure_connection(const char *url, int connect_timeout_ms, int publish_timeout_m
 		return true;
 	}
 	drop_connection();
-
-	if (!exit_hook_set)
-	{
-		/* before_shmem_exit cannot ERROR here: it only appends to an array */
-		before_shmem_exit(shutdown_nats, (Datum) 0);
-		exit_hook_set = true;
-	}
+	SheAssert(exit_hook_set);
 	nats_used = true;
 
 	if (make_options(&opts, url, connect_timeout_ms, publish_timeout_ms, true,
@@ -765,13 +782,9 @@ she_ping(void)
 	she_mask_url(she_nats_url, masked, sizeof(masked));
 	initStringInfo(&buf);
 
+	she_nats_register_exit();
 	t0 = now_usec();
 	NATS_CALL_BEGIN;
-	if (!exit_hook_set)
-	{
-		before_shmem_exit(shutdown_nats, (Datum) 0);
-		exit_hook_set = true;
-	}
 	nats_used = true;
 	s = make_options(&opts, she_nats_url, she_connect_timeout_ms,
 					 she_publish_timeout_ms, false, err, sizeof(err));
@@ -855,6 +868,21 @@ she_ping(void)
 		}
 		else
 			appendStringInfo(&buf, ",\"will_create\":%s", she_create_stream ? "true" : "false");
+		appendStringInfo(&buf, ",\"tls\":%s,\"auth\":",
+						 (she_tls_ca_file[0] != '\0' || she_tls_cert_file[0] != '\0' ||
+						  strstr(she_nats_url, "tls://") != NULL) ? "true" : "false");
+		if (she_creds_file[0] != '\0')
+			appendStringInfoString(&buf, "\"creds file\"");
+		else if (she_nkey[0] != '\0')
+			escape_json(&buf, psprintf("nkey %s", she_nkey));
+		else if (she_user[0] != '\0')
+			escape_json(&buf, psprintf("user %s", she_user));
+		else if (she_token[0] != '\0')
+			appendStringInfoString(&buf, "\"token\"");
+		else if (strchr(she_nats_url, '@') != NULL)
+			appendStringInfoString(&buf, "\"credentials in the URL\"");
+		else
+			appendStringInfoString(&buf, "\"none\"");
 		appendStringInfo(&buf, ",\"session_connection\":\"%s\"}",
 						 conn == NULL ? "none" :
 						 natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED ? "connected" :

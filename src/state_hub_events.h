@@ -124,6 +124,7 @@ typedef struct SheBatchResult
 
 extern void she_publish_batch(const SheBatch *batch, SheBatchResult *res);
 extern Jsonb *she_ping(void);
+extern void she_nats_register_exit(void);
 extern int	she_server_max_payload(void);
 extern void she_mask_url(const char *url, char *out, size_t outlen);
 

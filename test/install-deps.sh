@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
-      libipc-run-perl python3 python3-pydantic make gcc)
+      libipc-run-perl python3 python3-pydantic openssl make gcc)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

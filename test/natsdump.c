@@ -13,6 +13,9 @@
  *	  natsdump URL envelopes STREAM [FROM_SEQ]  one line per message:
  *											{"Nats-Msg-Id": ..., "envelope": <body>}
  *
+ *	  Credentials come from the environment: NATS_TOKEN, NATS_USER and
+ *	  NATS_PASSWORD, NATS_CA (turns TLS on), NATS_CERT and NATS_KEY, NATS_CREDS.
+ *
  *	  Exit status 2 with the error on stderr when NATS cannot be used; a
  *	  missing stream on dump/info prints nothing (info prints null).
  *
@@ -126,6 +129,16 @@ main(int argc, char **argv)
 		s = natsOptions_SetToken(opts, getenv("NATS_TOKEN"));
 	if (s == NATS_OK && getenv("NATS_USER"))
 		s = natsOptions_SetUserInfo(opts, getenv("NATS_USER"), getenv("NATS_PASSWORD"));
+	if (s == NATS_OK && getenv("NATS_CA"))
+	{
+		s = natsOptions_SetSecure(opts, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCATrustedCertificates(opts, getenv("NATS_CA"));
+	}
+	if (s == NATS_OK && getenv("NATS_CERT"))
+		s = natsOptions_LoadCertificatesChain(opts, getenv("NATS_CERT"), getenv("NATS_KEY"));
+	if (s == NATS_OK && getenv("NATS_CREDS"))
+		s = natsOptions_SetUserCredentialsFromFiles(opts, getenv("NATS_CREDS"), NULL);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&nc, opts);
 	if (s != NATS_OK)

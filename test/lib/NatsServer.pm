@@ -25,7 +25,9 @@ my $natsdump = File::Spec->rel2abs(dirname(__FILE__) . '/../natsdump');
 
 # NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N,
 #                 auth_conf => 'authorization {...}' (user/password then name
-#                 the identity the test tools use))
+#                 the identity the test tools use), extra_conf => '...',
+#                 tool_ca/tool_cert/tool_key/tool_creds => files the test
+#                 tools connect with)
 sub new
 {
     my ($class, %args) = @_;
@@ -63,15 +65,17 @@ sub _write_config
 sub url
 {
     my ($self) = @_;
-    return "nats://127.0.0.1:$self->{port}";
+    return ($self->{tool_ca} ? 'tls' : 'nats') . "://127.0.0.1:$self->{port}";
 }
 
 sub port { return $_[0]->{port}; }
 
-# Start the server and wait until it accepts connections.
+# Start the server and wait until it accepts connections and JetStream
+# answers (start(no_wait => 1): return at once, e.g. for cluster members that
+# need their peers; then wait_ready).
 sub start
 {
-    my ($self) = @_;
+    my ($self, %opt) = @_;
     my $pid = fork();
     die "fork: $!" unless defined $pid;
     if ($pid == 0)
@@ -81,6 +85,13 @@ sub start
         exec('nats-server', '-c', "$self->{dir}/nats.conf") or die "exec nats-server: $!";
     }
     $self->{pid} = $pid;
+    return $self if $opt{no_wait};
+    return $self->wait_ready;
+}
+
+sub wait_ready
+{
+    my ($self) = @_;
     for (1 .. 200)
     {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 1);
@@ -88,7 +99,7 @@ sub start
         {
             close $s;
             # JetStream is ready once the stream API answers.
-            for (1 .. 100)
+            for (1 .. 400)
             {
                 return $self if $self->_natsdump_ok('info', 'NO_SUCH_STREAM_PROBE');
                 usleep(50_000);
@@ -100,12 +111,24 @@ sub start
     die "nats-server did not start on port $self->{port}: " . slurp_file($self->{log});
 }
 
+# The identity the test tools use, as natsdump's environment.
+sub _tool_env
+{
+    my ($self) = @_;
+    my %env;
+    $env{NATS_TOKEN} = $self->{token} if $self->{token};
+    @env{qw(NATS_USER NATS_PASSWORD)} = ($self->{user}, $self->{password}) if $self->{user};
+    $env{NATS_CA} = $self->{tool_ca} if $self->{tool_ca};
+    @env{qw(NATS_CERT NATS_KEY)} = ($self->{tool_cert}, $self->{tool_key}) if $self->{tool_cert};
+    $env{NATS_CREDS} = $self->{tool_creds} if $self->{tool_creds};
+    return %env;
+}
+
 sub _natsdump_ok
 {
     my ($self, @args) = @_;
-    local $ENV{NATS_TOKEN} = $self->{token} if $self->{token};
-    local $ENV{NATS_USER} = $self->{user} if $self->{user};
-    local $ENV{NATS_PASSWORD} = $self->{password} if $self->{user};
+    my %env = $self->_tool_env;
+    local @ENV{ keys %env } = values %env;
     my $pid = fork();
     if ($pid == 0)
     {
@@ -121,9 +144,8 @@ sub _natsdump_ok
 sub _run
 {
     my ($self, @args) = @_;
-    local $ENV{NATS_TOKEN} = $self->{token} if $self->{token};
-    local $ENV{NATS_USER} = $self->{user} if $self->{user};
-    local $ENV{NATS_PASSWORD} = $self->{password} if $self->{user};
+    my %env = $self->_tool_env;
+    local @ENV{ keys %env } = values %env;
     open(my $fh, '-|', $natsdump, $self->url, @args) or die "natsdump: $!";
     local $/;
     my $out = <$fh> // '';

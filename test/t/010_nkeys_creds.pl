@@ -1,0 +1,85 @@
+
+# 010_nkeys_creds.pl
+#    nkey authentication (public key + seed file) against a server that
+#    lists the nkey, and a creds file (user JWT + seed) against a server in
+#    operator mode whose account has JetStream.  The identities are fixtures
+#    made by test/fixtures/auth/generate.mjs.
+
+use strict;
+use warnings;
+
+use File::Basename qw(dirname);
+use File::Spec;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use NatsServer;
+use SheTest;
+
+my $fx = File::Spec->rel2abs(dirname(__FILE__) . '/../fixtures/auth');
+sub fixture { my $s = slurp_file("$fx/$_[0]"); chomp $s; return $s; }
+
+my $node = she_node('nkeys', undef, conf => q{
+state_hub_events.connect_timeout = '1s'
+state_hub_events.publish_timeout = '2s'
+state_hub_events.retry_interval = '0'
+});
+
+sub attempt
+{
+    my ($settings) = @_;
+    my ($ret, $out, $err) = $node->psql('postgres',
+        "$settings SELECT state_hub_events.publish('org.t.auth') IS NOT NULL;");
+    my ($pret, $pout, $perr) = $node->psql('postgres', "$settings SELECT state_hub_events.ping();");
+    return ($err, $pout, $perr);
+}
+
+# --- nkey
+my $nkey_pub = fixture('nkey_user.pub');
+my $nk = NatsServer->new(user => 'admin', password => 'adminpw', auth_conf => qq{
+authorization {
+  users = [
+    { nkey: $nkey_pub }
+    { user: admin, password: adminpw }
+  ]
+}
+})->start;
+my $u = $nk->url;
+my ($err, $ping, $perr) = attempt("SET state_hub_events.nats_url = '$u';");
+like($err, qr/not published/, 'nkey server: without credentials nothing is published');
+($err, $ping, $perr) = attempt("SET state_hub_events.nats_url = '$u'; SET state_hub_events.nkey = '$nkey_pub'; "
+      . "SET state_hub_events.nkey_seed_file = '$fx/nkey_user.seed';");
+is($err, '', 'nkey + seed file publishes');
+is(decode_json($ping)->{auth}, "nkey $nkey_pub", 'ping() names the nkey identity');
+is_deeply([ map { $_->{subject} } $nk->messages ], ['org.t.auth'], 'the event is in the stream');
+($err, $ping, $perr) = attempt("SET state_hub_events.nats_url = '$u'; SET state_hub_events.nkey = '$nkey_pub'; "
+      . "SET state_hub_events.nkey_seed_file = '$fx/no_such.seed';");
+like($err, qr/not published/, 'a missing seed file: not published');
+like($perr, qr/ERROR:/, 'and ping() raises an error');
+$nk->stop;
+
+# --- creds file, operator mode
+my ($op, $sys, $sysjwt, $acc, $accjwt) =
+  map { fixture($_) } qw(operator.jwt sys_account.pub sys_account.jwt account.pub account.jwt);
+my $om = NatsServer->new(tool_creds => "$fx/user.creds", auth_conf => qq{
+operator: "$fx/operator.jwt"
+system_account: $sys
+resolver: MEMORY
+resolver_preload: {
+  $sys: "$sysjwt"
+  $acc: "$accjwt"
+}
+})->start;
+$u = $om->url;
+($err, $ping, $perr) = attempt("SET state_hub_events.nats_url = '$u';");
+like($err, qr/not published/, 'operator mode: without a creds file nothing is published');
+($err, $ping, $perr) = attempt("SET state_hub_events.nats_url = '$u'; SET state_hub_events.creds_file = '$fx/user.creds';");
+is($err, '', 'a creds file publishes (the stream is created in the account)');
+is(decode_json($ping)->{stream_exists}, JSON::PP::true, 'ping() sees the stream');
+is_deeply([ map { $_->{subject} } $om->messages ], ['org.t.auth'], 'the event is in the account\'s stream');
+$om->stop;
+
+$node->stop;
+done_testing();

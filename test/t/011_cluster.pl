@@ -1,0 +1,132 @@
+
+# 011_cluster.pl
+#    A 3-node JetStream cluster on loopback; nats_url lists all three; the
+#    stream is created with stream_replicas = 3.  The node the sessions are
+#    connected to is killed in the middle of a run of committing sessions:
+#    publishing goes on through the other nodes by itself, and the WARNINGs,
+#    stats() and the stream agree on what was refused or unconfirmed.
+
+use strict;
+use warnings;
+
+use HTTP::Tiny;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+use NatsServer;
+use SheTest;
+
+my @ports = map { PostgreSQL::Test::Cluster::get_free_port() } 1 .. 9;
+my @nodes;
+for my $i (0 .. 2)
+{
+    my ($client, $route, $http) = @ports[ 3 * $i .. 3 * $i + 2 ];
+    my @routes = map { "nats://127.0.0.1:$ports[3 * $_ + 1]" } grep { $_ != $i } 0 .. 2;
+    push @nodes, NatsServer->new(port => $client, extra_conf => qq{
+server_name: n$i
+http: 127.0.0.1:$http
+cluster { name: she, listen: 127.0.0.1:$route, routes: [ @{[ join(', ', @routes) ]} ] }
+});
+    $nodes[-1]{http} = $http;
+}
+$_->start(no_wait => 1) for @nodes;
+$_->wait_ready for @nodes;
+my $urls = join(',', map { $_->url } @nodes);
+
+my $node = she_node('cluster', undef, preload => 1, conf => qq{
+state_hub_events.nats_url = '$urls'
+state_hub_events.stream_replicas = 3
+state_hub_events.connect_timeout = '1s'
+state_hub_events.publish_timeout = '2s'
+state_hub_events.retry_interval = '500ms'
+});
+
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.cluster.first')});
+my $info = $nodes[0]->stream_info;
+is($info->{replicas}, 3, 'the stream was created with 3 replicas');
+my $ping = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'));
+is($ping->{replicas}, 3, 'ping() reports the replicas');
+$node->safe_psql('postgres', 'SELECT state_hub_events.stats_reset()');
+
+# Which node holds the backends' connections?  Ask each node's monitor.
+sub connections_on
+{
+    my ($n) = @_;
+    my $r = HTTP::Tiny->new(timeout => 2)->get("http://127.0.0.1:$n->{http}/connz?limit=1024");
+    return 0 unless $r->{success};
+    my $c = decode_json($r->{content});
+    return scalar grep { ($_->{name} // '') =~ /^state_hub_events/ } @{ $c->{connections} || [] };
+}
+
+# 4 sessions commit one event per transaction for 8 seconds
+my $script = "$node->{basedir}/one.sql";
+open my $fh, '>', $script or die $!;
+print $fh "SELECT state_hub_events.publish('org.t.cluster.run', jsonb_build_object('c', :client_id));\n";
+close $fh;
+my ($out, $err) = ('', '');
+my $h = IPC::Run::start(
+    [ 'pgbench', '-n', '-c', '4', '-j', '4', '-T', '8', '-f', $script, $node->connstr('postgres') ],
+    '>', \$out, '2>', \$err);
+
+# when the sessions are connected, kill the node holding most of them
+my $victim;
+for (1 .. 100)
+{
+    my @c = map { connections_on($_) } @nodes;
+    if ((grep { $_ } @c) && $c[0] + $c[1] + $c[2] >= 4)
+    {
+        my ($i) = sort { $c[$b] <=> $c[$a] } 0 .. 2;
+        $victim = $i;
+        last;
+    }
+    usleep(100_000);
+}
+ok(defined $victim, 'found the node the sessions are connected to');
+usleep(2_000_000);
+$nodes[$victim]->kill9;
+note("killed node n$victim");
+IPC::Run::finish($h);
+
+my ($xacts) = $out =~ /number of transactions actually processed: (\d+)/;
+ok($xacts > 0, "pgbench committed $xacts transactions");
+my ($warn_refused, $warn_unconf) = (0, 0);
+$warn_refused += $1 while $err =~ /(\d+) of \d+ events of the committed transaction were not published/g;
+$warn_unconf += $1 while $err =~ /(\d+) of \d+ events were sent but not confirmed/g;
+note("WARNINGs: $warn_refused refused, $warn_unconf unconfirmed");
+
+my ($published, $failed, $unconfirmed) = split /\|/,
+  $node->safe_psql('postgres', 'SELECT published, failed, unconfirmed FROM state_hub_events.stats()');
+my $survivor = $nodes[ ($victim + 1) % 3 ];
+my @m;
+for (1 .. 100)
+{
+    @m = eval { grep { $_->{subject} eq 'org.t.cluster.run' } $survivor->messages } or next;
+    last if @m >= $published;
+    usleep(100_000);
+}
+my %ids = map { $_->{msg_id} => 1 } @m;
+note("xacts $xacts; stats: published $published, failed $failed, unconfirmed $unconfirmed; stream holds " . scalar(keys %ids));
+
+is($published + $failed + $unconfirmed, $xacts, 'every committed event is counted exactly once in stats()');
+is($failed, $warn_refused, 'stats().failed agrees with the WARNINGs');
+is($unconfirmed, $warn_unconf, 'stats().unconfirmed agrees with the WARNINGs');
+cmp_ok(scalar(keys %ids), '>=', $published, 'the stream holds every acknowledged event');
+cmp_ok(scalar(keys %ids), '<=', $published + $unconfirmed, 'and nothing that was refused');
+
+# publishing goes on through the surviving nodes
+my ($ret, $o2, $e2);
+for (1 .. 50)
+{
+    ($ret, $o2, $e2) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.cluster.after') IS NOT NULL});
+    last if $e2 eq '';
+    usleep(200_000);
+}
+is($e2, '', 'after the node died, a new session publishes through the others');
+
+$node->stop;
+$_->stop for grep { $_->{pid} } @nodes;
+done_testing();
