@@ -346,8 +346,8 @@ drop_connection(void)
 
 /*
  * Backend exit: let what was sent be acknowledged (bounded), then close the
- * connection and stop nats.c's threads before the process exits, so no
- * thread runs while the process tears down.
+ * connection, so nothing sent is lost and no connection thread is busy
+ * while the process tears down.
  */
 static void
 shutdown_nats(int code, Datum arg)
@@ -371,7 +371,14 @@ shutdown_nats(int code, Datum arg)
 
 		destroy_msgs(left, n);
 	}
-	(void) nats_CloseAndWait(1000);
+	/*
+	 * nats_Close() is not called: nats.c 3.4's final cleanup frees OpenSSL's
+	 * compression-method stack, which OpenSSL 3's own atexit handler frees
+	 * again, crashing the backend at exit whenever OpenSSL was used (TLS, or
+	 * a server that asks for it, makes nats.c initialise it).  The
+	 * connection is closed above; nats.c's idle library threads end with
+	 * the process.
+	 */
 	NATS_CALL_END;
 	nats_used = false;
 }
@@ -546,6 +553,93 @@ wait_for_acks(uint64 deadline)
 }
 
 /*
+ * Publish a batch of one event and wait for its ack: a single request, the
+ * same round trip as a raw js_PublishMsg (the asynchronous path needs a flush
+ * and two thread hand-offs).  Returns true when the wait timed out.
+ * Inside NATS_CALL_BEGIN.
+ */
+static bool
+publish_one_sync(const SheBatch *b, uint64 deadline, SheBatchResult *res)
+{
+	const SheEvent *ev = &b->events[0];
+	natsMsg    *msg = NULL;
+	jsPubAck   *pa = NULL;
+	jsErrCode	ec = 0;
+	jsPubOptions po;
+	natsStatus	s;
+	bool		created = false;
+
+	s = natsMsg_Create(&msg, ev->subject, NULL, ev->envelope, ev->envelope_len);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->id);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(msg, "Nats-Expected-Stream", b->stream);
+	if (s != NATS_OK)
+	{
+		snprintf(res->reason, sizeof(res->reason), "cannot build the message: %s",
+				 natsStatus_GetText(s));
+		natsMsg_Destroy(msg);
+		return false;			/* not sent: counted as failed by the caller */
+	}
+	for (;;)
+	{
+		uint64		now = now_usec();
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = (now < deadline) ? (int64_t) Max((deadline - now) / 1000, 1) : 1;
+		ec = 0;
+		s = js_PublishMsg(&pa, js, msg, &po, &ec);
+		if (s == NATS_NO_RESPONDERS && !created && she_create_stream)
+		{
+			now = now_usec();
+			created = create_stream_now(b->stream,
+										(int) ((deadline > now ? deadline - now : 1000) / 1000),
+										res->reason, sizeof(res->reason));
+			if (created)
+				continue;
+		}
+		break;
+	}
+	natsMsg_Destroy(msg);
+	res->sent = 1;
+
+	if (s == NATS_OK)
+	{
+		atomic_store(&stream_ok, true);
+		she_stats_atomic_published(1, pa->Duplicate ? 1 : 0);
+		jsPubAck_Destroy(pa);
+		res->acked = 1;
+		return false;
+	}
+	if (s == NATS_TIMEOUT)
+	{
+		res->unconfirmed = 1;
+		she_stats_add_unconfirmed(1);
+		snprintf(res->reason, sizeof(res->reason),
+				 "no acknowledgement from JetStream within %d ms", b->publish_timeout_ms);
+		return true;
+	}
+	res->refused = 1;
+	she_stats_add_failed(1);
+	if (s == NATS_NO_RESPONDERS)
+	{
+		if (!she_create_stream)
+			snprintf(res->reason, sizeof(res->reason),
+					 "no stream captures the subjects (stream \"%s\" is missing and state_hub_events.create_stream is off)",
+					 b->stream);
+		/* else create_stream_now filled the reason */
+	}
+	else
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		snprintf(res->reason, sizeof(res->reason), "JetStream refused a message: %s (error code %d)",
+				 t ? t : natsStatus_GetText(s), (int) ec);
+	}
+	return false;
+}
+
+/*
  * Publish a committed batch.  Runs after the commit record: never ERRORs,
  * never allocates with palloc.  The wait for acknowledgements is bounded by
  * the batch's publish_timeout, the connection attempt by connect_timeout.
@@ -613,6 +707,13 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 	}
 	/* Until the stream has acknowledged once, wait: it may have to be created. */
 	must_wait = b->wait_for_ack || !atomic_load(&stream_ok);
+
+	if (must_wait && b->nevents == 1)
+	{
+		if (publish_one_sync(b, deadline, res))
+			goto backoff;
+		goto out;
+	}
 
 	errors_before = atomic_load(&async_errors);
 	for (i = 0; i < b->nevents; i++)

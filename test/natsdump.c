@@ -215,6 +215,43 @@ main(int argc, char **argv)
 
 		if (seq < si->State.FirstSeq)
 			seq = si->State.FirstSeq;
+		if (seq <= last && si->Config->SubjectsLen == 1)
+		{
+			/* an ordered consumer streams them: one request, not one per message */
+			natsSubscription *sub = NULL;
+			jsSubOptions so;
+
+			jsSubOptions_Init(&so);
+			so.Stream = stream;
+			so.Ordered = true;
+			so.Config.DeliverPolicy = js_DeliverByStartSequence;
+			so.Config.OptStartSeq = seq;
+			s = js_SubscribeSync(&sub, js, si->Config->Subjects[0], NULL, &so, &ec);
+			if (s != NATS_OK)
+				die("subscribe", s);
+			while (seq <= last)
+			{
+				natsMsg    *m = NULL;
+				jsMsgMetaData *meta = NULL;
+
+				s = natsSubscription_NextMsg(&m, sub, 5000);
+				if (s != NATS_OK)
+					die("next message", s);
+				if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
+				{
+					seq = meta->Sequence.Stream;
+					if (cmd[0] == 'e')
+						print_envelope(m);
+					else
+						print_msg(m, seq);
+					seq++;
+					jsMsgMetaData_Destroy(meta);
+				}
+				natsMsg_Destroy(m);
+			}
+			natsSubscription_Unsubscribe(sub);
+			natsSubscription_Destroy(sub);
+		}
 		for (; seq > 0 && seq <= last; seq++)
 		{
 			natsMsg    *m = NULL;

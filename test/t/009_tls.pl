@@ -88,6 +88,8 @@ like($err, qr/not published/, 'mutual TLS without a client certificate is refuse
 is($err, '', 'mutual TLS with the client certificate publishes');
 is(scalar($mtls->messages), 1, 'the event is in the stream');
 
+unlike(slurp_file($node->logfile), qr/terminated by signal/, 'no backend crashed at exit after using TLS');
+
 $node->stop;
 $tls->stop;
 $mtls->stop;
