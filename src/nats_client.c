@@ -68,6 +68,7 @@ static char retry_reason[256];
 static bool nats_used = false;	/* nats.c initialised in this process */
 static bool exit_hook_set = false;
 static char dbname[NAMEDATALEN] = "?";	/* for the connection name */
+static int	server_max_payload = 0;	/* learnt from the connected server */
 
 /* Written by nats threads. */
 static atomic_uint_fast64_t async_errors;	/* refusals other than "no responders" */
@@ -687,6 +688,8 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 		goto out;
 	}
 
+	server_max_payload = (int) Min(natsConnection_GetMaxPayload(conn), (int64_t) INT_MAX);
+
 	if (stream_name == NULL || strcmp(stream_name, b->stream) != 0)
 	{
 		free(stream_name);
@@ -832,20 +835,13 @@ out:
 }
 
 /*
- * The server's max payload once this backend is connected, else 0.
+ * The server's max payload, as learnt when this backend last published
+ * (0 before that).  No nats call: it is asked for every buffered event.
  */
 int
 she_server_max_payload(void)
 {
-	int64_t		mp = 0;
-
-	if (conn == NULL)
-		return 0;
-	NATS_CALL_BEGIN;
-	if (natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED)
-		mp = natsConnection_GetMaxPayload(conn);
-	NATS_CALL_END;
-	return (int) Min(mp, (int64_t) INT_MAX);
+	return server_max_payload;
 }
 
 /*
@@ -966,6 +962,12 @@ she_ping(void)
 							 (unsigned long long) si->State.Msgs,
 							 (unsigned long long) si->State.Bytes,
 							 (unsigned long long) si->State.LastSeq);
+			/* what an operator should know about this stream */
+			appendStringInfoString(&buf, ",\"warnings\":[");
+			if (c->Duplicates < (int64_t) she_duplicate_window_s * 1000000000)
+				appendStringInfo(&buf, "\"the stream's duplicate window (%.0f s) is shorter than state_hub_events.duplicate_window (%d s): a re-published event outside it is stored twice\"",
+								 c->Duplicates / 1e9, she_duplicate_window_s);
+			appendStringInfoChar(&buf, ']');
 		}
 		else
 			appendStringInfo(&buf, ",\"will_create\":%s", she_create_stream ? "true" : "false");

@@ -99,6 +99,8 @@ $nats->create_stream('ACTIVITY_EVENTS', 'org.>', 7);
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.statehub.x.y')});
 $info = $nats->stream_info;
 is($info->{duplicate_window_s}, 7, 'an existing stream keeps its own duplicate window');
+my $p7 = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'));
+like(join(' ', @{ $p7->{warnings} }), qr/duplicate window \(7 s\) is shorter/, 'ping() warns about the short duplicate window');
 is($info->{messages}, 1, 'and receives the event');
 
 # --- create_stream = off: a missing stream is not created; events fail loudly
@@ -135,6 +137,7 @@ is($ping->{stream_exists}, JSON::PP::true, 'ping: stream exists');
 is($ping->{messages}, 1, 'ping: message count');
 is($ping->{duplicate_window_s}, 120, 'ping: duplicate window');
 is($ping->{storage}, 'file', 'ping: storage');
+is_deeply($ping->{warnings}, [], 'ping: no warnings for the stream the extension created');
 
 $node->stop;
 $nats->stop;

@@ -153,6 +153,20 @@ like($e2, qr/JetStream refused|expected stream/i, 'the WARNING gives JetStream\'
 is($n2->stream_info('OTHER')->{messages}, 0, 'and nothing landed in the other stream');
 $n2->stop;
 
+# --- connect_timeout is the budget across all listed servers
+my @hung = map { NatsServer->new->start } 1 .. 3;
+$_->pause for @hung;
+my $urls = join(',', map { $_->url } @hung);
+my $t1 = time;
+($ret, $o2, $e2) = $node->psql('postgres', qq{
+    SET state_hub_events.nats_url = '$urls';
+    SELECT state_hub_events.publish('org.t.three_hung') IS NOT NULL;
+});
+my $spent = time - $t1;
+like($e2, qr/not published/, 'three hung servers: the event is not published');
+cmp_ok($spent, '<', 2.0, "connecting gave up within connect_timeout (1 s) for all three together (took ${spent}s)");
+$_->stop for @hung;
+
 $node->stop;
 $nats->stop;
 done_testing();

@@ -39,6 +39,7 @@ sub signed_cert
 }
 signed_cert('server', 'localhost', "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
 signed_cert('client', 'hub-client', "extendedKeyUsage=clientAuth\n");
+signed_cert('wronghost', 'elsewhere.example', "subjectAltName=DNS:elsewhere.example\n");
 
 my $tls = NatsServer->new(tool_ca => "$d/ca.pem", extra_conf => qq{
 tls { cert_file: "$d/server.pem", key_file: "$d/server.key" }
@@ -47,6 +48,11 @@ my $mtls = NatsServer->new(tool_ca => "$d/ca.pem", tool_cert => "$d/client.pem",
     extra_conf => qq{
 tls { cert_file: "$d/server.pem", key_file: "$d/server.key", ca_file: "$d/ca.pem", verify: true }
 })->start;
+
+my $wrong = NatsServer->new(extra_conf => qq{
+tls { cert_file: "$d/wronghost.pem", key_file: "$d/wronghost.key" }
+});
+$wrong->start(no_wait => 1);
 
 my $node = she_node('tls', undef, conf => q{
 state_hub_events.connect_timeout = '1s'
@@ -78,6 +84,13 @@ like($perr, qr/ERROR:.*cannot reach NATS.*(certificate|SSL|TLS|handshake)/i, 'pi
 like($err, qr/not published/, 'no TLS settings against a TLS server: nothing is sent in clear');
 like($perr, qr/ERROR:.*cannot reach NATS/, 'and ping() says why');
 is(scalar($tls->messages), 1, 'the stream still holds only the TLS event');
+
+# a certificate for another host name, signed by the right CA
+my $wurl = 'tls://127.0.0.1:' . $wrong->port;
+($err, $ping, $perr) = attempt("SET state_hub_events.nats_url = '$wurl'; SET state_hub_events.tls_ca_file = '$d/ca.pem';");
+like($err, qr/not published/, 'a server certificate for another host name: not published');
+like($perr, qr/ERROR:.*cannot reach NATS/, 'and ping() says it cannot connect');
+$wrong->stop;
 
 # mutual TLS
 $url = $mtls->url;

@@ -87,6 +87,12 @@ for (1 .. 100)
     usleep(100_000);
 }
 ok(defined $victim, 'found the node the sessions are connected to');
+{
+    my $r = HTTP::Tiny->new(timeout => 2)->get("http://127.0.0.1:$nodes[$victim]{http}/connz?limit=1024");
+    my @names = map { $_->{name} // '' } @{ decode_json($r->{content})->{connections} || [] };
+    ok((grep { /^state_hub_events db=postgres pid=\d+$/ } @names),
+        'connections are named after the database and backend they serve');
+}
 usleep(2_000_000);
 my $killed_at = time;
 $nodes[$victim]->kill9;
