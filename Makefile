@@ -7,8 +7,10 @@ OBJS = \
 	src/envelope.o \
 	src/guc.o \
 	src/nats_client.o \
+	src/outbox.o \
 	src/state_hub_events.o \
-	src/stats.o
+	src/stats.o \
+	src/worker.o
 
 EXTENSION = state_hub_events
 DATA = state_hub_events--1.0.sql

@@ -111,6 +111,61 @@ CREATE EVENT TRIGGER state_hub_events_check_triggers
     WHEN TAG IN ('CREATE TRIGGER')
     EXECUTE FUNCTION _check_new_triggers();
 
+-- Durable delivery: the outbox the worker drains (not dumped by pg_dump:
+-- a backlog belongs to this cluster's NATS, not to a restore).
+CREATE SEQUENCE outbox_seq;
+
+CREATE TABLE outbox (
+    seq         bigint PRIMARY KEY,
+    id          uuid NOT NULL,
+    subject     text NOT NULL,
+    envelope    text NOT NULL,
+    enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+
+COMMENT ON TABLE outbox IS
+'durable mode: committed events not yet acknowledged by JetStream, in sequence order';
+
+REVOKE ALL ON TABLE outbox FROM PUBLIC;
+REVOKE ALL ON SEQUENCE outbox_seq FROM PUBLIC;
+
+CREATE FUNCTION worker_status(
+    OUT worker_pid integer,
+    OUT backlog_events bigint,
+    OUT last_published_at timestamptz,
+    OUT last_error text,
+    OUT last_error_at timestamptz)
+RETURNS record
+AS 'MODULE_PATHNAME', 'she_worker_status'
+LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION worker_status() IS
+'internal: the durable worker''s shared status';
+
+CREATE FUNCTION backlog(
+    OUT events bigint,
+    OUT bytes bigint,
+    OUT oldest_age interval,
+    OUT worker_pid integer,
+    OUT last_published_at timestamptz,
+    OUT last_error text,
+    OUT last_error_at timestamptz)
+RETURNS record
+LANGUAGE sql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT o.events, o.bytes, o.oldest_age,
+           w.worker_pid, w.last_published_at, w.last_error, w.last_error_at
+      FROM (SELECT count(*) AS events,
+                   coalesce(sum(octet_length(envelope)), 0)::bigint AS bytes,
+                   clock_timestamp() - min(enqueued_at) AS oldest_age
+              FROM state_hub_events.outbox) o,
+           state_hub_events.worker_status() w;
+END;
+
+COMMENT ON FUNCTION backlog() IS
+'durable mode: what the outbox holds (events, bytes, age of the oldest) and the worker''s last error';
+
 -- Application roles can neither publish nor attach emit() to their tables.
 REVOKE EXECUTE ON FUNCTION publish(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION emit() FROM PUBLIC;

@@ -21,6 +21,10 @@
  *	  ABORT		   the buffer is dropped.
  *	  PRE_PREPARE  refused while events are buffered (as NOTIFY does).
  *
+ * In durable mode (outbox.c) PRE_COMMIT and PRE_PREPARE also insert the
+ * envelopes into state_hub_events.outbox, and COMMIT only wakes the worker:
+ * the backend does no network I/O.
+ *
  * All state is backend-local and touched only by the backend's own thread.
  *
  * IDENTIFICATION
@@ -61,6 +65,7 @@ static int	maxevents = 0;
 static char *batch_url = NULL;
 static char *batch_stream = NULL;
 static bool batch_wait_for_ack = true;
+static bool batch_durable = false;
 static int	batch_publish_timeout_ms = 0;
 static int	batch_connect_timeout_ms = 0;
 
@@ -103,11 +108,7 @@ she_check_can_publish(void)
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
 				 errmsg("cannot publish events in a parallel worker")));
 	if (she_delivery == SHE_DELIVERY_DURABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot publish with state_hub_events.delivery = 'durable'"),
-				 errdetail("Durable delivery is not implemented in this version."),
-				 errhint("Set state_hub_events.delivery to 'immediate'.")));
+		she_durable_check(nevents);
 }
 
 /*
@@ -152,11 +153,13 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 		batch_wait_for_ack = she_wait_for_ack;
 		batch_publish_timeout_ms = she_publish_timeout_ms;
 		batch_connect_timeout_ms = she_connect_timeout_ms;
+		batch_durable = (she_delivery == SHE_DELIVERY_DURABLE);
 	}
-	else if (strcmp(batch_url, she_nats_url) != 0 || strcmp(batch_stream, she_stream) != 0)
+	else if (strcmp(batch_url, she_nats_url) != 0 || strcmp(batch_stream, she_stream) != 0 ||
+			 batch_durable != (she_delivery == SHE_DELIVERY_DURABLE))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
-				 errmsg("cannot change state_hub_events.nats_url or state_hub_events.stream in a transaction that has buffered events"),
+				 errmsg("cannot change state_hub_events.nats_url, stream or delivery in a transaction that has buffered events"),
 				 errdetail("All events of one transaction go to one destination, fixed by its first event.")));
 
 	max_bytes = she_max_event_bytes;
@@ -202,9 +205,25 @@ reset_buffer(void)
 	maxevents = 0;
 	batch_url = NULL;
 	batch_stream = NULL;
+	batch_durable = false;
 	last_subject = NULL;
 	timestamps_set = false;
 	commit_ready = false;
+}
+
+/*
+ * Write the commit timestamp into every envelope (pre-commit: plain C).
+ */
+static void
+set_timestamps(void)
+{
+	char		ts[SHE_TIMESTAMP_LEN + 1];
+	int			i;
+
+	she_format_timestamp(GetCurrentTimestamp(), ts);
+	for (i = 0; i < nevents; i++)
+		memcpy(events[i].envelope + events[i].ts_offset, ts, SHE_TIMESTAMP_LEN);
+	timestamps_set = true;
 }
 
 static void
@@ -215,18 +234,21 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_COMMIT:
 			if (nevents > 0)
 			{
-				char		ts[SHE_TIMESTAMP_LEN + 1];
-				int			i;
-
-				she_format_timestamp(GetCurrentTimestamp(), ts);
-				for (i = 0; i < nevents; i++)
-					memcpy(events[i].envelope + events[i].ts_offset, ts, SHE_TIMESTAMP_LEN);
-				timestamps_set = true;
+				set_timestamps();
+				/* durable: the envelopes commit (or vanish) with the transaction */
+				if (batch_durable)
+					she_outbox_write(events, nevents);
 			}
 			break;
 
 		case XACT_EVENT_PRE_PREPARE:
-			if (nevents > 0)
+			if (nevents > 0 && batch_durable)
+			{
+				/* they leave at COMMIT PREPARED, when the rows become visible */
+				set_timestamps();
+				she_outbox_write(events, nevents);
+			}
+			else if (nevents > 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that has published events"),
@@ -235,7 +257,12 @@ xact_callback(XactEvent event, void *arg)
 
 		case XACT_EVENT_COMMIT:
 			/* The commit record is written; publish once locks are gone. */
-			if (nevents > 0)
+			if (nevents > 0 && batch_durable)
+			{
+				she_outbox_wake();
+				reset_buffer();
+			}
+			else if (nevents > 0)
 				commit_ready = true;
 			else
 				reset_buffer();

@@ -46,6 +46,16 @@ int			she_stream_max_age_s = 0;
 int			she_duplicate_window_s = 120;
 int			she_max_events_per_xact = 100000;
 int			she_retry_interval_ms = 5000;
+char	   *she_database = NULL;
+int			she_max_backlog_events = 1000000;
+int			she_backlog_overflow = SHE_OVERFLOW_ERROR;
+int			she_durable_dup_window_s = 3600;
+
+static const struct config_enum_entry overflow_options[] = {
+	{"error", SHE_OVERFLOW_ERROR, false},
+	{"accept", SHE_OVERFLOW_ACCEPT, false},
+	{NULL, 0, false}
+};
 
 static const struct config_enum_entry delivery_options[] = {
 	{"immediate", SHE_DELIVERY_IMMEDIATE, false},
@@ -273,6 +283,24 @@ she_define_settings(void)
 							"After a failed connection or an unanswered batch, how long commits skip NATS before trying again.",
 							NULL, &she_retry_interval_ms, 5000, 0, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("state_hub_events.database",
+							   "Database whose outbox the durable worker publishes (needs preloading).",
+							   "Read when the worker starts: a change takes effect at the next server start.",
+							   &she_database, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.max_backlog_events",
+							"Durable mode: events the outbox may hold before backlog_overflow applies; 0 is unlimited.",
+							NULL, &she_max_backlog_events, 1000000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("state_hub_events.backlog_overflow",
+							 "Durable mode, backlog full: 'error' refuses new events at the call, 'accept' keeps them and warns.",
+							 NULL, &she_backlog_overflow, SHE_OVERFLOW_ERROR,
+							 overflow_options, PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.durable_duplicate_window",
+							"Duplicate window of the stream when the durable worker creates it.",
+							NULL, &she_durable_dup_window_s, 3600, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("state_hub_events");
 }

@@ -70,6 +70,8 @@ static bool exit_hook_set = false;
 static char dbname[NAMEDATALEN] = "?";	/* for the connection name */
 static int	server_max_payload = 0;	/* learnt from the connected server */
 
+bool		she_in_worker = false;	/* this process is the durable worker */
+
 /* Written by nats threads. */
 static atomic_uint_fast64_t async_errors;	/* refusals other than "no responders" */
 static atomic_bool stream_ok;	/* a positive ack arrived on this connection */
@@ -513,7 +515,8 @@ create_stream_now(const char *stream, int wait_ms, char *reason, size_t reasonle
 	cfg.Storage = js_FileStorage;
 	cfg.Replicas = she_stream_replicas;
 	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
-	cfg.Duplicates = (int64_t) she_duplicate_window_s * 1000000000;
+	cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
+								: she_duplicate_window_s) * 1000000000;
 	s = js_AddStream(&si, js, &cfg, &jo, &ec);
 	free(copy);
 	if (s == NATS_OK)
@@ -812,6 +815,7 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 			pthread_mutex_unlock(&async_mu);
 		}
 		res->refused = (int) Min(errs + no_responders, (uint64_t) res->sent);
+		res->acked = Max(res->sent - res->unconfirmed - res->refused, 0);
 		if (no_responders > 0)
 			she_stats_add_failed(no_responders);
 		if (s == NATS_TIMEOUT)

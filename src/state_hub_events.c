@@ -38,6 +38,7 @@ she_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	she_stats_request_shmem();
+	she_durable_request_shmem();
 }
 
 static void
@@ -46,6 +47,7 @@ she_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	she_stats_startup_shmem();
+	she_durable_startup_shmem();
 }
 
 void
@@ -61,6 +63,8 @@ _PG_init(void)
 		shmem_request_hook = she_shmem_request;
 		prev_shmem_startup_hook = shmem_startup_hook;
 		shmem_startup_hook = she_shmem_startup;
+		if (she_database[0] != '\0')
+			she_worker_register();
 	}
 	else
 		she_stats_init_local();

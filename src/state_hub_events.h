@@ -69,6 +69,17 @@ extern int	she_duplicate_window_s;
 extern int	she_max_events_per_xact;
 extern int	she_retry_interval_ms;
 
+extern char *she_database;
+extern int	she_max_backlog_events;
+extern int	she_backlog_overflow;
+extern int	she_durable_dup_window_s;
+
+typedef enum SheOverflow
+{
+	SHE_OVERFLOW_ERROR,
+	SHE_OVERFLOW_ACCEPT
+} SheOverflow;
+
 extern void she_define_settings(void);
 
 /* ---------- envelope.c ---------- */
@@ -127,6 +138,32 @@ extern Jsonb *she_ping(void);
 extern void she_nats_register_exit(void);
 extern int	she_server_max_payload(void);
 extern void she_mask_url(const char *url, char *out, size_t outlen);
+
+/* ---------- outbox.c, worker.c (durable delivery) ---------- */
+
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+typedef struct SheDurableShared
+{
+	slock_t		mutex;			/* protects everything below */
+	Latch	   *worker_latch;	/* set by committing backends */
+	int			worker_pid;
+	int64		backlog_events; /* as the worker last counted */
+	TimestampTz last_published_at;
+	TimestampTz last_error_at;
+	char		last_error[256];
+} SheDurableShared;
+
+extern SheDurableShared *she_durable;
+extern bool she_in_worker;
+
+extern void she_durable_request_shmem(void);
+extern void she_durable_startup_shmem(void);
+extern void she_durable_check(int nevents_now);
+extern void she_outbox_write(SheEvent *events, int nevents);
+extern void she_outbox_wake(void);
+extern void she_worker_register(void);
 
 /* ---------- stats.c ---------- */
 

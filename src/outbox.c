@@ -1,0 +1,240 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.c
+ *	  Durable delivery, the committing side: at pre-commit (or pre-prepare)
+ *	  the transaction's envelopes are inserted into state_hub_events.outbox
+ *	  with sequence values taken there, so they commit or vanish with the
+ *	  transaction; at COMMIT the worker is woken.  The worker (worker.c)
+ *	  publishes and deletes what JetStream acknowledged.
+ *
+ * A sequence value taken at pre-commit orders transactions that touched the
+ * same rows: the later one waited for the earlier one's locks, so it reached
+ * pre-commit after the earlier one committed.
+ *
+ * Shared state (SheDurableShared, in shared memory when preloaded): the
+ * worker's latch and status.  Backends read it and set the latch; only the
+ * worker writes the rest, under the spinlock.
+ *
+ * IDENTIFICATION
+ *	  src/outbox.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
+
+#include "state_hub_events.h"
+
+PG_FUNCTION_INFO_V1(she_worker_status);
+
+SheDurableShared *she_durable = NULL;
+
+void
+she_durable_request_shmem(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(SheDurableShared)));
+}
+
+void
+she_durable_startup_shmem(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	she_durable = ShmemInitStruct("state_hub_events durable", sizeof(SheDurableShared), &found);
+	if (!found)
+	{
+		memset(she_durable, 0, sizeof(SheDurableShared));
+		SpinLockInit(&she_durable->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Refuse durable publishing where no worker will ever publish it.  At the
+ * call, in a live transaction.
+ */
+void
+she_durable_check(int nevents_now)
+{
+	char	   *db;
+	int64		backlog;
+
+	if (!she_preloaded || she_durable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot publish with state_hub_events.delivery = 'durable' without the worker"),
+				 errhint("Add state_hub_events to shared_preload_libraries, set state_hub_events.database, and restart.")));
+	db = get_database_name(MyDatabaseId);
+	if (she_database[0] == '\0' || db == NULL || strcmp(db, she_database) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot publish durably from database \"%s\"", db ? db : "?"),
+				 errdetail("The durable worker serves database \"%s\" (state_hub_events.database).",
+						   she_database)));
+
+	if (she_max_backlog_events > 0)
+	{
+		SpinLockAcquire(&she_durable->mutex);
+		backlog = she_durable->backlog_events;
+		SpinLockRelease(&she_durable->mutex);
+		if (backlog + nevents_now >= she_max_backlog_events)
+		{
+			if (she_backlog_overflow == SHE_OVERFLOW_ERROR)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("cannot accept the event: the durable backlog holds %lld events",
+								(long long) backlog),
+						 errdetail("state_hub_events.max_backlog_events is %d and state_hub_events.backlog_overflow is 'error'.",
+								   she_max_backlog_events),
+						 errhint("Check that NATS is reachable: SELECT * FROM state_hub_events.backlog();")));
+			else if (nevents_now == 0)
+				ereport(WARNING,
+						(errmsg("state_hub_events: the durable backlog holds %lld events, over state_hub_events.max_backlog_events (%d)",
+								(long long) backlog, she_max_backlog_events),
+						 errdetail("backlog_overflow is 'accept': the event is kept; the backlog keeps growing while NATS is unreachable.")));
+		}
+	}
+}
+
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Insert the transaction's envelopes into the outbox.  At pre-commit or
+ * pre-prepare: an ERROR here still aborts the transaction cleanly.  Runs as
+ * the outbox's owner, so application roles need no rights on it.
+ */
+void
+she_outbox_write(SheEvent *events, int nevents)
+{
+	Oid			outbox;
+	Oid			save_userid;
+	int			save_sec;
+	Datum	   *ids;
+	Datum	   *subjects;
+	Datum	   *envelopes;
+	Datum		args[3];
+	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	int			i;
+	int			ret;
+
+	outbox = get_relname_relid("outbox", get_namespace_oid("state_hub_events", true));
+	if (!OidIsValid(outbox))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("cannot write durable events: table state_hub_events.outbox does not exist"),
+				 errhint("Update the extension: ALTER EXTENSION state_hub_events UPDATE.")));
+
+	ids = palloc(nevents * sizeof(Datum));
+	subjects = palloc(nevents * sizeof(Datum));
+	envelopes = palloc(nevents * sizeof(Datum));
+	for (i = 0; i < nevents; i++)
+	{
+		ids[i] = CStringGetTextDatum(events[i].id);
+		subjects[i] = CStringGetTextDatum(events[i].subject);
+		envelopes[i] = PointerGetDatum(cstring_to_text_with_len(events[i].envelope,
+																events[i].envelope_len));
+	}
+	args[0] = PointerGetDatum(construct_array(ids, nevents, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(subjects, nevents, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(envelopes, nevents, TEXTOID, -1, false, TYPALIGN_INT));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(rel_owner(outbox),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* at pre-commit the statement's snapshot is gone: take one */
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_with_args(
+								"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) "
+								"SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope "
+								"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)",
+								3, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) nevents)
+		elog(ERROR, "inserting into state_hub_events.outbox failed: %d", ret);
+	PopActiveSnapshot();
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
+ * Wake the worker.  Safe after the commit record: SetLatch only.
+ */
+void
+she_outbox_wake(void)
+{
+	Latch	   *latch;
+
+	if (she_durable == NULL)
+		return;
+	latch = she_durable->worker_latch;
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * worker_status() RETURNS TABLE (worker_pid int, backlog_events bigint,
+ *	 last_published_at timestamptz, last_error text, last_error_at timestamptz)
+ */
+Datum
+she_worker_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	SheDurableShared copy;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (she_durable == NULL)
+	{
+		memset(nulls, true, sizeof(nulls));
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	}
+	SpinLockAcquire(&she_durable->mutex);
+	memcpy(&copy, she_durable, sizeof(copy));
+	SpinLockRelease(&she_durable->mutex);
+
+	values[0] = Int32GetDatum(copy.worker_pid);
+	nulls[0] = (copy.worker_pid == 0);
+	values[1] = Int64GetDatum(copy.backlog_events);
+	values[2] = TimestampTzGetDatum(copy.last_published_at);
+	nulls[2] = (copy.last_published_at == 0);
+	values[3] = CStringGetTextDatum(copy.last_error);
+	nulls[3] = (copy.last_error[0] == '\0');
+	values[4] = TimestampTzGetDatum(copy.last_error_at);
+	nulls[4] = (copy.last_error_at == 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

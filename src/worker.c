@@ -1,0 +1,248 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The durable-delivery background worker: publishes the outbox of the
+ *	  database named by state_hub_events.database, in sequence order, and
+ *	  deletes exactly the rows whose batch JetStream acknowledged.
+ *
+ * Loop: read the oldest batch (ORDER BY seq), publish it with its ids as
+ * Nats-Msg-Id and wait for the acknowledgements; all acknowledged: delete
+ * those rows by seq (never by a high-water mark, so a row that became
+ * visible late is not skipped); anything missing: keep the whole batch and
+ * try again after retry_interval (re-publishes collapse by Nats-Msg-Id).
+ * Woken by committing backends through its latch, and polls every second
+ * for what no commit callback sees (COMMIT PREPARED, a restart).
+ *
+ * IDENTIFICATION
+ *	  src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "state_hub_events.h"
+
+#define WORKER_BATCH	1000
+#define WORKER_POLL_MS	1000
+
+PGDLLEXPORT void she_worker_main(Datum arg);
+
+/*
+ * Register the worker (from _PG_init, when preloaded and a database is set).
+ */
+void
+she_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 2;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "state_hub_events");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "she_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "state_hub_events worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "state_hub_events worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+set_status(int64 backlog, bool published, const char *error)
+{
+	SpinLockAcquire(&she_durable->mutex);
+	if (backlog >= 0)
+		she_durable->backlog_events = backlog;
+	if (published)
+		she_durable->last_published_at = GetCurrentTimestamp();
+	if (error != NULL)
+	{
+		strlcpy(she_durable->last_error, error, sizeof(she_durable->last_error));
+		she_durable->last_error_at = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&she_durable->mutex);
+}
+
+/*
+ * Read the oldest batch into cxt.  Returns the number of rows; *exists is
+ * false when the extension is not installed in this database.
+ */
+static int
+read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
+{
+	int			n = 0;
+	int64		backlog = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "reading the outbox");
+
+	*exists = (SPI_execute("SELECT pg_catalog.to_regclass('state_hub_events.outbox') IS NOT NULL",
+						   true, 1) == SPI_OK_SELECT &&
+			   DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false})));
+	if (*exists &&
+		SPI_execute("SELECT count(*) FROM state_hub_events.outbox", true, 1) == SPI_OK_SELECT)
+	{
+		bool		isnull;
+
+		backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (*exists && backlog > 0 &&
+		SPI_execute("SELECT seq, id::text, subject, envelope FROM state_hub_events.outbox "
+					"ORDER BY seq LIMIT " CppAsString2(WORKER_BATCH), true, 0) == SPI_OK_SELECT)
+	{
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		uint64		i;
+
+		n = (int) SPI_processed;
+		*events = palloc0(n * sizeof(SheEvent));
+		*seqs = palloc(n * sizeof(int64));
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *id = SPI_getvalue(t, d, 2);
+			char	   *env = SPI_getvalue(t, d, 4);
+
+			(*seqs)[i] = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+			strlcpy((*events)[i].id, id, sizeof((*events)[i].id));
+			(*events)[i].subject = SPI_getvalue(t, d, 3);
+			(*events)[i].envelope = env;
+			(*events)[i].envelope_len = strlen(env);
+		}
+		MemoryContextSwitchTo(old);
+	}
+	set_status(*exists ? backlog : 0, false, NULL);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return n;
+}
+
+/* Delete exactly the acknowledged rows. */
+static void
+delete_rows(int64 *seqs, int n)
+{
+	Datum	   *d = palloc(n * sizeof(Datum));
+	Datum		arg;
+	Oid			argtype = INT8ARRAYOID;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(seqs[i]);
+	arg = PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
+	if (SPI_execute_with_args("DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "deleting from state_hub_events.outbox failed");
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+she_worker_main(Datum arg)
+{
+	MemoryContext cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	she_in_worker = true;
+	BackgroundWorkerInitializeConnection(she_database, NULL, 0);
+
+	SpinLockAcquire(&she_durable->mutex);
+	she_durable->worker_latch = &MyProc->procLatch;
+	she_durable->worker_pid = MyProcPid;
+	SpinLockRelease(&she_durable->mutex);
+
+	StartTransactionCommand();
+	she_nats_register_exit();	/* reads the database name: in a transaction */
+	CommitTransactionCommand();
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events worker",
+								ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("state_hub_events worker started for database \"%s\"", she_database)));
+
+	for (;;)
+	{
+		SheEvent   *events = NULL;
+		int64	   *seqs = NULL;
+		bool		exists;
+		int			n;
+		long		wait_ms = WORKER_POLL_MS;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		ResetLatch(MyLatch);
+		MemoryContextReset(cxt);
+
+		n = read_batch(cxt, &events, &seqs, &exists);
+		if (n > 0 && she_nats_url[0] != '\0')
+		{
+			SheBatch	b;
+			SheBatchResult res;
+
+			b.events = events;
+			b.nevents = n;
+			b.url = she_nats_url;
+			b.stream = she_stream;
+			b.wait_for_ack = true;
+			b.publish_timeout_ms = she_publish_timeout_ms;
+			b.connect_timeout_ms = she_connect_timeout_ms;
+			she_publish_batch(&b, &res);
+			if (res.acked == n && res.refused == 0 && res.unconfirmed == 0)
+			{
+				delete_rows(seqs, n);
+				set_status(-1, true, NULL);
+				if (n == WORKER_BATCH)
+					continue;	/* more to do */
+			}
+			else
+			{
+				/* keep the batch; re-publishes collapse by Nats-Msg-Id */
+				ereport(LOG,
+						(errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying in %d ms",
+								n - res.acked, n, Max(she_retry_interval_ms, 100)),
+						 errdetail("%s (sent %d, refused %d, unconfirmed %d)", res.reason, res.sent, res.refused, res.unconfirmed)));
+				set_status(-1, false, res.reason);
+				wait_ms = Max(she_retry_interval_ms, 100);
+			}
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+	}
+}
