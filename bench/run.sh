@@ -25,6 +25,7 @@ cc -O2 -Wall -o "$top/bench/natspub" "$top/bench/natspub.c" -lnats -luuid
 
 . "$top/examples/servers.sh"
 servers_start "shared_preload_libraries = 'state_hub_events'
+state_hub_events.database = 'bench'
 state_hub_events.max_events_per_transaction = 1000000
 max_connections = 50"
 echo "== servers: $NATS_URL, PostgreSQL port $PGPORT, $T s per run, $R alternating runs"
@@ -52,6 +53,11 @@ RAW="$WORK/raw.tsv"    # variant shape run tps lat_ms p99_ms xacts landed
 : >"$RAW"
 
 reset_tables() {
+    # the durable outbox must have drained before the next run starts
+    for _ in $(seq 1 1200); do
+        [ "$($PSQL -d $BENCH_DB -At -c 'SELECT count(*) FROM state_hub_events.outbox')" = 0 ] && break
+        sleep 0.1
+    done
     $PSQL -d $BENCH_DB -c "TRUNCATE t_plain, t_notify, t_outbox, t_emit, outbox; CHECKPOINT;" >/dev/null
     "$NATSDUMP" "$NATS_URL" purge ACTIVITY_EVENTS >/dev/null 2>&1 || true
 }
@@ -72,7 +78,7 @@ run_pgbench() {
     p99=$(cat "$logdir"/pgbench* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000}')
     if [[ $variant == emit* ]]; then
         local want=$(( xacts * shape )) have=0
-        for _ in $(seq 1 100); do
+        for _ in $(seq 1 1200); do
             have=$("$NATSDUMP" "$NATS_URL" info ACTIVITY_EVENTS | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')
             [ "${have:-0}" -ge "$want" ] && break
             sleep 0.1
@@ -91,6 +97,7 @@ for run in $(seq 1 "$R"); do
         run_pgbench outbox "ins${shape}_outbox.sql" $shape $run
         run_pgbench emit_ack "ins${shape}_emit.sql" $shape $run "-c state_hub_events.wait_for_ack=on"
         run_pgbench emit_noack "ins${shape}_emit.sql" $shape $run "-c state_hub_events.wait_for_ack=off"
+        run_pgbench emit_durable "ins${shape}_emit.sql" $shape $run "-c state_hub_events.delivery=durable"
     done
 done
 
