@@ -968,9 +968,17 @@ she_ping(void)
 							 (unsigned long long) si->State.LastSeq);
 			/* what an operator should know about this stream */
 			appendStringInfoString(&buf, ",\"warnings\":[");
-			if (c->Duplicates < (int64_t) she_duplicate_window_s * 1000000000)
-				appendStringInfo(&buf, "\"the stream's duplicate window (%.0f s) is shorter than state_hub_events.duplicate_window (%d s): a re-published event outside it is stored twice\"",
-								 c->Duplicates / 1e9, she_duplicate_window_s);
+			{
+				bool		durable = (she_delivery == SHE_DELIVERY_DURABLE);
+				int			want = durable ? Max(she_duplicate_window_s, she_durable_dup_window_s)
+					: she_duplicate_window_s;
+
+				if (c->Duplicates < (int64_t) want * 1000000000)
+					appendStringInfo(&buf, "\"the stream's duplicate window (%.0f s) is shorter than %s (%d s): a re-published event outside it is stored twice\"",
+									 c->Duplicates / 1e9,
+									 durable ? "what durable delivery asks for (state_hub_events.durable_duplicate_window)"
+									 : "state_hub_events.duplicate_window", want);
+			}
 			appendStringInfoChar(&buf, ']');
 		}
 		else

@@ -130,6 +130,20 @@ $nats->start;
 @m = wait_for_subjects(21, qr/^org\.t\.d\.(full|over)$/);
 is(scalar @m, 21, 'the accepted events arrive once NATS is back');
 
+# --- a clean restart keeps the backlog; pg_dump does not dump it
+$nats->stop;
+$node->safe_psql('postgres', q{
+    SELECT count(state_hub_events.publish('org.t.d.restart', jsonb_build_object('i', i))) FROM generate_series(1, 5) i;
+});
+my ($dump) = run_command([ 'pg_dump', '-d', $node->connstr('postgres') ]);
+like($dump, qr/CREATE EXTENSION IF NOT EXISTS state_hub_events/, 'pg_dump dumps the extension');
+unlike($dump, qr/COPY state_hub_events\.outbox/, 'but not the backlog');
+$node->restart;
+is(backlog(), 5, 'after a clean restart the backlog is still there');
+$nats->start;
+@m = wait_for_subjects(5, qr/^org\.t\.d\.restart$/);
+is(scalar @m, 5, 'and is delivered once NATS is back');
+
 # --- durable publishing needs the worker's database
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql('other', 'CREATE EXTENSION state_hub_events');
