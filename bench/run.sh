@@ -120,20 +120,18 @@ done
 
 echo "== one transaction of $BIG events vs raw nats.c async"
 BIGT="$WORK/big.tsv"; : >"$BIGT"
-cat >"$WORK/big.sql" <<SQL
+# big_script TABLE FILE: one INSERT of $BIG rows, timed, then the backend's peak RSS
+big_script() {
+    cat >"$2" <<SQL
 SELECT pg_backend_pid() AS pid \gset
 \timing on
-INSERT INTO t_emit (repo_id, slug, payload) SELECT g, 'repo-' || g, repeat('x', 100) FROM generate_series(1, $BIG) g;
+INSERT INTO $1 (repo_id, slug, payload) SELECT g, 'repo-' || g, repeat('x', 100) FROM generate_series(1, $BIG) g;
 \timing off
 SELECT 'hwm', (regexp_match(pg_read_file('/proc/' || :pid || '/status'), 'VmHWM:\s+(\d+)'))[1];
 SQL
-cat >"$WORK/big_plain.sql" <<SQL
-SELECT pg_backend_pid() AS pid \gset
-\timing on
-INSERT INTO t_plain (repo_id, slug, payload) SELECT g, 'repo-' || g, repeat('x', 100) FROM generate_series(1, $BIG) g;
-\timing off
-SELECT 'hwm', (regexp_match(pg_read_file('/proc/' || :pid || '/status'), 'VmHWM:\s+(\d+)'))[1];
-SQL
+}
+big_script t_emit "$WORK/big.sql"
+big_script t_plain "$WORK/big_plain.sql"
 [ -z "$AS_USER" ] || chown postgres: "$WORK"/big*.sql
 for run in $(seq 1 "$R"); do
     reset_tables

@@ -557,6 +557,23 @@ wait_for_acks(uint64 deadline)
 }
 
 /*
+ * The message of one event: its subject, the envelope, Nats-Msg-Id = the
+ * event's id, and Nats-Expected-Stream.  Inside NATS_CALL_BEGIN.
+ */
+static natsStatus
+make_msg(natsMsg **msg, const SheEvent *ev, const char *stream)
+{
+	natsStatus	s;
+
+	s = natsMsg_Create(msg, ev->subject, NULL, ev->envelope, ev->envelope_len);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(*msg, "Nats-Msg-Id", ev->id);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(*msg, "Nats-Expected-Stream", stream);
+	return s;
+}
+
+/*
  * Publish a batch of one event and wait for its ack: a single request, the
  * same round trip as a raw js_PublishMsg (the asynchronous path needs a flush
  * and two thread hand-offs).  Returns true when the wait timed out.
@@ -573,11 +590,7 @@ publish_one_sync(const SheBatch *b, uint64 deadline, SheBatchResult *res)
 	natsStatus	s;
 	bool		created = false;
 
-	s = natsMsg_Create(&msg, ev->subject, NULL, ev->envelope, ev->envelope_len);
-	if (s == NATS_OK)
-		s = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->id);
-	if (s == NATS_OK)
-		s = natsMsgHeader_Set(msg, "Nats-Expected-Stream", b->stream);
+	s = make_msg(&msg, ev, b->stream);
 	if (s != NATS_OK)
 	{
 		snprintf(res->reason, sizeof(res->reason), "cannot build the message: %s",
@@ -727,11 +740,7 @@ she_publish_batch(const SheBatch *b, SheBatchResult *res)
 		const SheEvent *ev = &b->events[i];
 		natsMsg    *msg = NULL;
 
-		s = natsMsg_Create(&msg, ev->subject, NULL, ev->envelope, ev->envelope_len);
-		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Nats-Msg-Id", ev->id);
-		if (s == NATS_OK)
-			s = natsMsgHeader_Set(msg, "Nats-Expected-Stream", b->stream);
+		s = make_msg(&msg, ev, b->stream);
 		if (s == NATS_OK)
 			s = js_PublishMsgAsync(js, &msg, NULL);
 		natsMsg_Destroy(msg);
