@@ -44,6 +44,7 @@ state_hub_events.stream_replicas = 3
 state_hub_events.connect_timeout = '1s'
 state_hub_events.publish_timeout = '2s'
 state_hub_events.retry_interval = '500ms'
+state_hub_events.database = 'postgres'
 });
 
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.cluster.first')});
@@ -142,6 +143,55 @@ for (1 .. 150)
     usleep(200_000);
 }
 is($e2, '', 'after the node died, a new session publishes through the others');
+
+# --- durable mode: kill the node the worker is connected to while sessions commit
+$nodes[$victim]->start;    # the cluster is whole again
+$node->safe_psql('postgres', q{
+    ALTER SYSTEM SET state_hub_events.delivery = 'durable';
+    SELECT pg_reload_conf();
+    CREATE TABLE d (id bigserial PRIMARY KEY);
+    CREATE TRIGGER d_added AFTER INSERT ON d FOR EACH ROW
+        EXECUTE FUNCTION state_hub_events.emit('org.t.cluster.durable', 'id');
+});
+my $wpid = $node->safe_psql('postgres', 'SELECT worker_pid FROM state_hub_events.backlog()');
+my $dscript = $node->basedir . "/d.sql";
+open my $dfh, '>', $dscript or die $!;
+print $dfh "INSERT INTO d DEFAULT VALUES;\n";
+close $dfh;
+($out, $err) = ('', '');
+$h = IPC::Run::start(
+    [ 'pgbench', '-n', '-c', '4', '-j', '4', '-T', '10', '-f', $dscript, $node->connstr('postgres') ],
+    '>', \$out, '2>', \$err);
+my $wvictim;
+for (1 .. 100)
+{
+    for my $i (0 .. 2)
+    {
+        my $r = HTTP::Tiny->new(timeout => 2)->get("http://127.0.0.1:$nodes[$i]{http}/connz?limit=1024");
+        next unless $r->{success};
+        $wvictim = $i if grep { ($_->{name} // '') eq "state_hub_events db=postgres pid=$wpid" }
+          @{ decode_json($r->{content})->{connections} || [] };
+    }
+    last if defined $wvictim;
+    usleep(100_000);
+}
+ok(defined $wvictim, 'found the node the durable worker publishes to');
+usleep(3_000_000);
+$nodes[$wvictim]->kill9 if defined $wvictim;
+IPC::Run::finish($h);
+like($err, qr/^$|^\s*$/s, 'durable: committing sessions saw no WARNING');
+my %want = map { $_ => 1 } split /\n/, $node->safe_psql('postgres', 'SELECT id FROM d');
+my $alive = $nodes[ ((defined $wvictim ? $wvictim : 0) + 1) % 3 ];
+my %got;
+for (1 .. 600)
+{
+    %got = map { $_->{body}{attributes}{id} => 1 }
+      grep { $_->{subject} eq 'org.t.cluster.durable' } eval { $alive->messages };
+    last if keys %got >= keys %want;
+    usleep(200_000);
+}
+note('durable: ' . scalar(keys %want) . ' committed, ' . scalar(keys %got) . ' in the stream');
+is(scalar(grep { !$got{$_} } keys %want), 0, 'durable: every committed event reached the stream despite the killed node');
 
 $node->stop;
 $_->stop for grep { $_->{pid} } @nodes;
