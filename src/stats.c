@@ -61,23 +61,37 @@ typedef struct SheStats
 bool		she_preloaded = false;
 static SheStats *stats = NULL;
 
+/*
+ * Zero every counter: with init, on fresh memory (pg_atomic_init and
+ * SpinLockInit); without, on live counters (stats_reset()).
+ */
 static void
-init_stats(SheStats *s)
+clear_stats(SheStats *s, bool init)
 {
+	pg_atomic_uint64 *counters[] = {&s->buffered, &s->published, &s->duplicates,
+	&s->failed, &s->unconfirmed, &s->dropped, &s->commits};
 	int			i;
 
-	pg_atomic_init_u64(&s->buffered, 0);
-	pg_atomic_init_u64(&s->published, 0);
-	pg_atomic_init_u64(&s->duplicates, 0);
-	pg_atomic_init_u64(&s->failed, 0);
-	pg_atomic_init_u64(&s->unconfirmed, 0);
-	pg_atomic_init_u64(&s->dropped, 0);
-	pg_atomic_init_u64(&s->commits, 0);
+	for (i = 0; i < lengthof(counters); i++)
+	{
+		if (init)
+			pg_atomic_init_u64(counters[i], 0);
+		else
+			pg_atomic_write_u64(counters[i], 0);
+	}
 	for (i = 0; i < HIST_BUCKETS; i++)
-		pg_atomic_init_u64(&s->hist[i], 0);
-	SpinLockInit(&s->mutex);
+	{
+		if (init)
+			pg_atomic_init_u64(&s->hist[i], 0);
+		else
+			pg_atomic_write_u64(&s->hist[i], 0);
+	}
+	if (init)
+		SpinLockInit(&s->mutex);
+	SpinLockAcquire(&s->mutex);
 	s->last_error_time = 0;
 	s->last_error[0] = '\0';
+	SpinLockRelease(&s->mutex);
 }
 
 /* shmem_request_hook (preloaded only) */
@@ -96,7 +110,7 @@ she_stats_startup_shmem(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	stats = ShmemInitStruct("state_hub_events stats", sizeof(SheStats), &found);
 	if (!found)
-		init_stats(stats);
+		clear_stats(stats, true);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -107,7 +121,7 @@ she_stats_init_local(void)
 	if (stats != NULL)
 		return;
 	stats = MemoryContextAllocZero(TopMemoryContext, sizeof(SheStats));
-	init_stats(stats);
+	clear_stats(stats, true);
 }
 
 void
@@ -283,20 +297,6 @@ she_stats(PG_FUNCTION_ARGS)
 Datum
 she_stats_reset(PG_FUNCTION_ARGS)
 {
-	int			i;
-
-	pg_atomic_write_u64(&stats->buffered, 0);
-	pg_atomic_write_u64(&stats->published, 0);
-	pg_atomic_write_u64(&stats->duplicates, 0);
-	pg_atomic_write_u64(&stats->failed, 0);
-	pg_atomic_write_u64(&stats->unconfirmed, 0);
-	pg_atomic_write_u64(&stats->dropped, 0);
-	pg_atomic_write_u64(&stats->commits, 0);
-	for (i = 0; i < HIST_BUCKETS; i++)
-		pg_atomic_write_u64(&stats->hist[i], 0);
-	SpinLockAcquire(&stats->mutex);
-	stats->last_error[0] = '\0';
-	stats->last_error_time = 0;
-	SpinLockRelease(&stats->mutex);
+	clear_stats(stats, false);
 	PG_RETURN_VOID();
 }
