@@ -3,9 +3,11 @@
 MODULE_big = state_hub_events
 OBJS = \
 	src/buffer.o \
+	src/ddl_guard.o \
 	src/emit.o \
 	src/envelope.o \
 	src/guc.o \
+	src/launcher.o \
 	src/nats_client.o \
 	src/outbox.o \
 	src/state_hub_events.o \
@@ -13,10 +15,10 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = state_hub_events
-DATA = state_hub_events--1.0.sql
+DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql
 PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
 
-REGRESS = validation buffer emit security settings
+REGRESS = validation buffer emit security settings lifecycle
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
 SHLIB_LINK = -lnats -luuid -lpthread
@@ -26,6 +28,9 @@ PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-s
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every file includes the shared header (PGXS tracks no header dependencies).
+$(OBJS): src/state_hub_events.h
 
 # The test helper that reads messages back from the stream.
 test/natsdump: test/natsdump.c

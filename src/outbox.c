@@ -117,6 +117,13 @@ she_durable_check(int nevents_now)
 	}
 }
 
+/*
+ * The insert's plan, prepared once per backend.  Its plan cache entry is
+ * revalidated by PostgreSQL when the outbox changes (DROP and CREATE
+ * EXTENSION included).
+ */
+static SPIPlanPtr insert_plan = NULL;
+
 static Oid
 rel_owner(Oid relid)
 {
@@ -177,11 +184,19 @@ she_outbox_write(SheEvent *events, int nevents)
 		elog(ERROR, "SPI_connect failed");
 	/* at pre-commit the statement's snapshot is gone: take one */
 	PushActiveSnapshot(GetTransactionSnapshot());
-	ret = SPI_execute_with_args(
-								"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) "
-								"SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope "
-								"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)",
-								3, argtypes, args, NULL, false, 0);
+	if (insert_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(
+									   "INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) "
+									   "SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope "
+									   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)",
+									   3, argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "preparing the outbox insert failed: %s", SPI_result_code_string(SPI_result));
+		insert_plan = plan;
+	}
+	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) nevents)
 		elog(ERROR, "inserting into state_hub_events.outbox failed: %d", ret);
 	PopActiveSnapshot();

@@ -55,6 +55,7 @@ _PG_init(void)
 {
 	she_define_settings();
 	she_buffer_init();
+	she_ddl_guard_init();
 
 	if (process_shared_preload_libraries_in_progress)
 	{
@@ -63,8 +64,7 @@ _PG_init(void)
 		shmem_request_hook = she_shmem_request;
 		prev_shmem_startup_hook = shmem_startup_hook;
 		shmem_startup_hook = she_shmem_startup;
-		if (she_database[0] != '\0')
-			she_worker_register();
+		she_launcher_register();
 	}
 	else
 		she_stats_init_local();

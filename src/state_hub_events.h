@@ -139,7 +139,7 @@ extern void she_nats_register_exit(void);
 extern int	she_server_max_payload(void);
 extern void she_mask_url(const char *url, char *out, size_t outlen);
 
-/* ---------- outbox.c, worker.c (durable delivery) ---------- */
+/* ---------- outbox.c, launcher.c, worker.c (durable delivery) ---------- */
 
 #include "storage/latch.h"
 #include "storage/spin.h"
@@ -147,8 +147,14 @@ extern void she_mask_url(const char *url, char *out, size_t outlen);
 typedef struct SheDurableShared
 {
 	slock_t		mutex;			/* protects everything below */
+	Latch	   *launcher_latch;
 	Latch	   *worker_latch;	/* set by committing backends */
 	int			worker_pid;
+	Oid			worker_dboid;	/* the database the worker serves */
+	bool		worker_stop_requested;	/* by the launcher or ddl_guard.c */
+	bool		worker_stopped_on_request;	/* its last exit was asked for */
+	Oid			drop_pending_dboid; /* DROP/RENAME DATABASE under way */
+	TransactionId drop_pending_xid; /* ... in this transaction */
 	int64		backlog_events; /* as the worker last counted */
 	TimestampTz last_published_at;
 	TimestampTz last_error_at;
@@ -163,7 +169,12 @@ extern void she_durable_startup_shmem(void);
 extern void she_durable_check(int nevents_now);
 extern void she_outbox_write(SheEvent *events, int nevents);
 extern void she_outbox_wake(void);
-extern void she_worker_register(void);
+extern void she_launcher_register(void);
+extern void she_launcher_wake(void);
+
+/* ---------- ddl_guard.c ---------- */
+
+extern void she_ddl_guard_init(void);
 
 /* ---------- stats.c ---------- */
 

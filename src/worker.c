@@ -11,7 +11,9 @@
  * visible late is not skipped); anything missing: keep the whole batch and
  * try again after retry_interval (re-publishes collapse by Nats-Msg-Id).
  * Woken by committing backends through its latch, and polls every second
- * for what no commit callback sees (COMMIT PREPARED, a restart).
+ * for what no commit callback sees (COMMIT PREPARED, a restart).  The
+ * launcher (launcher.c) starts it for one database and asks it to stop
+ * through shared memory; it stops between batches.
  *
  * IDENTIFICATION
  *	  src/worker.c
@@ -21,6 +23,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -43,25 +46,6 @@
 #define WORKER_POLL_MS	1000
 
 PGDLLEXPORT void she_worker_main(Datum arg);
-
-/*
- * Register the worker (from _PG_init, when preloaded and a database is set).
- */
-void
-she_worker_register(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 2;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "state_hub_events");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "she_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "state_hub_events worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "state_hub_events worker");
-	RegisterBackgroundWorker(&worker);
-}
 
 static void
 set_status(int64 backlog, bool published, const char *error)
@@ -167,30 +151,60 @@ delete_rows(int64 *seqs, int n)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+static void
+worker_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&she_durable->mutex);
+	she_durable->worker_latch = NULL;
+	she_durable->worker_pid = 0;
+	she_durable->worker_dboid = InvalidOid;
+	SpinLockRelease(&she_durable->mutex);
+}
+
+/* Has the launcher, or a DROP/RENAME of this database, asked us to stop? */
+static bool
+stop_requested(void)
+{
+	bool		stop;
+
+	SpinLockAcquire(&she_durable->mutex);
+	stop = she_durable->worker_stop_requested ||
+		she_durable->drop_pending_dboid == MyDatabaseId;
+	SpinLockRelease(&she_durable->mutex);
+	return stop;
+}
+
+/*
+ * Started by the launcher (launcher.c) for the database whose OID is arg.
+ */
 void
 she_worker_main(Datum arg)
 {
 	MemoryContext cxt;
+	char	   *dbname;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	she_in_worker = true;
-	BackgroundWorkerInitializeConnection(she_database, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = &MyProc->procLatch;
 	she_durable->worker_pid = MyProcPid;
+	she_durable->worker_dboid = MyDatabaseId;
 	SpinLockRelease(&she_durable->mutex);
+	on_shmem_exit(worker_exit, (Datum) 0);
 
 	StartTransactionCommand();
 	she_nats_register_exit();	/* reads the database name: in a transaction */
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	CommitTransactionCommand();
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events worker",
 								ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("state_hub_events worker started for database \"%s\"", she_database)));
+	ereport(LOG, (errmsg("state_hub_events worker started for database \"%s\"", dbname)));
 
 	for (;;)
 	{
@@ -201,6 +215,15 @@ she_worker_main(Datum arg)
 		long		wait_ms = WORKER_POLL_MS;
 
 		CHECK_FOR_INTERRUPTS();
+		if (stop_requested())
+		{
+			ereport(LOG,
+					(errmsg("state_hub_events worker for database \"%s\" stopping on request", dbname)));
+			SpinLockAcquire(&she_durable->mutex);
+			she_durable->worker_stopped_on_request = true;
+			SpinLockRelease(&she_durable->mutex);
+			proc_exit(0);
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

@@ -1,0 +1,277 @@
+/*-------------------------------------------------------------------------
+ *
+ * ddl_guard.c
+ *	  DDL that would lose or strand the durable backlog.
+ *
+ * - Dropping state_hub_events.outbox while it holds events (DROP EXTENSION,
+ *   DROP SCHEMA ... CASCADE, DROP OWNED) is refused, with the count and how
+ *   to discard them on purpose.  An object-access hook sees the drop of the
+ *   table, whatever command caused it; the event trigger
+ *   state_hub_events_guard_drop exists so that the library, and with it the
+ *   hook, is loaded before such a command even in a session that has not
+ *   used the extension yet.
+ * - DROP DATABASE and ALTER DATABASE ... RENAME of the database the durable
+ *   worker serves stop the worker first (both need a database nobody is
+ *   connected to) and keep the launcher from starting it again while the
+ *   command runs.  A drop warns how many unpublished events went with it.
+ *
+ * IDENTIFICATION
+ *	  src/ddl_guard.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_class.h"
+#include "commands/dbcommands.h"
+#include "commands/event_trigger.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "tcop/utility.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "state_hub_events.h"
+
+#define WORKER_STOP_WAIT_MS 10000
+
+PG_FUNCTION_INFO_V1(she_guard_drop);
+
+static object_access_hook_type prev_object_access_hook = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+static bool
+is_outbox(Oid relid)
+{
+	Oid			nsp = get_namespace_oid("state_hub_events", true);
+	char	   *name;
+
+	if (!OidIsValid(nsp) || get_rel_namespace(relid) != nsp ||
+		get_rel_relkind(relid) != RELKIND_RELATION)
+		return false;
+	name = get_rel_name(relid);
+	return name != NULL && strcmp(name, "outbox") == 0;
+}
+
+/* Rows of the outbox committed so far (the drop holds its exclusive lock). */
+static int64
+count_rows(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessExclusiveLock);
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	TableScanDesc scan = table_beginscan(rel, snap, 0, NULL);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	int64		n = 0;
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		n++;
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, NoLock);
+	return n;
+}
+
+static void
+guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+					int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+
+	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 &&
+		is_outbox(objectId))
+	{
+		int64		n = count_rows(objectId);
+
+		if (n > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg_plural("cannot drop state_hub_events.outbox: it holds %lld committed event not yet published",
+								   "cannot drop state_hub_events.outbox: it holds %lld committed events not yet published",
+								   n, (long long) n),
+					 errdetail("Durable delivery keeps them there until JetStream acknowledges them; dropping the table would lose them."),
+					 errhint("Let the worker publish them (SELECT * FROM state_hub_events.backlog()), "
+							 "or discard them on purpose first: TRUNCATE state_hub_events.outbox.")));
+	}
+}
+
+/*
+ * The database a DROP DATABASE or ALTER DATABASE ... RENAME acts on, if the
+ * durable worker serves it (or is about to).
+ */
+static Oid
+served_database(Node *stmt, const char **name, bool *is_drop)
+{
+	Oid			dboid;
+	Oid			served;
+
+	*is_drop = IsA(stmt, DropdbStmt);
+	if (*is_drop)
+		*name = ((DropdbStmt *) stmt)->dbname;
+	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		*name = ((RenameStmt *) stmt)->subname;
+	else
+		return InvalidOid;
+
+	dboid = get_database_oid(*name, true);
+	if (!OidIsValid(dboid))
+		return InvalidOid;
+	SpinLockAcquire(&she_durable->mutex);
+	served = she_durable->worker_dboid;
+	SpinLockRelease(&she_durable->mutex);
+	if (dboid == served || strcmp(*name, she_database) == 0)
+		return dboid;
+	return InvalidOid;
+}
+
+/* Stop the worker of dboid; wait for it to exit, boundedly. */
+static void
+stop_worker_for(Oid dboid)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   WORKER_STOP_WAIT_MS);
+	/* the launcher holds the worker off until this transaction ends */
+	TransactionId xid = GetCurrentTransactionId();
+	Latch	   *latch;
+
+	SpinLockAcquire(&she_durable->mutex);
+	she_durable->drop_pending_dboid = dboid;
+	she_durable->drop_pending_xid = xid;
+	latch = she_durable->worker_latch;
+	SpinLockRelease(&she_durable->mutex);
+	if (latch)
+		SetLatch(latch);
+
+	for (;;)
+	{
+		bool		running;
+
+		SpinLockAcquire(&she_durable->mutex);
+		running = she_durable->worker_pid != 0 && she_durable->worker_dboid == dboid;
+		SpinLockRelease(&she_durable->mutex);
+		if (!running || GetCurrentTimestamp() >= deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static void
+call_next(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+		  ProcessUtilityContext context, ParamListInfo params,
+		  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+							params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
+/*
+ * Run a DROP or RENAME of database dboid with its worker stopped; returns
+ * the backlog the worker last counted there.
+ */
+static int64
+run_without_worker(Oid dboid, PlannedStmt *pstmt, const char *queryString,
+				   bool readOnlyTree, ProcessUtilityContext context,
+				   ParamListInfo params, QueryEnvironment *queryEnv,
+				   DestReceiver *dest, QueryCompletion *qc)
+{
+	volatile int64 backlog = 0;
+
+	PG_TRY();
+	{
+		stop_worker_for(dboid);
+		SpinLockAcquire(&she_durable->mutex);
+		backlog = she_durable->backlog_events;
+		SpinLockRelease(&she_durable->mutex);
+		call_next(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	}
+	PG_CATCH();
+	{
+		/* the database stays: let the launcher start its worker again */
+		SpinLockAcquire(&she_durable->mutex);
+		if (she_durable->drop_pending_dboid == dboid)
+			she_durable->drop_pending_dboid = InvalidOid;
+		SpinLockRelease(&she_durable->mutex);
+		she_launcher_wake();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	/* done (its commit follows): the launcher will find the name gone */
+	she_launcher_wake();
+	return backlog;
+}
+
+static void
+guard_process_utility(PlannedStmt *pstmt, const char *queryString,
+					  bool readOnlyTree, ProcessUtilityContext context,
+					  ParamListInfo params, QueryEnvironment *queryEnv,
+					  DestReceiver *dest, QueryCompletion *qc)
+{
+	const char *name = NULL;
+	bool		is_drop = false;
+	Oid			dboid = InvalidOid;
+	int64		backlog;
+
+	if (she_durable != NULL)
+		dboid = served_database(pstmt->utilityStmt, &name, &is_drop);
+	if (!OidIsValid(dboid))
+	{
+		call_next(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		return;
+	}
+
+	backlog = run_without_worker(dboid, pstmt, queryString, readOnlyTree, context,
+								 params, queryEnv, dest, qc);
+	if (is_drop && backlog > 0)
+		ereport(WARNING,
+				(errmsg("state_hub_events: database \"%s\" held %lld durable events not yet published; they are dropped with it",
+						name, (long long) backlog)));
+	else if (!is_drop)
+		ereport(NOTICE,
+				(errmsg("state_hub_events: the durable worker no longer serves this database"),
+				 errhint("To go on publishing its outbox, set state_hub_events.database = '%s' and reload.",
+						 ((RenameStmt *) pstmt->utilityStmt)->newname)));
+}
+
+void
+she_ddl_guard_init(void)
+{
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = guard_object_access;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = guard_process_utility;
+}
+
+/*
+ * _guard_drop() RETURNS event_trigger, at ddl_command_start of DROP
+ * EXTENSION, DROP SCHEMA and DROP OWNED.  Calling it loads the library;
+ * the object-access hook does the checking.
+ */
+Datum
+she_guard_drop(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("state_hub_events._guard_drop() must be called as an event trigger")));
+	PG_RETURN_VOID();
+}
