@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -36,6 +37,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -44,6 +46,7 @@
 
 #define WORKER_BATCH	1000
 #define WORKER_POLL_MS	1000
+#define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
 
 PGDLLEXPORT void she_worker_main(Datum arg);
 
@@ -65,13 +68,16 @@ set_status(int64 backlog, bool published, const char *error)
 
 /*
  * Read the oldest batch into cxt.  Returns the number of rows; *exists is
- * false when the extension is not installed in this database.
+ * false when the extension is not installed in this database.  The backlog
+ * is counted exactly when it fits in one batch, else with count(*) at most
+ * once per WORKER_POLL_MS (a large backlog makes count(*) costly).
  */
 static int
 read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 {
+	static TimestampTz last_count = 0;
 	int			n = 0;
-	int64		backlog = 0;
+	int64		backlog = -1;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -79,17 +85,9 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading the outbox");
 
-	*exists = (SPI_execute("SELECT pg_catalog.to_regclass('state_hub_events.outbox') IS NOT NULL",
-						   true, 1) == SPI_OK_SELECT &&
-			   DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &(bool){false})));
+	*exists = OidIsValid(get_relname_relid("outbox",
+										   get_namespace_oid("state_hub_events", true)));
 	if (*exists &&
-		SPI_execute("SELECT count(*) FROM state_hub_events.outbox", true, 1) == SPI_OK_SELECT)
-	{
-		bool		isnull;
-
-		backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	if (*exists && backlog > 0 &&
 		SPI_execute("SELECT seq, id::text, subject, envelope FROM state_hub_events.outbox "
 					"ORDER BY seq LIMIT " CppAsString2(WORKER_BATCH), true, 0) == SPI_OK_SELECT)
 	{
@@ -97,8 +95,8 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 		uint64		i;
 
 		n = (int) SPI_processed;
-		*events = palloc0(n * sizeof(SheEvent));
-		*seqs = palloc(n * sizeof(int64));
+		*events = palloc0(Max(n, 1) * sizeof(SheEvent));
+		*seqs = palloc(Max(n, 1) * sizeof(int64));
 		for (i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
@@ -114,6 +112,17 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 			(*events)[i].envelope_len = strlen(env);
 		}
 		MemoryContextSwitchTo(old);
+
+		if (n < WORKER_BATCH)
+			backlog = n;
+		else if (TimestampDifferenceExceeds(last_count, GetCurrentTimestamp(), WORKER_POLL_MS) &&
+				 SPI_execute("SELECT count(*) FROM state_hub_events.outbox", true, 1) == SPI_OK_SELECT)
+		{
+			bool		isnull;
+
+			backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			last_count = GetCurrentTimestamp();
+		}
 	}
 	set_status(*exists ? backlog : 0, false, NULL);
 
@@ -182,6 +191,9 @@ she_worker_main(Datum arg)
 {
 	MemoryContext cxt;
 	char	   *dbname;
+	TimestampTz next_attempt_at = 0;
+	TimestampTz last_failure_log = 0;
+	int			failed_attempts = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -213,6 +225,7 @@ she_worker_main(Datum arg)
 		bool		exists;
 		int			n;
 		long		wait_ms = WORKER_POLL_MS;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (stop_requested())
@@ -228,12 +241,29 @@ she_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			next_attempt_at = 0;	/* new settings: try them at once */
 		}
 		ResetLatch(MyLatch);
+
+		/*
+		 * After a failed attempt, commits setting the latch do not hurry the
+		 * next one: it waits for retry_interval (or the poll, with no URL).
+		 */
+		now = GetCurrentTimestamp();
+		if (now < next_attempt_at)
+		{
+			wait_ms = Max(1, (long) ((next_attempt_at - now) / 1000));
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
+			continue;
+		}
+		next_attempt_at = 0;
 		MemoryContextReset(cxt);
 
 		n = read_batch(cxt, &events, &seqs, &exists);
-		if (n > 0 && she_nats_url[0] != '\0')
+		if (n > 0 && she_nats_url[0] == '\0')
+			next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
+		else if (n > 0)
 		{
 			SheBatch	b;
 			SheBatchResult res;
@@ -250,18 +280,39 @@ she_worker_main(Datum arg)
 			{
 				delete_rows(seqs, n);
 				set_status(-1, true, NULL);
+				if (failed_attempts > 0)
+					ereport(LOG,
+							(errmsg("state_hub_events worker: publishing again after %d failed attempts",
+									failed_attempts)));
+				failed_attempts = 0;
 				if (n == WORKER_BATCH)
 					continue;	/* more to do */
 			}
 			else
 			{
-				/* keep the batch; re-publishes collapse by Nats-Msg-Id */
-				ereport(LOG,
-						(errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying in %d ms",
-								n - res.acked, n, Max(she_retry_interval_ms, 100)),
-						 errdetail("%s (sent %d, refused %d, unconfirmed %d)", res.reason, res.sent, res.refused, res.unconfirmed)));
+				int			retry_ms = Max(she_retry_interval_ms, 100);
+
+				now = GetCurrentTimestamp();	/* the attempt took time */
+
+				/*
+				 * Keep the batch; re-publishes collapse by Nats-Msg-Id.  Log
+				 * the first failure of a run, then once a minute.
+				 */
+				if (failed_attempts == 0 ||
+					TimestampDifferenceExceeds(last_failure_log, now, FAILURE_LOG_MS))
+				{
+					ereport(LOG,
+							(errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying every %d ms",
+									n - res.acked, n, retry_ms),
+							 errdetail("%s (sent %d, refused %d, unconfirmed %d; %d failed attempts so far)",
+									   res.reason, res.sent, res.refused, res.unconfirmed,
+									   failed_attempts + 1)));
+					last_failure_log = now;
+				}
+				failed_attempts++;
 				set_status(-1, false, res.reason);
-				wait_ms = Max(she_retry_interval_ms, 100);
+				next_attempt_at = TimestampTzPlusMilliseconds(now, retry_ms);
+				wait_ms = retry_ms;
 			}
 		}
 

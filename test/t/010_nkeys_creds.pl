@@ -58,6 +58,17 @@ is_deeply([ map { $_->{subject} } $nk->messages ], ['org.t.auth'], 'the event is
       . "SET state_hub_events.nkey_seed_file = '$fx/no_such.seed';");
 like($err, qr/not published/, 'a missing seed file: not published');
 like($perr, qr/ERROR:/, 'and ping() raises an error');
+
+# nats.c 3.4 signs about one server nonce in 300 so that the server refuses
+# the nkey; the extension then makes one more handshake (a new nonce).
+my ($r, $o, $e) = $node->psql('postgres',
+    "SET state_hub_events.nats_url = '$u'; SET state_hub_events.nkey = '$nkey_pub'; "
+      . "SET state_hub_events.nkey_seed_file = '$fx/nkey_user.seed';\n"
+      . ("SELECT (state_hub_events.ping())->>'auth';\n" x 600));
+my @fails = ($e =~ /ERROR/g);
+is(scalar @fails, 0, '600 consecutive nkey connections (ping) all succeed');
+my @refused = grep { /authentication error - Nkey/ } split /^/, slurp_file($nk->{log});
+note('nkey handshakes the server refused in this test, the deliberate ones included: ' . scalar(@refused));
 $nk->stop;
 
 # --- creds file, operator mode
