@@ -62,6 +62,18 @@ reset_tables() {
     "$NATSDUMP" "$NATS_URL" purge ACTIVITY_EVENTS >/dev/null 2>&1 || true
 }
 
+# worker_publishing on|off: with nats_url empty the durable worker only
+# counts the backlog (once a second), so a run measures the committing side
+# alone; the backlog is published once the URL is back.
+worker_publishing() {
+    if [ "$1" = off ]; then
+        $PSQL -d postgres -c "ALTER SYSTEM SET state_hub_events.nats_url = ''" -c "SELECT pg_reload_conf()" >/dev/null
+    else
+        $PSQL -d postgres -c "ALTER SYSTEM RESET state_hub_events.nats_url" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
+    sleep 0.5
+}
+
 # run_pgbench VARIANT SCRIPT SHAPE RUN [PGOPTIONS] [CLIENTS]
 run_pgbench() {
     local variant=$1 script=$2 shape=$3 run=$4 opts=${5:-} clients=${6:-$CLIENTS}
@@ -69,8 +81,10 @@ run_pgbench() {
     mkdir -p "$logdir"; [ -z "$AS_USER" ] || chown postgres: "$logdir"
     reset_tables
     local out
+    [[ $variant != *_paused ]] || worker_publishing off
     out=$(cd "$logdir" && $AS_USER env PGOPTIONS="$opts" PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres \
         $PGBENCH -n -c "$clients" -j "$clients" -T "$T" -f "$WORK/$script" -l --log-prefix="$logdir/pgbench" $BENCH_DB 2>&1)
+    [[ $variant != *_paused ]] || worker_publishing on
     local tps lat xacts p99 landed=-
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
@@ -98,6 +112,7 @@ for run in $(seq 1 "$R"); do
         run_pgbench emit_ack "ins${shape}_emit.sql" $shape $run "-c state_hub_events.wait_for_ack=on"
         run_pgbench emit_noack "ins${shape}_emit.sql" $shape $run "-c state_hub_events.wait_for_ack=off"
         run_pgbench emit_durable "ins${shape}_emit.sql" $shape $run "-c state_hub_events.delivery=durable"
+        run_pgbench emit_durable_paused "ins${shape}_emit.sql" $shape $run "-c state_hub_events.delivery=durable"
     done
 done
 
