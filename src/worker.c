@@ -37,6 +37,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -67,6 +68,27 @@ set_status(int64 backlog, bool published, const char *error)
 }
 
 /*
+ * The worker's two statements, planned once.  SPI keeps them across
+ * transactions; PostgreSQL replans them when the outbox changes.
+ */
+static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr delete_plan = NULL;
+
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+		*plan = p;
+	}
+	return *plan;
+}
+
+/*
  * Read the oldest batch into cxt.  Returns the number of rows; *exists is
  * false when the extension is not installed in this database.  The backlog
  * is counted exactly when it fits in one batch, else with count(*) at most
@@ -88,8 +110,10 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 	*exists = OidIsValid(get_relname_relid("outbox",
 										   get_namespace_oid("state_hub_events", true)));
 	if (*exists &&
-		SPI_execute("SELECT seq, id::text, subject, envelope FROM state_hub_events.outbox "
-					"ORDER BY seq LIMIT " CppAsString2(WORKER_BATCH), true, 0) == SPI_OK_SELECT)
+		SPI_execute_plan(keep_plan(&read_plan,
+								   "SELECT seq, id::text, subject, envelope FROM state_hub_events.outbox "
+								   "ORDER BY seq LIMIT " CppAsString2(WORKER_BATCH), 0, NULL),
+						 NULL, NULL, true, 0) == SPI_OK_SELECT)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		uint64		i;
@@ -151,8 +175,10 @@ delete_rows(int64 *seqs, int n)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
-	if (SPI_execute_with_args("DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
-							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_DELETE)
+	if (SPI_execute_plan(keep_plan(&delete_plan,
+								   "DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
+								   1, &argtype),
+						 &arg, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "deleting from state_hub_events.outbox failed");
 	SPI_finish();
 	PopActiveSnapshot();
@@ -201,6 +227,15 @@ she_worker_main(Datum arg)
 
 	she_in_worker = true;
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+
+	/*
+	 * The worker's only writes are deletes of acknowledged rows.  One lost
+	 * in a crash (or not yet on a standby that is promoted) is published
+	 * again and dropped by JetStream as a duplicate within the duplicate
+	 * window, like any re-publish: no need to wait for a WAL flush per
+	 * batch.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = &MyProc->procLatch;
