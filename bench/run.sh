@@ -26,6 +26,7 @@ cc -O2 -Wall -o "$top/bench/natspub" "$top/bench/natspub.c" -lnats -luuid
 . "$top/examples/servers.sh"
 servers_start "shared_preload_libraries = 'state_hub_events'
 state_hub_events.database = 'bench'
+state_hub_events.max_backlog_events = 0
 state_hub_events.max_events_per_transaction = 1000000
 max_connections = 50"
 echo "== servers: $NATS_URL, PostgreSQL port $PGPORT, $T s per run, $R alternating runs"
@@ -83,7 +84,8 @@ run_pgbench() {
     local out
     [[ $variant != *_paused ]] || worker_publishing off
     out=$(cd "$logdir" && $AS_USER env PGOPTIONS="$opts" PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres \
-        $PGBENCH -n -c "$clients" -j "$clients" -T "$T" -f "$WORK/$script" -l --log-prefix="$logdir/pgbench" $BENCH_DB 2>&1)
+        $PGBENCH -n -c "$clients" -j "$clients" -T "$T" -f "$WORK/$script" -l --log-prefix="$logdir/pgbench" $BENCH_DB 2>&1) ||
+        { echo "pgbench failed for $variant x$shape run $run:"; echo "$out" | tail -20; exit 1; }
     [[ $variant != *_paused ]] || worker_publishing on
     local tps lat xacts p99 landed=-
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")

@@ -255,11 +255,15 @@ static natsStatus
 connect_nats(natsConnection **ncp, natsOptions *opts)
 {
 	natsStatus	s = natsConnection_Connect(ncp, opts);
-	const char *t;
+	const char *t = NULL;
 
 	if (s == NATS_OK || she_nkey[0] == '\0')
 		return s;
-	t = nats_GetLastError(NULL);
+	/* with retry-on-failed-connect the error is the connection's */
+	if (*ncp != NULL)
+		(void) natsConnection_GetLastError(*ncp, &t);
+	if (t == NULL || t[0] == '\0')
+		t = nats_GetLastError(NULL);
 	if (t == NULL || strstr(t, "Authorization Violation") == NULL)
 		return s;
 	if (*ncp != NULL)

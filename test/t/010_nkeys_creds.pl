@@ -67,6 +67,16 @@ my ($r, $o, $e) = $node->psql('postgres',
       . ("SELECT (state_hub_events.ping())->>'auth';\n" x 600));
 my @fails = ($e =~ /ERROR/g);
 is(scalar @fails, 0, '600 consecutive nkey connections (ping) all succeed');
+# the same for publishing: a changed seed file path makes a new connection
+my $many = "SET state_hub_events.nats_url = '$u'; SET state_hub_events.nkey = '$nkey_pub';\n";
+for my $i (1 .. 600)
+{
+    my $f = $i % 2 ? "$fx/nkey_user.seed" : "$fx/./nkey_user.seed";
+    $many .= "SET state_hub_events.nkey_seed_file = '$f'; SELECT state_hub_events.publish('org.t.nkey.many');\n";
+}
+($r, $o, $e) = $node->psql('postgres', $many);
+is($e, '', '600 publishes, each on a new nkey connection, warn of nothing');
+is(scalar(grep { $_->{subject} eq 'org.t.nkey.many' } $nk->messages), 600, 'and all 600 events are in the stream');
 my @refused = grep { /authentication error - Nkey/ } split /^/, slurp_file($nk->{log});
 note('nkey handshakes the server refused in this test, the deliberate ones included: ' . scalar(@refused));
 $nk->stop;
