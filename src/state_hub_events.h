@@ -7,6 +7,9 @@
  * builds each event's EventEnvelope at the call (envelope.c), and hands the
  * batch to NATS JetStream once the commit record is written (nats_client.c).
  * Settings live in guc.c, counters in stats.c, the emit() trigger in emit.c.
+ * Durable delivery: the outbox rows in outbox.c, the background processes
+ * in launcher.c and worker.c, and the DDL that would lose a backlog in
+ * ddl_guard.c.
  *
  * IDENTIFICATION
  *	  src/state_hub_events.h
