@@ -135,6 +135,18 @@ is($node->safe_psql('postgres', q{SELECT datname FROM pg_stat_activity WHERE bac
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.l.moved')});
 is(subject_count('org.t.l.moved', 1), 1, 'which publishes');
 
+# --- the launcher dies: its successor stops the orphaned worker and starts
+# its own, so there is never more than one worker
+my $launcher = $node->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'state_hub_events launcher'});
+my $orphan = status('worker_pid');
+kill 'TERM', $launcher;
+$node->poll_query_until('postgres', qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'state_hub_events launcher' AND pid <> $launcher});
+$node->poll_query_until('postgres', qq{SELECT worker_pid IS NOT NULL AND worker_pid <> $orphan FROM state_hub_events.worker_status()});
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'state_hub_events worker'}),
+    '1', 'after the launcher restarted, one worker runs: a new one');
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.l.after_launcher')});
+is(subject_count('org.t.l.after_launcher', 1), 1, 'and it publishes');
+
 # --- DROP EXTENSION with a backlog is refused; discarding on purpose works
 $nats->stop;
 $offset = -s $node->logfile;
