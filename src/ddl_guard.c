@@ -10,10 +10,12 @@
  *   state_hub_events_guard_drop exists so that the library, and with it the
  *   hook, is loaded before such a command even in a session that has not
  *   used the extension yet.
- * - DROP DATABASE and ALTER DATABASE ... RENAME of the database the durable
- *   worker serves stop the worker first (both need a database nobody is
- *   connected to) and keep the launcher from starting it again while the
- *   command runs.  A drop warns how many unpublished events went with it.
+ * - DROP DATABASE, ALTER DATABASE ... RENAME, ALTER DATABASE ... SET
+ *   TABLESPACE and CREATE DATABASE ... TEMPLATE of the database the durable
+ *   worker serves need that database to have no connections: the worker is
+ *   stopped first, and the launcher starts it again once the command's
+ *   transaction has ended.  A drop warns how many unpublished events went
+ *   with it; a rename says which setting to change.
  *
  * IDENTIFICATION
  *	  src/ddl_guard.c
@@ -29,6 +31,7 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "commands/event_trigger.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
@@ -107,22 +110,64 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	}
 }
 
+/* Commands that need a database nobody is connected to. */
+typedef enum SheDbCommand
+{
+	SHE_DB_NONE,
+	SHE_DB_DROP,				/* DROP DATABASE */
+	SHE_DB_RENAME,				/* ALTER DATABASE ... RENAME TO */
+	SHE_DB_OTHER				/* ... SET TABLESPACE, CREATE DATABASE ... TEMPLATE */
+} SheDbCommand;
+
+static const char *
+option_value(List *options, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, options)
+	{
+		DefElem    *d = lfirst_node(DefElem, lc);
+
+		if (strcmp(d->defname, name) == 0 && d->arg != NULL)
+			return defGetString(d);
+	}
+	return NULL;
+}
+
 /*
- * The database a DROP DATABASE or ALTER DATABASE ... RENAME acts on, if the
- * durable worker serves it (or is about to).
+ * The database such a command acts on, if the durable worker serves it (or
+ * is about to).
  */
 static Oid
-served_database(Node *stmt, const char **name, bool *is_drop)
+served_database(Node *stmt, const char **name, SheDbCommand *cmd)
 {
 	Oid			dboid;
 	Oid			served;
 
-	*is_drop = IsA(stmt, DropdbStmt);
-	if (*is_drop)
+	*cmd = SHE_DB_NONE;
+	*name = NULL;
+	if (IsA(stmt, DropdbStmt))
+	{
+		*cmd = SHE_DB_DROP;
 		*name = ((DropdbStmt *) stmt)->dbname;
+	}
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+	{
+		*cmd = SHE_DB_RENAME;
 		*name = ((RenameStmt *) stmt)->subname;
-	else
+	}
+	else if (IsA(stmt, AlterDatabaseStmt) &&
+			 option_value(((AlterDatabaseStmt *) stmt)->options, "tablespace") != NULL)
+	{
+		*cmd = SHE_DB_OTHER;
+		*name = ((AlterDatabaseStmt *) stmt)->dbname;
+	}
+	else if (IsA(stmt, CreatedbStmt))
+	{
+		*cmd = SHE_DB_OTHER;
+		*name = option_value(((CreatedbStmt *) stmt)->options, "template");
+	}
+	if (*name == NULL)
 		return InvalidOid;
 
 	dboid = get_database_oid(*name, true);
@@ -184,8 +229,10 @@ call_next(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 }
 
 /*
- * Run a DROP or RENAME of database dboid with its worker stopped; returns
- * the backlog the worker last counted there.
+ * Run a command on database dboid with its worker stopped; returns the
+ * backlog the worker last counted there.  The launcher starts the worker
+ * again once the command's transaction has ended and the database (still)
+ * has the configured name.
  */
 static int64
 run_without_worker(Oid dboid, PlannedStmt *pstmt, const char *queryString,
@@ -227,12 +274,12 @@ guard_process_utility(PlannedStmt *pstmt, const char *queryString,
 					  DestReceiver *dest, QueryCompletion *qc)
 {
 	const char *name = NULL;
-	bool		is_drop = false;
+	SheDbCommand cmd = SHE_DB_NONE;
 	Oid			dboid = InvalidOid;
 	int64		backlog;
 
 	if (she_durable != NULL)
-		dboid = served_database(pstmt->utilityStmt, &name, &is_drop);
+		dboid = served_database(pstmt->utilityStmt, &name, &cmd);
 	if (!OidIsValid(dboid))
 	{
 		call_next(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
@@ -241,11 +288,11 @@ guard_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	backlog = run_without_worker(dboid, pstmt, queryString, readOnlyTree, context,
 								 params, queryEnv, dest, qc);
-	if (is_drop && backlog > 0)
+	if (cmd == SHE_DB_DROP && backlog > 0)
 		ereport(WARNING,
 				(errmsg("state_hub_events: database \"%s\" held %lld durable events not yet published; they are dropped with it",
 						name, (long long) backlog)));
-	else if (!is_drop)
+	else if (cmd == SHE_DB_RENAME)
 		ereport(NOTICE,
 				(errmsg("state_hub_events: the durable worker no longer serves this database"),
 				 errhint("To go on publishing its outbox, set state_hub_events.database = '%s' and reload.",

@@ -135,6 +135,21 @@ is($node->safe_psql('postgres', q{SELECT datname FROM pg_stat_activity WHERE bac
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.l.moved')});
 is(subject_count('org.t.l.moved', 1), 1, 'which publishes');
 
+# --- other commands that need the served database without connections
+$offset = -s $node->logfile;
+($ret, $out, $err) = $node->psql('hub2', 'CREATE DATABASE hubcopy TEMPLATE postgres');
+is($ret, 0, 'CREATE DATABASE ... TEMPLATE of the served database works: the worker steps aside') or diag($err);
+ok(wait_worker(), 'and comes back');
+my $tsdir = PostgreSQL::Test::Utils::tempdir_short();
+$node->safe_psql('hub2', "CREATE TABLESPACE she_ts LOCATION '$tsdir'");
+($ret, $out, $err) = $node->psql('hub2', 'ALTER DATABASE postgres SET TABLESPACE she_ts');
+is($ret, 0, 'so does ALTER DATABASE ... SET TABLESPACE') or diag($err);
+ok(wait_worker(), 'and the worker comes back');
+my @stops = (log_since($offset) =~ /worker for database "postgres" stopping on request/g);
+is(scalar @stops, 2, 'it stepped aside once for each command');
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.l.after_tablespace')});
+is(subject_count('org.t.l.after_tablespace', 1), 1, 'and publishes');
+
 # --- the launcher dies: its successor stops the orphaned worker and starts
 # its own, so there is never more than one worker
 my $launcher = $node->safe_psql('postgres', q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'state_hub_events launcher'});
