@@ -42,7 +42,7 @@
 
 #include "state_hub_events.h"
 
-#define LAUNCHER_POLL_MS		5000	/* look for a missing database */
+#define LAUNCHER_POLL_MS		5000	/* look for a missing database; safety poll */
 #define LAUNCHER_WATCH_MS		1000	/* while a worker runs or stops */
 #define RESTART_MIN_MS			1000
 #define RESTART_MAX_MS			60000
@@ -221,7 +221,13 @@ launcher_round(void)
 			if (!worker_stop_sent &&
 				(worker_dboid != dboid || pending == worker_dboid))
 				stop_worker();
-			return LAUNCHER_WATCH_MS;
+			/*
+			 * Its start and exit (bgw_notify_pid), a reload and a DROP set
+			 * our latch; only a stop or a DROP under way is watched.
+			 */
+			if (worker_stop_sent || OidIsValid(pending))
+				return LAUNCHER_WATCH_MS;
+			return LAUNCHER_POLL_MS;
 		}
 
 		/* the worker is gone: asked to (by us or a DROP), or it failed */
