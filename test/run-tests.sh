@@ -10,15 +10,19 @@
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-if [ -x /usr/lib/postgresql/15/bin/pg_config ]; then
+if [ -n "${PG_CONFIG:-}" ]; then
+    :   # a given PostgreSQL (a private copy, another version)
+elif [ -x /usr/lib/postgresql/15/bin/pg_config ]; then
     PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 else
-    PG_CONFIG=${PG_CONFIG:-pg_config}
+    PG_CONFIG=pg_config
 fi
 bindir=$($PG_CONFIG --bindir)
 pgxs=$(cd "$(dirname "$($PG_CONFIG --pgxs)")/../.." && pwd)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=; RUNAS="runuser -u postgres --"; else SUDO=sudo; RUNAS=; fi
+# A PostgreSQL tree the current user can write to needs no sudo.
+[ -w "$($PG_CONFIG --pkglibdir)" ] && SUDO=
 
 echo "== build and install"
 make -C "$top" -s PG_CONFIG="$PG_CONFIG" with_llvm=no all test/natsdump || exit 1
