@@ -8,7 +8,8 @@
  * order, each tagged with the subtransaction nesting level that buffered it.
  * Because a subtransaction's events are always the tail of the array when it
  * ends, COMMIT_SUB relabels that tail to the parent's level and ABORT_SUB
- * truncates it.
+ * truncates it; a truncation that leaves nothing also releases the
+ * destination (the first event fixes it).
  *
  * The commit path:
  *	  PRE_COMMIT   the commit timestamp is written into every envelope (the
@@ -61,7 +62,7 @@ static SheEvent *events = NULL;
 static int	nevents = 0;
 static int	maxevents = 0;
 
-/* Destination and behaviour, fixed when the first event is buffered. */
+/* Destination and behaviour, fixed by the first event still buffered. */
 static char *batch_url = NULL;
 static char *batch_stream = NULL;
 static bool batch_wait_for_ack = true;
@@ -145,7 +146,12 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 											  "state_hub_events buffer",
 											  ALLOCSET_DEFAULT_SIZES);
 
-	if (nevents == 0 && batch_url == NULL)
+	/*
+	 * The destination belongs to the first event still buffered: with none
+	 * buffered (a new transaction, or every event rolled back with its
+	 * savepoint) the current settings fix it.
+	 */
+	if (nevents == 0)
 	{
 		she_nats_register_exit();
 		batch_url = MemoryContextStrdup(BufferContext, she_nats_url);
@@ -177,12 +183,19 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 
 	if (nevents >= maxevents)
 	{
+		/*
+		 * Double, but not past the limit (checked above, so the limit is
+		 * more than nevents).  A huge allocation: at the largest
+		 * max_events_per_transaction the array may pass MaxAllocSize.
+		 */
 		int			newmax = (maxevents == 0) ? 16 : maxevents * 2;
 
+		if (newmax > she_max_events_per_xact)
+			newmax = she_max_events_per_xact;
 		if (events == NULL)
-			events = palloc(newmax * sizeof(SheEvent));
+			events = MemoryContextAllocHuge(BufferContext, (Size) newmax * sizeof(SheEvent));
 		else
-			events = repalloc(events, newmax * sizeof(SheEvent));
+			events = repalloc_huge(events, (Size) newmax * sizeof(SheEvent));
 		maxevents = newmax;
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -299,7 +312,19 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 		case SUBXACT_EVENT_ABORT_SUB:
 			while (nevents > 0 && events[nevents - 1].nest_level >= level)
+			{
 				nevents--;
+				pfree(events[nevents].envelope);
+			}
+
+			/*
+			 * Nothing left: release the destination too, so that the next
+			 * event fixes it afresh.  Levels never decrease along the array
+			 * (a subtransaction's events are the tail), so the first event,
+			 * which fixed the destination, goes only with the last one.
+			 */
+			if (nevents == 0 && batch_url != NULL)
+				reset_buffer();
 			break;
 
 		default:
@@ -415,21 +440,32 @@ Datum
 she_pending(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	/* each row's values are scratch: the tuplestore copies them */
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+								   "state_hub_events pending row",
+								   ALLOCSET_DEFAULT_SIZES);
 	for (i = 0; i < nevents; i++)
 	{
 		Datum		values[3];
 		bool		nulls[3] = {false, false, false};
-		char	   *attrs = pnstrdup(events[i].envelope + events[i].attrs_offset,
-									 events[i].attrs_len);
+		char	   *attrs;
 
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		attrs = pnstrdup(events[i].envelope + events[i].attrs_offset,
+						 events[i].attrs_len);
 		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(events[i].id));
 		values[1] = CStringGetTextDatum(events[i].subject);
 		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(attrs));
+		MemoryContextSwitchTo(oldcxt);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextReset(rowcxt);
 	}
+	MemoryContextDelete(rowcxt);
 	return (Datum) 0;
 }

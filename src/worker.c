@@ -51,20 +51,37 @@
 
 PGDLLEXPORT void she_worker_main(Datum arg);
 
+/*
+ * Record the worker's status in shared memory: the backlog when backlog is
+ * not negative, the time of a publish, the last error.  The clock is read
+ * before the spinlock is taken (a system call does not belong under one).
+ */
 static void
 set_status(int64 backlog, bool published, const char *error)
 {
+	TimestampTz now = (published || error != NULL) ? GetCurrentTimestamp() : 0;
+
 	SpinLockAcquire(&she_durable->mutex);
 	if (backlog >= 0)
 		she_durable->backlog_events = backlog;
 	if (published)
-		she_durable->last_published_at = GetCurrentTimestamp();
+		she_durable->last_published_at = now;
 	if (error != NULL)
 	{
 		strlcpy(she_durable->last_error, error, sizeof(she_durable->last_error));
-		she_durable->last_error_at = GetCurrentTimestamp();
+		she_durable->last_error_at = now;
 	}
 	SpinLockRelease(&she_durable->mutex);
+}
+
+/* SPI_connect, or ERROR: the worker's statements need it. */
+static void
+connect_spi(void)
+{
+	int			ret = SPI_connect();
+
+	if (ret != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
 }
 
 /*
@@ -103,7 +120,7 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading the outbox");
 
@@ -172,7 +189,7 @@ delete_rows(int64 *seqs, int n)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
 	if (SPI_execute_plan(keep_plan(&delete_plan,
@@ -251,7 +268,9 @@ she_worker_main(Datum arg)
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events worker",
 								ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("state_hub_events worker started for database \"%s\"", dbname)));
+	ereport(LOG,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("state_hub_events worker started for database \"%s\"", dbname)));
 
 	for (;;)
 	{
@@ -266,7 +285,8 @@ she_worker_main(Datum arg)
 		if (stop_requested())
 		{
 			ereport(LOG,
-					(errmsg("state_hub_events worker for database \"%s\" stopping on request", dbname)));
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events worker for database \"%s\" stopping on request", dbname)));
 			SpinLockAcquire(&she_durable->mutex);
 			she_durable->worker_stopped_on_request = true;
 			SpinLockRelease(&she_durable->mutex);
@@ -317,7 +337,8 @@ she_worker_main(Datum arg)
 				set_status(-1, true, NULL);
 				if (failed_attempts > 0)
 					ereport(LOG,
-							(errmsg("state_hub_events worker: publishing again after %d failed attempts",
+							(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+							 errmsg("state_hub_events worker: publishing again after %d failed attempts",
 									failed_attempts)));
 				failed_attempts = 0;
 				if (n == WORKER_BATCH)
@@ -337,7 +358,8 @@ she_worker_main(Datum arg)
 					TimestampDifferenceExceeds(last_failure_log, now, FAILURE_LOG_MS))
 				{
 					ereport(LOG,
-							(errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying every %d ms",
+							(errcode(ERRCODE_CONNECTION_FAILURE),
+							 errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying every %d ms",
 									n - res.acked, n, retry_ms),
 							 errdetail("%s (sent %d, refused %d, unconfirmed %d; %d failed attempts so far)",
 									   res.reason, res.sent, res.refused, res.unconfirmed,
