@@ -43,6 +43,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -50,6 +51,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "nats_publish.h"
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_publish);
@@ -73,7 +75,15 @@ static char *last_subject = NULL;	/* in BufferContext: subjects are shared */
 static bool timestamps_set = false;	/* PRE_COMMIT has run */
 static bool commit_ready = false;	/* commit record written, batch may go */
 
+/* This backend's connection (until the publisher process takes it over). */
+static SheConn backend_conn;
+static bool backend_conn_init = false;
+static bool exit_hook_set = false;
+static uint64 retry_after_us = 0;	/* skip NATS until this monotonic time */
+static char retry_reason[256];
+
 static void reset_buffer(void);
+static void close_backend_conn(int code, Datum arg);
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
@@ -147,7 +157,11 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 
 	if (nevents == 0 && batch_url == NULL)
 	{
-		she_nats_register_exit();
+		if (!exit_hook_set)
+		{
+			before_shmem_exit(close_backend_conn, (Datum) 0);
+			exit_hook_set = true;
+		}
 		batch_url = MemoryContextStrdup(BufferContext, she_nats_url);
 		batch_stream = MemoryContextStrdup(BufferContext, she_stream);
 		batch_wait_for_ack = she_wait_for_ack;
@@ -163,7 +177,7 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 				 errdetail("All events of one transaction go to one destination, fixed by its first event.")));
 
 	max_bytes = she_max_event_bytes;
-	server_max = she_server_max_payload();
+	server_max = backend_conn_init ? backend_conn.max_payload : 0;
 	if (server_max > 0 && server_max - SHE_HEADER_ROOM < max_bytes)
 		max_bytes = server_max - SHE_HEADER_ROOM;
 
@@ -321,13 +335,58 @@ release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, voi
 	reset_buffer();
 }
 
-static uint64
-monotonic_usec(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+static void
+close_backend_conn(int code, Datum arg)
+{
+	if (backend_conn_init)
+		she_conn_close(&backend_conn);
+}
+
+/*
+ * Publish the committed batch on this backend's connection.  After the
+ * commit record: no ERROR, no palloc (the outcomes are malloc'd).
+ */
+static void
+publish_direct(SheBatchOutcome *sum)
+{
+	uint64		start = she_now_usec();
+	SheMsgOutcome *out;
+
+	memset(sum, 0, sizeof(*sum));
+	if (start < retry_after_us)
+	{
+		sum->not_sent = nevents;
+		snprintf(sum->reason, sizeof(sum->reason),
+				 "NATS was unavailable (%s); the next attempt is in %d ms",
+				 retry_reason, (int) ((retry_after_us - start) / 1000));
+		return;
+	}
+	if (!backend_conn_init)
+	{
+		she_conn_init(&backend_conn);
+		backend_conn_init = true;
+	}
+	out = malloc(sizeof(SheMsgOutcome) * nevents);
+	if (out == NULL || !she_conn_ensure(&backend_conn, sum->reason, sizeof(sum->reason)))
+	{
+		if (out == NULL)
+			snprintf(sum->reason, sizeof(sum->reason), "out of memory");
+		sum->not_sent = nevents;
+		retry_after_us = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
+		strlcpy(retry_reason, sum->reason, sizeof(retry_reason));
+		free(out);
+		return;
+	}
+	she_publish_events(&backend_conn, batch_stream, she_create_stream, events, nevents,
+					   start + (uint64) batch_publish_timeout_ms * 1000, out, sum);
+	free(out);
+	if (sum->unconfirmed > 0)
+	{
+		/* Later commits skip NATS for a while instead of paying the timeout. */
+		retry_after_us = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
+		strlcpy(retry_reason, sum->reason, sizeof(retry_reason));
+	}
 }
 
 /*
@@ -337,9 +396,9 @@ monotonic_usec(void)
 static void
 publish_committed_batch(void)
 {
-	SheBatch	batch;
-	SheBatchResult res;
+	SheBatchOutcome sum;
 	uint64		start;
+	int			lost;
 
 	if (batch_url == NULL || batch_url[0] == '\0')
 	{
@@ -347,36 +406,32 @@ publish_committed_batch(void)
 		return;
 	}
 
-	batch.events = events;
-	batch.nevents = nevents;
-	batch.url = batch_url;
-	batch.stream = batch_stream;
-	batch.wait_for_ack = batch_wait_for_ack;
-	batch.publish_timeout_ms = batch_publish_timeout_ms;
-	batch.connect_timeout_ms = batch_connect_timeout_ms;
+	start = she_now_usec();
+	publish_direct(&sum);
+	she_stats_record_commit_time(she_now_usec() - start);
+	lost = sum.refused + sum.not_sent;
+	she_stats_atomic_published(sum.stored, sum.duplicates);
+	she_stats_add_failed(lost);
+	she_stats_add_unconfirmed(sum.unconfirmed);
 
-	start = monotonic_usec();
-	she_publish_batch(&batch, &res);
-	she_stats_record_commit_time(monotonic_usec() - start);
-
-	if (res.refused > 0)
+	if (lost > 0)
 	{
-		she_stats_set_last_error(res.reason);
+		she_stats_set_last_error(sum.reason);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("state_hub_events: %d of %d events of the committed transaction were not published",
-						res.refused, nevents),
-				 errdetail("%s", res.reason),
+						lost, nevents),
+				 errdetail("%s", sum.reason),
 				 errhint("The transaction is committed; these events are lost. See state_hub_events.stats().")));
 	}
-	if (res.unconfirmed > 0)
+	if (sum.unconfirmed > 0)
 	{
-		she_stats_set_last_error(res.reason);
+		she_stats_set_last_error(sum.reason);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("state_hub_events: %d of %d events were sent but not confirmed within state_hub_events.publish_timeout",
-						res.unconfirmed, nevents),
-				 errdetail("%s", res.reason),
+						sum.unconfirmed, nevents),
+				 errdetail("%s", sum.reason),
 				 errhint("They may have been stored; consumers deduplicate by the envelope's id.")));
 	}
 }

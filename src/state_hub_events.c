@@ -25,8 +25,6 @@
 
 PG_MODULE_MAGIC;
 
-PG_FUNCTION_INFO_V1(she_ping_sql);
-
 void		_PG_init(void);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -68,16 +66,4 @@ _PG_init(void)
 	}
 	else
 		she_stats_init_local();
-}
-
-/*
- * ping() RETURNS jsonb
- *
- * Connects with the current settings and returns the server's and the
- * stream's facts, or raises an ERROR saying why it cannot.
- */
-Datum
-she_ping_sql(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_JSONB_P(she_ping());
 }
