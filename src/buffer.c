@@ -159,6 +159,11 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	{
 		if (!exit_hook_set)
 		{
+			char	   *d = get_database_name(MyDatabaseId);
+			char		name[128];
+
+			snprintf(name, sizeof(name), "state_hub_events db=%s pid=%d", d ? d : "?", MyProcPid);
+			she_conn_set_name(name);
 			before_shmem_exit(close_backend_conn, (Datum) 0);
 			exit_hook_set = true;
 		}

@@ -277,7 +277,7 @@ she_worker_main(Datum arg)
 	{
 		char		name[128];
 
-		snprintf(name, sizeof(name), "state_hub_events worker db=%s pid=%d", dbname, MyProcPid);
+		snprintf(name, sizeof(name), "state_hub_events db=%s pid=%d", dbname, MyProcPid);
 		she_conn_set_name(name);
 	}
 	she_conn_init(&conn);
