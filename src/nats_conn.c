@@ -124,10 +124,40 @@ she_mask_url(const char *url, char *out, size_t outlen)
 	out[o] = '\0';
 }
 
+/* Connection callbacks (nats threads): note the state under mu. */
+static void
+set_state(SheConn *c, bool up, natsConnection *nc)
+{
+	const char *t = NULL;
+
+	if (!up && nc != NULL)
+		(void) natsConnection_GetLastError(nc, &t);
+	if (!up && (t == NULL || *t == '\0'))
+		t = nats_GetLastError(NULL);	/* the connect call's, on our thread */
+	pthread_mutex_lock(&c->mu);
+	if (c->cb_nc != nc && c->cb_nc != (natsConnection *) -1)
+	{
+		pthread_mutex_unlock(&c->mu);	/* a connection closed earlier */
+		return;
+	}
+	c->up = up;
+	if (up)
+		c->payload_stale = c->ever_up = true;
+	else
+		strlcpy(c->last_error, t && *t ? t : "disconnected", sizeof(c->last_error));
+	pthread_mutex_unlock(&c->mu);
+}
+
 static void
 connected_cb(natsConnection *nc, void *closure)
 {
-	/* Required for an asynchronous first connect; nothing to do. */
+	set_state((SheConn *) closure, true, nc);
+}
+
+static void
+disconnected_cb(natsConnection *nc, void *closure)
+{
+	set_state((SheConn *) closure, false, nc);
 }
 
 /*
@@ -188,7 +218,7 @@ set_auth_options(natsOptions *opts)
  * or a status with err filled in.
  */
 static natsStatus
-make_options(natsOptions **optsp, char *err, size_t errlen)
+make_options(SheConn *c, natsOptions **optsp, char *err, size_t errlen)
 {
 	natsOptions *opts = NULL;
 	natsStatus	s;
@@ -231,7 +261,13 @@ make_options(natsOptions **optsp, char *err, size_t errlen)
 	if (s == NATS_OK)
 		s = natsOptions_SetWriteDeadline(opts, she_publish_timeout_ms);
 	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(opts, true, connected_cb, NULL);
+		s = natsOptions_SetRetryOnFailedConnect(opts, true, connected_cb, c);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(opts, connected_cb, c);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(opts, disconnected_cb, c);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(opts, disconnected_cb, c);
 	if (s == NATS_OK)
 		s = set_auth_options(opts);
 	free(urls);
@@ -284,6 +320,10 @@ she_conn_close(SheConn *c)
 {
 	sigset_t	saved;
 
+	pthread_mutex_lock(&c->mu);
+	c->cb_nc = NULL;
+	c->up = false;
+	pthread_mutex_unlock(&c->mu);
 	she_nats_block_signals(&saved);
 	if (c->js != NULL)
 		jsCtx_Destroy(c->js);
@@ -320,11 +360,46 @@ open_connection(SheConn *c, char *err, size_t errlen)
 	jsOptions	jo;
 	natsStatus	s;
 	char		masked[512];
+	char		first_error[256] = "";
 
-	if (make_options(&opts, err, errlen) != NATS_OK)
+	if (make_options(c, &opts, err, errlen) != NATS_OK)
 		return false;
-	s = connect_nats(&c->nc, opts);
+	pthread_mutex_lock(&c->mu);
+	c->cb_nc = (natsConnection *) -1;
+	c->up = c->ever_up = false;
+	pthread_mutex_unlock(&c->mu);
+	c->connect_error[0] = '\0';
+	/*
+	 * A first attempt without background retry tells exactly why it fails
+	 * (an authentication error, a certificate); then the connection that
+	 * keeps retrying.  Only the publisher (or worker) pays this, at start
+	 * and when the settings change, never a commit.
+	 */
+	s = natsOptions_SetRetryOnFailedConnect(opts, false, NULL, NULL);
+	if (s == NATS_OK)
+		s = connect_nats(&c->nc, opts);
+	if (s != NATS_OK)
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		strlcpy(first_error, t ? t : natsStatus_GetText(s), sizeof(first_error));
+		if (c->nc != NULL)
+			natsConnection_Destroy(c->nc);
+		c->nc = NULL;
+		if (natsOptions_SetRetryOnFailedConnect(opts, true, connected_cb, c) == NATS_OK)
+			s = connect_nats(&c->nc, opts);
+	}
 	natsOptions_Destroy(opts);
+	pthread_mutex_lock(&c->mu);
+	c->cb_nc = c->nc;
+	pthread_mutex_unlock(&c->mu);
+	if (s == NATS_OK)
+		set_state(c, true, c->nc);
+	else if (s == NATS_NOT_YET_CONNECTED)
+	{
+		set_state(c, false, c->nc);
+		strlcpy(c->connect_error, first_error, sizeof(c->connect_error));
+	}
 	if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED)
 	{
 		const char *t = nats_GetLastError(NULL);
@@ -362,8 +437,8 @@ she_conn_ensure(SheConn *c, char *err, size_t errlen)
 	char	   *key;
 	bool		ok;
 
-	if (c->nc != NULL && !she_conn_settings_changed(c) &&
-		natsConnection_Status(c->nc) != NATS_CONN_STATUS_CLOSED)
+	/* no natsConnection_Status(): it blocks while nats.c reconnects */
+	if (c->nc != NULL && !she_conn_settings_changed(c))
 		return true;
 	she_conn_close(c);
 	key = make_conn_key();
@@ -386,33 +461,48 @@ she_conn_ensure(SheConn *c, char *err, size_t errlen)
 
 /*
  * Is the connection up right now?  If not, err says why (the last error
- * nats.c saw).  Learns the server's max payload when it is.
+ * nats.c saw).  No nats call unless it is up (one that blocks while nats.c
+ * reconnects would make every commit pay a connect timeout).  Learns the
+ * server's max payload after each (re)connect.
  */
 bool
 she_conn_is_connected(SheConn *c, char *err, size_t errlen)
 {
 	sigset_t	saved;
-	const char *t = NULL;
 	char		masked[512];
 	bool		up;
+	bool		stale;
 
 	if (c->nc == NULL)
 	{
 		snprintf(err, errlen, "no connection to NATS");
 		return false;
 	}
-	she_nats_block_signals(&saved);
-	up = (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED);
-	if (up)
-		c->max_payload = (int) Min(natsConnection_GetMaxPayload(c->nc), (int64_t) INT_MAX);
-	else
-		(void) natsConnection_GetLastError(c->nc, &t);
+	pthread_mutex_lock(&c->mu);
+	up = c->up;
+	stale = c->payload_stale;
+	c->payload_stale = false;
 	if (!up)
 	{
 		she_mask_url(she_nats_url, masked, sizeof(masked));
-		snprintf(err, errlen, "not connected to NATS at %s (reconnecting in the background)%s%s",
-				 masked, t && *t ? ": " : "", t && *t ? t : "");
+		snprintf(err, errlen, "not connected to NATS at %s (reconnecting in the background): %s",
+				 masked, !c->ever_up && c->connect_error[0] ? c->connect_error : c->last_error);
 	}
-	she_nats_restore_signals(&saved);
+	pthread_mutex_unlock(&c->mu);
+	if (up)
+	{
+		/* the callback may not have told a loss yet: ask (fast while up) */
+		she_nats_block_signals(&saved);
+		up = (natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED);
+		if (up && (stale || c->max_payload == 0))
+			c->max_payload = (int) Min(natsConnection_GetMaxPayload(c->nc), (int64_t) INT_MAX);
+		she_nats_restore_signals(&saved);
+		if (!up)
+		{
+			she_mask_url(she_nats_url, masked, sizeof(masked));
+			snprintf(err, errlen, "not connected to NATS at %s (reconnecting in the background): connection lost",
+					 masked);
+		}
+	}
 	return up;
 }

@@ -24,8 +24,10 @@ struct SheAckBatch;
 
 /*
  * A connection.  nc, js, key and max_payload belong to the owning
- * process's main thread.  mu guards current and late_acks, which the ack
- * handler reads and writes on nats threads (see nats_publish.c).
+ * process's main thread.  mu guards what nats threads write: current and
+ * late_acks (the ack handler, nats_publish.c), and up, payload_stale and
+ * last_error (the connection callbacks), so the state is known without a
+ * nats call, which can block while nats.c is reconnecting.
  */
 typedef struct SheConn
 {
@@ -36,6 +38,13 @@ typedef struct SheConn
 	pthread_mutex_t mu;
 	struct SheAckBatch *current;	/* under mu: the batch acks belong to */
 	uint64_t	late_acks;		/* under mu: acks of batches given up on */
+	natsConnection *cb_nc;		/* under mu: callbacks of other connections
+								 * are ignored; -1 while connecting */
+	bool		up;				/* under mu: connected, per nats.c's callbacks */
+	bool		payload_stale;	/* under mu: (re)connected since max_payload */
+	char		last_error[256];	/* under mu: why it is not up */
+	bool		ever_up;		/* under mu: connected since it was made */
+	char		connect_error[256];	/* why the first attempt failed */
 } SheConn;
 
 extern void she_conn_init(SheConn *c);

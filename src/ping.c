@@ -15,11 +15,9 @@
  */
 #include "postgres.h"
 
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
-#include "utils/jsonb.h"
 
 #include "nats_conn.h"
 #include "ping.h"
@@ -185,60 +183,12 @@ she_ping_gather(SheConn *c, const ShePingAsk *ask, StringInfo json,
 	escape_json(json, url2);
 	appendStringInfoString(json, ",\"server_id\":");
 	escape_json(json, f->server_id);
-	appendStringInfo(json, ",\"rtt_us\":%lld,\"lookup_ms\":%.3f,\"max_payload\":%lld,\"jetstream\":true",
+	appendStringInfo(json, ",\"rtt_us\":%lld,\"lookup_ms\":%.3f,\"max_payload\":%lld,\"jetstream\":true,"
+					 "\"publisher_pid\":%d",
 					 (long long) (f->rtt_ns / 1000), (she_now_usec() - t0) / 1000.0,
-					 (long long) f->max_payload);
+					 (long long) f->max_payload, MyProcPid);
 	stream_json(json, ask, f);
 	identity_json(json);
 	appendStringInfoChar(json, '}');
 	return true;
-}
-
-PG_FUNCTION_INFO_V1(she_ping_sql);
-
-/*
- * ping() RETURNS jsonb
- *
- * Returns the server's and the stream's facts, or raises an ERROR saying
- * why it cannot.
- */
-Datum
-she_ping_sql(PG_FUNCTION_ARGS)
-{
-	SheConn		c;
-	ShePingAsk	ask;
-	StringInfoData json;
-	char		err[512] = "";
-	char		masked[512];
-	bool		no_js = false;
-	bool		ok;
-
-	if (she_nats_url[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot ping NATS: state_hub_events.nats_url is empty"),
-				 errdetail("With an empty nats_url, publishing is a no-op.")));
-	she_mask_url(she_nats_url, masked, sizeof(masked));
-	memset(&ask, 0, sizeof(ask));
-	strlcpy(ask.stream, she_stream, sizeof(ask.stream));
-	ask.create_stream = she_create_stream;
-	ask.durable = (she_delivery == SHE_DELIVERY_DURABLE);
-	ask.want_dup_window_s = ask.durable ? Max(she_duplicate_window_s, she_durable_dup_window_s)
-		: she_duplicate_window_s;
-	initStringInfo(&json);
-
-	she_conn_init(&c);
-	ok = she_conn_ensure(&c, err, sizeof(err)) &&
-		she_ping_gather(&c, &ask, &json, err, sizeof(err), &no_js);
-	she_conn_close(&c);
-
-	if (!ok && no_js)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot use NATS at %s: %s", masked, err)));
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION),
-				 errmsg("cannot reach NATS at %s: %s", masked, err)));
-	PG_RETURN_JSONB_P(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data))));
 }

@@ -114,6 +114,7 @@ extern void she_format_timestamp(TimestampTz ts, char *buf);
 extern void she_buffer_init(void);
 extern void she_buffer_event(const char *subject, Jsonb *attributes, char *id_out);
 extern void she_check_can_publish(void);
+extern void she_check_preloaded(void);
 
 /* ---------- nats_conn.c ---------- */
 
@@ -170,6 +171,7 @@ extern void she_stats_record_commit_time(uint64 usec);
 extern void she_stats_set_last_error(const char *msg);
 extern void she_stats_atomic_published(uint64 n, uint64 duplicates);
 extern void she_stats_atomic_failed(uint64 n);
+extern void she_stats_record_publisher_batch(int nevents);
 
 extern bool she_preloaded;
 
