@@ -22,6 +22,7 @@ my $nats = NatsServer->new->start;
 my $node = she_node('publisher', $nats, conf => q{
 state_hub_events.publish_timeout = '1s'
 state_hub_events.retry_interval = '0'
+restart_after_crash = on
 });
 
 sub stats
@@ -85,7 +86,9 @@ cmp_ok(scalar(grep { $in_stream{$_} } @$ids), '<=', $unconf,
 
 # --- ping() against a hung server is cancellable
 $node->safe_psql('postgres', q{ALTER SYSTEM SET state_hub_events.publish_timeout = '8s'; SELECT pg_reload_conf()});
-$node->safe_psql('postgres', q{SELECT state_hub_events.ping()});
+# the publisher may still be reconnecting after the hang
+ok($node->poll_query_until('postgres', q{SELECT state_hub_events.ping() IS NOT NULL}),
+    'the publisher is connected again');
 $nats->pause;
 my $bg = $node->background_psql('postgres', on_error_stop => 0);
 my $pid = $bg->query_safe('SELECT pg_backend_pid()');
@@ -100,6 +103,7 @@ $bg->{run}->pump_nb until $bg->{stderr} =~ /canceling statement/ || time - $t0 >
 my $took = time - $t0;
 like($bg->{stderr}, qr/canceling statement due to user request/, 'ping() against a hung server is cancelled');
 cmp_ok($took, '<', 1.5, "within a second or so (took ${took}s)");
+$bg->{stderr} = '';
 is($bg->query_safe('SELECT 1'), '1', 'the session goes on');
 $bg->quit;
 $nats->resume;
