@@ -8,8 +8,13 @@ OBJS = \
 	src/envelope.o \
 	src/guc.o \
 	src/launcher.o \
-	src/nats_client.o \
+	src/nats_conn.o \
+	src/nats_publish.o \
 	src/outbox.o \
+	src/ping.o \
+	src/ping_request.o \
+	src/publisher.o \
+	src/queue.o \
 	src/state_hub_events.o \
 	src/stats.o \
 	src/worker.o
@@ -30,7 +35,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Every file includes the shared header (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h
+$(OBJS): src/state_hub_events.h src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h
 
 # The test helper that reads messages back from the stream.
 test/natsdump: test/natsdump.c

@@ -104,5 +104,5 @@ CALL proc_test();
 -- step 2's row was rolled back together with p2 and p3
 SELECT * FROM seen ORDER BY step;
 
--- stats() counts what was buffered in this backend
+-- stats() counts what was buffered (cluster-wide: the library is preloaded)
 SELECT scope, buffered > 0 AS buffered, published, failed, unconfirmed FROM state_hub_events.stats();

@@ -71,11 +71,9 @@ DROP TABLE app.mine;
 RESET ROLE;
 
 -- secrets are hidden from SHOW ALL and pg_settings for non-superusers
-SET state_hub_events.token = 's3cret';
 SET ROLE she_app;
 SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.token', 'state_hub_events.password');
 RESET ROLE;
-RESET state_hub_events.token;
 
 DROP SCHEMA hub CASCADE;
 DROP SCHEMA app;

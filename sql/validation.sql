@@ -134,7 +134,7 @@ SELECT pub_in_worker();
 RESET force_parallel_mode;
 DROP FUNCTION pub_in_worker();
 
--- durable delivery needs the preloaded worker (not preloaded here)
+-- durable delivery serves only the database named by state_hub_events.database (none here)
 SET state_hub_events.delivery = 'durable';
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
 RESET state_hub_events.delivery;
