@@ -4,9 +4,13 @@
  *	  The state_hub_events.* settings.
  *
  * Every setting is PGC_SUSET or tighter: an application role must not change
- * where events go, what they claim to be, or how they are delivered.  Secrets
- * (token, password) are also GUC_SUPERUSER_ONLY so other roles cannot read
- * them.  Check hooks refuse values that could only fail later, at COMMIT.
+ * where events go, what they claim to be, or how they are delivered.  What
+ * can carry or point at credentials is also GUC_SUPERUSER_ONLY, so roles
+ * without pg_read_all_settings cannot SHOW it or find it in pg_settings:
+ * nats_url (user info in URLs), user, and the files holding secrets; token
+ * and password are hidden from SHOW ALL too.  Public material stays visible
+ * (nkey is a public key; the CA and client certificates are public).  Check
+ * hooks refuse values that could only fail later, at COMMIT.
  *
  * IDENTIFICATION
  *	  src/guc.c
@@ -187,7 +191,7 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.nats_url",
 							   "Comma-separated NATS server URLs; empty disables publishing.",
 							   "Credentials in URLs are masked wherever the extension prints them.",
-							   &she_nats_url, "", PGC_SUSET, 0,
+							   &she_nats_url, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   check_nats_url, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.stream",
 							   "JetStream stream that receives the events.",
@@ -223,7 +227,7 @@ she_define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.user",
 							   "User name for NATS authentication.",
-							   NULL, &she_user, "", PGC_SUSET, 0,
+							   NULL, &she_user, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.password",
 							   "Password for NATS authentication.",
