@@ -27,6 +27,9 @@ GRANT EXECUTE ON FUNCTION worker_status() TO pg_monitor;
 -- preloaded; a parallel worker would report its own instead.
 ALTER FUNCTION stats() PARALLEL RESTRICTED;
 
+-- backlog() reads clock_timestamp(): not STABLE.
+ALTER FUNCTION backlog() VOLATILE;
+
 -- _check_trigger(oid, oid) stays executable by PUBLIC: the event trigger
 -- runs it as whoever creates a trigger, and check_triggers() as its caller.
 -- The library now refuses to open a table the caller holds neither SELECT
