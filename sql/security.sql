@@ -139,8 +139,9 @@ CREATE TRIGGER account_added AFTER INSERT ON hub.accounts FOR EACH ROW
 SELECT state_hub_events.check_triggers('hub.accounts');
 RESET ROLE;
 
--- The server URL and the user name are superuser-only: URLs may carry
--- user:password@.  Members of pg_read_all_settings may read them.
+-- The server URL and every authentication and TLS setting are
+-- superuser-only: URLs may carry user:password@.  Members of
+-- pg_read_all_settings may read them.
 SET state_hub_events.nats_url = 'nats://hub:s3cret@127.0.0.1:4222';
 SET state_hub_events."user" = 'hub';
 SET ROLE she_app;

@@ -5,12 +5,12 @@
  *
  * Every setting is PGC_SUSET or tighter: an application role must not change
  * where events go, what they claim to be, or how they are delivered.  What
- * can carry or point at credentials is also GUC_SUPERUSER_ONLY, so roles
- * without pg_read_all_settings cannot SHOW it or find it in pg_settings:
- * nats_url (user info in URLs), user, and the files holding secrets; token
- * and password are hidden from SHOW ALL too.  Public material stays visible
- * (nkey is a public key; the CA and client certificates are public).  Check
- * hooks refuse values that could only fail later, at COMMIT.
+ * says how the server is reached and who the extension is there is also
+ * GUC_SUPERUSER_ONLY, so roles without pg_read_all_settings cannot SHOW it
+ * or find it in pg_settings: nats_url (URLs may carry user:password@) and
+ * every authentication and TLS setting; token and password are hidden from
+ * SHOW ALL too.  Check hooks refuse values that could only fail later, at
+ * COMMIT.
  *
  * IDENTIFICATION
  *	  src/guc.c
@@ -239,7 +239,7 @@ she_define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.nkey",
 							   "Public nkey for NATS authentication (with nkey_seed_file).",
-							   NULL, &she_nkey, "", PGC_SUSET, 0,
+							   NULL, &she_nkey, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.nkey_seed_file",
 							   "File holding the nkey seed.",
@@ -247,11 +247,11 @@ she_define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_ca_file",
 							   "CA certificates that verify the server (enables TLS).",
-							   NULL, &she_tls_ca_file, "", PGC_SUSET, 0,
+							   NULL, &she_tls_ca_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_cert_file",
 							   "Client certificate for mutual TLS.",
-							   NULL, &she_tls_cert_file, "", PGC_SUSET, 0,
+							   NULL, &she_tls_cert_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_key_file",
 							   "Client private key for mutual TLS.",

@@ -3,10 +3,10 @@
 #    Who can read the connection settings, as the README's security section
 #    states it: with the library preloaded a role without
 #    pg_read_all_settings can read neither nats_url (URLs may carry
-#    user:password@) nor the user name or secrets, in any session; without
-#    preloading, a session that has not loaded the library shows values from
-#    the configuration files as placeholders to every role; and a reload logs
-#    a changed value in the server log, whatever the setting.
+#    user:password@) nor any authentication or TLS setting, in any session;
+#    without preloading, a session that has not loaded the library shows
+#    values from the configuration files as placeholders to every role; and
+#    a reload logs a changed value in the server log, whatever the setting.
 
 use strict;
 use warnings;
@@ -42,7 +42,8 @@ is($out, 'pw-s3cret',
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'state_hub_events'\n");
 $node->restart;
 
-for my $name (qw(nats_url user password token creds_file nkey_seed_file tls_key_file))
+for my $name (qw(nats_url user password token creds_file nkey nkey_seed_file
+    tls_ca_file tls_cert_file tls_key_file))
 {
     ($ret, $out, $err) = as_app("SHOW state_hub_events.\"$name\"");
     isnt($ret, 0, "preloaded: app cannot SHOW $name");
