@@ -20,7 +20,8 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = state_hub_events
-DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql
+DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql \
+	state_hub_events--1.1--1.2.sql
 PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
 
 REGRESS = validation buffer emit security settings lifecycle

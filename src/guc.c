@@ -7,9 +7,13 @@
  * where events go, what they claim to be, or how they are delivered.  The
  * settings the publisher process connects with (URL, authentication, TLS,
  * connect_timeout) are PGC_SIGHUP: one connection serves the cluster, and
- * the publisher reconnects when they change at reload.  Secrets
- * (token, password) are also GUC_SUPERUSER_ONLY so other roles cannot read
- * them.  Check hooks refuse values that could only fail later, at COMMIT.
+ * the publisher reconnects when they change at reload.  What says how the
+ * server is reached and who the extension is there is also
+ * GUC_SUPERUSER_ONLY, so roles without pg_read_all_settings cannot SHOW it
+ * or find it in pg_settings: nats_url (URLs may carry user:password@) and
+ * every authentication and TLS setting; token and password are hidden from
+ * SHOW ALL too.  Check hooks refuse values that could only fail later, at
+ * COMMIT.
  *
  * IDENTIFICATION
  *	  src/guc.c
@@ -192,7 +196,7 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.nats_url",
 							   "Comma-separated NATS server URLs; empty disables publishing.",
 							   "Credentials in URLs are masked wherever the extension prints them.",
-							   &she_nats_url, "", PGC_SIGHUP, 0,
+							   &she_nats_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   check_nats_url, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.stream",
 							   "JetStream stream that receives the events.",
@@ -228,7 +232,7 @@ she_define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.user",
 							   "User name for NATS authentication.",
-							   NULL, &she_user, "", PGC_SIGHUP, 0,
+							   NULL, &she_user, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.password",
 							   "Password for NATS authentication.",
@@ -240,7 +244,7 @@ she_define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.nkey",
 							   "Public nkey for NATS authentication (with nkey_seed_file).",
-							   NULL, &she_nkey, "", PGC_SIGHUP, 0,
+							   NULL, &she_nkey, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.nkey_seed_file",
 							   "File holding the nkey seed.",
@@ -248,11 +252,11 @@ she_define_settings(void)
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_ca_file",
 							   "CA certificates that verify the server (enables TLS).",
-							   NULL, &she_tls_ca_file, "", PGC_SIGHUP, 0,
+							   NULL, &she_tls_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_cert_file",
 							   "Client certificate for mutual TLS.",
-							   NULL, &she_tls_cert_file, "", PGC_SIGHUP, 0,
+							   NULL, &she_tls_cert_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_key_file",
 							   "Client private key for mutual TLS.",
