@@ -141,9 +141,8 @@ RESET ROLE;
 
 -- The server URL and every authentication and TLS setting are
 -- superuser-only: URLs may carry user:password@.  Members of
--- pg_read_all_settings may read them.
-SET state_hub_events.nats_url = 'nats://hub:s3cret@127.0.0.1:4222';
-SET state_hub_events."user" = 'hub';
+-- pg_read_all_settings may read them.  (They are sighup settings now,
+-- set in postgresql.conf; 019_secrets.pl checks real values.)
 SET ROLE she_app;
 SHOW state_hub_events.nats_url;
 SELECT current_setting('state_hub_events.nats_url');
@@ -158,8 +157,6 @@ SHOW state_hub_events.nats_url;
 SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.nats_url', 'state_hub_events.user');
 RESET ROLE;
 REVOKE pg_read_all_settings FROM she_owner;
-RESET state_hub_events.nats_url;
-RESET state_hub_events."user";
 
 -- stats(), backlog() and worker_status() (last errors, every session's
 -- activity) are for pg_monitor, not for PUBLIC
