@@ -84,7 +84,7 @@ sub start_pgbench
     my ($script, $per_client, $rate, $out, $err) = @_;
     return IPC::Run::start(
         [ 'pgbench', '-n', '-c', '4', '-j', '4', '-t', $per_client, '-R', $rate,
-          '-f', $script, $node->connstr('postgres') ],
+          '-f', $script, $node->connstr('postgres') . ' application_name=pgbench' ],
         '>', $out, '2>', $err, IPC::Run::timeout(600));
 }
 
@@ -108,7 +108,8 @@ wait_until('the 4 pgbench sessions to connect to NATS', 60, sub {
     @victim_pids = map { /pid=(\d+)$/ } @victim_names;
     return 1;
 });
-ok(defined $victim, 'found the node the sessions are connected to');
+ok(defined $victim, 'found the node the sessions are connected to')
+  or die 'cannot go on without knowing which node to kill';
 ok(@victim_names > 0, 'connections are named after the database and backend they serve');
 note("node n$victim serves the sessions of backends @victim_pids");
 # a tenth of the run published before the kill (stats() is cluster-wide)
@@ -183,7 +184,8 @@ wait_until("the durable worker (pid $wpid) to connect to NATS", 60, sub {
     }
     return defined $wvictim;
 });
-ok(defined $wvictim, 'found the node the durable worker publishes to');
+ok(defined $wvictim, 'found the node the durable worker publishes to')
+  or die 'cannot go on without knowing which node to kill';
 my $alive = $nodes[ ((defined $wvictim ? $wvictim : 0) + 1) % 3 ];
 # kill it once the worker has published a quarter of the run
 ok($alive->wait_for_count(1000, subject => 'org.t.cluster.durable', timeout => 120) >= 1000,
