@@ -28,15 +28,16 @@
  *	  dump and envelopes read through an ordered consumer (flow control and
  *	  heartbeats) whose pending limits are lifted, so a large stream never
  *	  makes this reader a slow consumer, and they stop at the last message
- *	  that was in the stream when they started.  count asks the stream's
- *	  state (one stream-info request), never reads messages.
+ *	  on the filter (the stream's subject by default) when they started:
+ *	  they never wait for a message that is not there.  count asks the
+ *	  stream's state (one stream-info request), never reads messages.
  *
  *	  Credentials come from the environment: NATS_TOKEN, NATS_USER and
  *	  NATS_PASSWORD, NATS_CA (turns TLS on), NATS_CERT and NATS_KEY, NATS_CREDS.
  *
  *	  Exit status 2 with the error on stderr when NATS cannot be used, 1
- *	  when a deadline passed; a missing stream on dump/info/count prints
- *	  nothing, null and 0.
+ *	  when a deadline passed, 3 for a usage error; a missing stream on
+ *	  dump/info/count prints nothing, null and 0.
  *
  * IDENTIFICATION
  *	  test/natsdump.c
@@ -52,13 +53,21 @@
 
 #include <nats/nats.h>
 
+/* exit statuses: 1 a deadline passed, 2 NATS failed, 3 a usage error */
+#define EXIT_TIMEOUT 1
+#define EXIT_NATS 2
+#define EXIT_USAGE 3
+
 static void
 die(const char *what, natsStatus s)
 {
 	const char *t = nats_GetLastError(NULL);
 
-	fprintf(stderr, "natsdump: %s: %s\n", what, t ? t : natsStatus_GetText(s));
-	exit(2);
+	if (t != NULL && *t != '\0')
+		fprintf(stderr, "natsdump: %s: %s (%s)\n", what, natsStatus_GetText(s), t);
+	else
+		fprintf(stderr, "natsdump: %s: %s\n", what, natsStatus_GetText(s));
+	exit(EXIT_NATS);
 }
 
 /* Print a JSON string (the body is JSON already; headers and subjects are not). */
@@ -137,7 +146,7 @@ timed_out(const char *what)
 {
 	fflush(stdout);
 	fprintf(stderr, "natsdump: timed out %s\n", what);
-	exit(1);
+	exit(EXIT_TIMEOUT);
 }
 
 /* Parse a non-negative decimal number or exit with a usage error. */
@@ -150,13 +159,13 @@ number_arg(const char *opt, const char *v)
 	if (v == NULL || *v == '\0' || *v == '-')
 	{
 		fprintf(stderr, "natsdump: %s needs a non-negative number\n", opt);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	n = strtoull(v, &end, 10);
 	if (*end != '\0')
 	{
 		fprintf(stderr, "natsdump: %s needs a non-negative number, not \"%s\"\n", opt, v);
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	return (uint64_t) n;
 }
@@ -186,12 +195,17 @@ parse_args(int argc, char **argv, DumpOpts *o, char **pos, int npos)
 			if (n == npos)
 			{
 				fprintf(stderr, "natsdump: unexpected argument \"%s\"\n", a);
-				exit(2);
+				exit(EXIT_USAGE);
 			}
 			pos[n++] = argv[i];
 			continue;
 		}
-		if (strcmp(a, "--subject") == 0 && v != NULL && *v != '\0')
+		if (v == NULL)
+		{
+			fprintf(stderr, "natsdump: %s needs a value\n", a);
+			exit(EXIT_USAGE);
+		}
+		if (strcmp(a, "--subject") == 0)
 			o->subject = v;
 		else if (strcmp(a, "--from") == 0)
 			o->from = number_arg(a, v);
@@ -204,7 +218,7 @@ parse_args(int argc, char **argv, DumpOpts *o, char **pos, int npos)
 		else
 		{
 			fprintf(stderr, "natsdump: unknown option \"%s\"\n", a);
-			exit(2);
+			exit(EXIT_USAGE);
 		}
 		i++;
 	}
@@ -453,7 +467,7 @@ cmd_fill(natsConnection *nc, const char *subjects, uint64_t n)
 	if (nsubj == 0)
 	{
 		fprintf(stderr, "natsdump: fill needs a subject\n");
-		exit(2);
+		exit(EXIT_USAGE);
 	}
 	jsOptions_Init(&o);
 	o.PublishAsync.MaxPending = 4096;
@@ -487,7 +501,7 @@ cmd_fill(natsConnection *nc, const char *subjects, uint64_t n)
 	if (__atomic_load_n(&failed, __ATOMIC_SEQ_CST) > 0)
 	{
 		fprintf(stderr, "natsdump: %d messages of fill were not stored\n", failed);
-		exit(2);
+		exit(EXIT_NATS);
 	}
 	jsCtx_Destroy(js);
 	free(list);
@@ -511,7 +525,7 @@ main(int argc, char **argv)
 	if (argc < 4)
 	{
 		fprintf(stderr, "usage: natsdump URL dump|envelopes|count|info|purge|delete|create|fill STREAM [...]\n");
-		return 2;
+		return EXIT_USAGE;
 	}
 	cmd = argv[2];
 	stream = argv[3];
@@ -521,7 +535,7 @@ main(int argc, char **argv)
 		if (npos > 1)
 		{
 			fprintf(stderr, "natsdump: unexpected argument \"%s\"\n", pos[1]);
-			return 2;
+			return EXIT_USAGE;
 		}
 		o.from = number_arg("FROM_SEQ", pos[0]);
 	}
@@ -555,7 +569,7 @@ main(int argc, char **argv)
 		if (npos != 2)
 		{
 			fprintf(stderr, "usage: natsdump URL fill STREAM SUBJECT[,SUBJECT...] N\n");
-			return 2;
+			return EXIT_USAGE;
 		}
 		cmd_fill(nc, pos[0], number_arg("N", pos[1]));
 		goto done;
@@ -571,7 +585,7 @@ main(int argc, char **argv)
 		const char *subj[1];
 
 		if (npos < 1)
-			return 2;
+			return EXIT_USAGE;
 		subj[0] = pos[0];
 		jsStreamConfig_Init(&cfg);
 		cfg.Name = stream;
@@ -636,7 +650,7 @@ main(int argc, char **argv)
 	else
 	{
 		fprintf(stderr, "natsdump: unknown command \"%s\"\n", cmd);
-		return 2;
+		return EXIT_USAGE;
 	}
 
 done:

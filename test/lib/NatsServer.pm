@@ -185,6 +185,22 @@ sub _run
     return $out;
 }
 
+# _run_retry($timeout, @args): run natsdump; when NATS fails (exit 2: the
+# server restarts, a cluster elects a leader) try again every 0.2 s until
+# $timeout seconds have passed.  Returns stdout; dies with the last error.
+sub _run_retry
+{
+    my ($self, $timeout, @args) = @_;
+    my $deadline = time + $timeout;
+    while (1)
+    {
+        my ($out, $err, $rc) = $self->_run_status(@args);
+        return $out if $rc == 0;
+        die "natsdump @args failed (exit $rc): $err" if $rc != 2 || time >= $deadline;
+        usleep(200_000);
+    }
+}
+
 # Wait up to $timeout seconds for the server to exit, then kill -9; reap.
 sub _reap
 {
@@ -242,8 +258,9 @@ sub resume
 # msg_id, expected_stream, raw (the body bytes) and body (decoded JSON).
 # messages($stream, $from, subject => 'org.x.>', limit => N, timeout => S):
 # from sequence $from (default: the first), only subjects matching the
-# filter, at most N; natsdump stops at the last message the stream held when
-# it started, and gives up after S seconds (default 60: dies).
+# filter, at most N; natsdump stops at the last message on the filter when
+# it started, and gives up after S seconds (default 60: dies).  Failures of
+# NATS (a restart, a leader election) are retried within those seconds.
 sub messages
 {
     my ($self, $stream, $from, %opt) = @_;
@@ -252,8 +269,9 @@ sub messages
     push @args, '--from', $from if defined $from;
     push @args, '--subject', $opt{subject} if defined $opt{subject};
     push @args, '--limit', $opt{limit} if defined $opt{limit};
-    push @args, '--timeout', $opt{timeout} if defined $opt{timeout};
-    return $self->_parse($self->_run(@args));
+    my $timeout = $opt{timeout} // 60;
+    push @args, '--timeout', $timeout;
+    return $self->_parse($self->_run_retry($timeout, @args));
 }
 
 # natsdump's dump output as messages.
@@ -272,12 +290,13 @@ sub _parse
 
 # How many messages the stream holds (on subjects matching subject => F),
 # from the stream's state: no message is read.  0 when it does not exist.
+# Failures of NATS are retried for up to 30 s.
 sub count
 {
     my ($self, $stream, %opt) = @_;
     my @args = ('count', $stream // 'ACTIVITY_EVENTS');
     push @args, '--subject', $opt{subject} if defined $opt{subject};
-    my $out = $self->_run(@args);
+    my $out = $self->_run_retry(30, @args);
     chomp $out;
     return $out;
 }
@@ -304,6 +323,7 @@ sub wait_for_count
         $count = $1 if $out =~ /^(\d+)$/m;
         return $count if $rc == 0;
         $why = $err;
+        last if $rc != 1 && $rc != 2;    # a usage error
         last if time >= $deadline;
         usleep(100_000);    # natsdump could not connect: try again
     }

@@ -59,7 +59,7 @@ is(scalar(split /\n/, $env), 3, 'envelopes honour the limit too');
 my ($out, $err) = ('', '');
 IPC::Run::run([ NatsServer::natsdump(), $nats->url, 'dump', 'ACTIVITY_EVENTS', '--bogus', 1 ],
     '>', \$out, '2>', \$err);
-is($? >> 8, 2, 'an unknown option is an error');
+is($? >> 8, 3, 'an unknown option is a usage error (exit 3)');
 like($err, qr/unknown option "--bogus"/, 'that says which');
 
 # --- the whole stream in one read, though its reader pauses: every message,
