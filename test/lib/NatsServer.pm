@@ -197,6 +197,7 @@ sub _run_retry
         my ($out, $err, $rc) = $self->_run_status(@args);
         return $out if $rc == 0;
         die "natsdump @args failed (exit $rc): $err" if $rc != 2 || time >= $deadline;
+        Test::More::note("natsdump @args: $err(trying again)");
         usleep(200_000);
     }
 }
