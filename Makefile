@@ -6,12 +6,15 @@ OBJS = \
 	src/ddl_guard.o \
 	src/emit.o \
 	src/envelope.o \
+	src/envelope_json.o \
 	src/guc.o \
 	src/launcher.o \
 	src/nats_client.o \
 	src/outbox.o \
 	src/state_hub_events.o \
 	src/stats.o \
+	src/subject.o \
+	src/url_mask.o \
 	src/worker.o
 
 EXTENSION = state_hub_events
@@ -29,8 +32,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every file includes the shared header (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h
+# Every file includes the shared header, which includes the plain C ones
+# (PGXS tracks no header dependencies).
+$(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h
 
 # The test helper that reads messages back from the stream.
 test/natsdump: test/natsdump.c

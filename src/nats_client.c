@@ -57,6 +57,7 @@
 #include "utils/jsonb.h"
 
 #include "state_hub_events.h"
+#include "url_mask.h"
 
 /* The session's connection; backend thread only. */
 static natsConnection *conn = NULL;
@@ -97,47 +98,6 @@ now_usec(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/*
- * Copy url to out with any "user:password@" or "token@" replaced by "***@".
- */
-void
-she_mask_url(const char *url, char *out, size_t outlen)
-{
-	size_t		o = 0;
-	const char *p = url;
-
-	while (*p && o + 1 < outlen)
-	{
-		const char *end = strchr(p, ',');
-		const char *scheme = strstr(p, "://");
-		const char *at;
-		const char *hoststart = p;
-
-		if (end == NULL)
-			end = p + strlen(p);
-		if (scheme != NULL && scheme < end)
-			hoststart = scheme + 3;
-		at = memchr(hoststart, '@', end - hoststart);
-		if (at != NULL)
-		{
-			size_t		n = hoststart - p;
-
-			n = Min(n, outlen - 1 - o);
-			memcpy(out + o, p, n);
-			o += n;
-			n = Min(3, outlen - 1 - o);
-			memcpy(out + o, "***", n);
-			o += n;
-			p = at;
-		}
-		while (p < end && o + 1 < outlen)
-			out[o++] = *p++;
-		if (*p == ',' && o + 1 < outlen)
-			out[o++] = *p++;
-	}
-	out[o] = '\0';
 }
 
 /* ---------- callbacks on nats threads ---------- */

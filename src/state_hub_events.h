@@ -4,8 +4,9 @@
  *	  Declarations shared by the files of the state_hub_events extension.
  *
  * The extension buffers lifecycle events during a transaction (buffer.c),
- * builds each event's EventEnvelope at the call (envelope.c), and hands the
- * batch to NATS JetStream once the commit record is written (nats_client.c).
+ * builds each event's EventEnvelope at the call (envelope.c, with the plain C
+ * subject.c and envelope_json.c), and hands the batch to NATS JetStream once
+ * the commit record is written (nats_client.c; url_mask.c hides credentials).
  * Settings live in guc.c, counters in stats.c, the emit() trigger in emit.c.
  * Durable delivery: the outbox rows in outbox.c, the background processes
  * in launcher.c and worker.c, and the DDL that would lose a backlog in
@@ -24,6 +25,11 @@
 #include "datatype/timestamp.h"
 #include "utils/palloc.h"
 #include "utils/jsonb.h"
+
+/* The plain C parts (no PostgreSQL headers; test/fuzz builds them alone). */
+#include "envelope_json.h"
+#include "subject.h"
+#include "url_mask.h"
 
 /* Our own assertion macro: Debian's server is built without assertions. */
 #ifdef SHE_ASSERT_CHECKING
@@ -101,7 +107,6 @@ typedef struct SheEvent
 } SheEvent;
 
 extern void she_check_subject(const char *subject);
-extern bool she_subject_covered(const char *subject, const char *patterns);
 extern void she_build_event(SheEvent *ev, const char *subject,
 							Jsonb *attributes, int max_bytes,
 							MemoryContext target);
@@ -140,7 +145,6 @@ extern void she_publish_batch(const SheBatch *batch, SheBatchResult *res);
 extern Jsonb *she_ping(void);
 extern void she_nats_register_exit(void);
 extern int	she_server_max_payload(void);
-extern void she_mask_url(const char *url, char *out, size_t outlen);
 
 /* ---------- outbox.c, launcher.c, worker.c (durable delivery) ---------- */
 
