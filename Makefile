@@ -24,6 +24,9 @@ PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream eve
 REGRESS = validation buffer emit security settings lifecycle
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
+# Harness binaries and scratch corpora of the fuzz runs.
+EXTRA_CLEAN = test/fuzz/build
+
 SHLIB_LINK = -lnats -luuid -lpthread
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
@@ -40,7 +43,7 @@ $(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h
 test/natsdump: test/natsdump.c
 	$(CC) -O2 -Wall -o $@ $< -lnats
 
-.PHONY: deps demo test bench
+.PHONY: deps demo test bench fuzz test-asan
 
 # Install what is missing (Debian packages), as root or through sudo.
 deps:
@@ -50,6 +53,19 @@ deps:
 # nats-server; ends with a pass/fail summary.
 test: deps
 	@bash test/run-tests.sh
+
+# Fuzz each plain C parser (subject checks, pattern coverage, URL masking,
+# the envelope's JSON text) for FUZZ_SECONDS, then merge what was found into
+# the committed corpus, minimized.  `make test` runs a short, bounded pass.
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	@bash test/fuzz/run.sh fuzz $(FUZZ_SECONDS)
+
+# pg_regress and the TAP tests with the extension built with
+# AddressSanitizer, the servers running with its runtime preloaded; fails on
+# any report.  Slow (~15 min): not part of `make test`.
+test-asan: deps
+	@bash test/run-asan.sh
 
 # Measure the commit path against NOTIFY, an outbox table and raw nats.c
 # (QUICK=1: a smoke run under a minute).

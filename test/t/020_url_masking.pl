@@ -1,5 +1,5 @@
 
-# 016_url_masking.pl
+# 020_url_masking.pl
 #    Credentials in state_hub_events.nats_url never show, whatever they
 #    contain: nats.c ends a URL's user information at its LAST '@', so a
 #    password or token may hold '@' (and ':').  Checked against a real
