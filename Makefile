@@ -9,8 +9,13 @@ OBJS = \
 	src/envelope_json.o \
 	src/guc.o \
 	src/launcher.o \
-	src/nats_client.o \
+	src/nats_conn.o \
+	src/nats_publish.o \
 	src/outbox.o \
+	src/ping.o \
+	src/ping_request.o \
+	src/publisher.o \
+	src/queue.o \
 	src/state_hub_events.o \
 	src/stats.o \
 	src/subject.o \
@@ -18,7 +23,8 @@ OBJS = \
 	src/worker.o
 
 EXTENSION = state_hub_events
-DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql
+DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql \
+	state_hub_events--1.1--1.2.sql
 PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
 
 REGRESS = validation buffer emit security settings lifecycle
@@ -37,7 +43,8 @@ include $(PGXS)
 
 # Every file includes the shared header, which includes the plain C ones
 # (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h
+$(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h \
+	src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h
 
 # The test helper that reads messages back from the stream.
 test/natsdump: test/natsdump.c

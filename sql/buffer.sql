@@ -104,5 +104,14 @@ CALL proc_test();
 -- step 2's row was rolled back together with p2 and p3
 SELECT * FROM seen ORDER BY step;
 
--- stats() counts what was buffered in this backend
+-- stats() counts what was buffered (cluster-wide: the library is preloaded)
 SELECT scope, buffered > 0 AS buffered, published, failed, unconfirmed FROM state_hub_events.stats();
+-- ... also when parallel query is forced: stats() runs in the leader, never
+-- in a worker that would report its own (zero) counters
+SET force_parallel_mode = on;
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SELECT scope, buffered > 0 AS buffered FROM state_hub_events.stats();
+RESET force_parallel_mode;
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;

@@ -40,6 +40,8 @@ CREATE TRIGGER gone_t AFTER INSERT ON gone FOR EACH ROW
 ALTER TABLE gone DROP COLUMN extra;
 SELECT state_hub_events.check_triggers('gone');
 INSERT INTO gone VALUES (1);
+-- check_triggers() examines only the named table's triggers
+SELECT state_hub_events.check_triggers('repos');
 
 -- called directly
 SELECT state_hub_events.emit();

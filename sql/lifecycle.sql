@@ -1,11 +1,23 @@
 --
--- Extension lifecycle: ALTER EXTENSION UPDATE from 1.0 gives what a fresh
--- install gives; DROP EXTENSION is refused while the outbox holds events.
+-- Extension lifecycle: ALTER EXTENSION UPDATE from 1.0, hop by hop, gives
+-- what a fresh install gives (members, labels, privileges, initial
+-- privileges); DROP EXTENSION is refused while the outbox holds events.
 --
 -- (in a database of its own: the other tests' triggers depend on emit())
 CREATE DATABASE she_lifecycle;
 \c she_lifecycle
 \set SHOW_CONTEXT never
+
+-- an ACL as "grantee:privilege,...", the owner called "owner"
+CREATE FUNCTION pg_temp.acl(a aclitem[], owner oid, kind "char") RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT string_agg(g, ',' ORDER BY g)
+      FROM (SELECT CASE WHEN x.grantee = 0 THEN 'public'
+                        WHEN x.grantee = owner THEN 'owner'
+                        ELSE x.grantee::regrole::text END
+                   || ':' || x.privilege_type AS g
+              FROM aclexplode(coalesce(a, acldefault(kind, owner))) x) s
+$$;
 
 -- the member objects of the installed version, described
 CREATE TEMP VIEW members AS
@@ -15,21 +27,72 @@ SELECT pg_describe_object(classid, objid, objsubid) AS member
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'state_hub_events')
    AND deptype = 'e';
 
+-- everything a user relies on: each member with its labels and privileges,
+-- the initial privileges pg_dump compares with, the schema's privileges
+CREATE TEMP VIEW facts AS
+SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+       || coalesce(' | ' || f.fact, '') AS fact
+  FROM pg_depend d
+  LEFT JOIN LATERAL (
+        SELECT format('volatile=%s strict=%s parallel=%s cost=%s secdef=%s config=%s acl=%s',
+                      p.provolatile, p.proisstrict, p.proparallel, p.procost, p.prosecdef,
+                      p.proconfig, pg_temp.acl(p.proacl, p.proowner, 'f')) AS fact
+          FROM pg_proc p
+         WHERE d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+        UNION ALL
+        SELECT format('acl=%s', pg_temp.acl(c.relacl, c.relowner,
+                      CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char"))
+          FROM pg_class c
+         WHERE d.classid = 'pg_class'::regclass AND c.oid = d.objid
+        UNION ALL
+        SELECT format('event=%s enabled=%s tags=%s function=%s',
+                      e.evtevent, e.evtenabled, e.evttags, e.evtfoid::regprocedure)
+          FROM pg_event_trigger e
+         WHERE d.classid = 'pg_event_trigger'::regclass AND e.oid = d.objid
+        UNION ALL
+        SELECT format('init privs=%s', pg_temp.acl(i.initprivs, ext.extowner, 'f'))
+          FROM pg_init_privs i, pg_extension ext
+         WHERE ext.extname = 'state_hub_events'
+           AND i.classoid = d.classid AND i.objoid = d.objid AND i.objsubid = d.objsubid
+       ) f ON true
+ WHERE d.refclassid = 'pg_extension'::regclass
+   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'state_hub_events')
+   AND d.deptype = 'e'
+UNION ALL
+SELECT 'schema state_hub_events | acl=' || pg_temp.acl(n.nspacl, n.nspowner, 'n')
+  FROM pg_namespace n WHERE n.nspname = 'state_hub_events';
+
 CREATE EXTENSION state_hub_events;
 SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
 CREATE TEMP TABLE fresh AS SELECT member FROM members;
+CREATE TEMP TABLE fresh_facts AS SELECT fact FROM facts;
 DROP EXTENSION state_hub_events;
+DROP SCHEMA state_hub_events;
 
+-- 1.0, then each hop by itself
 CREATE EXTENSION state_hub_events VERSION '1.0';
--- an outbox row survives the update
+-- an outbox row survives the updates
 INSERT INTO state_hub_events.outbox (seq, id, subject, envelope)
 VALUES (nextval('state_hub_events.outbox_seq'), gen_random_uuid(), 'org.t.kept', '{}');
-ALTER EXTENSION state_hub_events UPDATE;
+ALTER EXTENSION state_hub_events UPDATE TO '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
--- updated and fresh have the same members
+CREATE TEMP TABLE facts_11 AS SELECT fact FROM facts;
+ALTER EXTENSION state_hub_events UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
+
+-- what 1.1 -> 1.2 changed
+(SELECT '1.1: ' || fact FROM facts_11 EXCEPT SELECT '1.1: ' || fact FROM facts)
+UNION ALL
+(SELECT '1.2: ' || fact FROM facts EXCEPT SELECT '1.2: ' || fact FROM facts_11)
+ORDER BY 1;
+
+-- updated and fresh have the same members, labels and privileges
 (SELECT member FROM members EXCEPT SELECT member FROM fresh)
 UNION ALL
 (SELECT member FROM fresh EXCEPT SELECT member FROM members);
+(SELECT 'updated only: ' || fact FROM facts EXCEPT SELECT 'updated only: ' || fact FROM fresh_facts)
+UNION ALL
+(SELECT 'fresh only: ' || fact FROM fresh_facts EXCEPT SELECT 'fresh only: ' || fact FROM facts);
 SELECT count(*) AS members FROM members;
 SELECT subject FROM state_hub_events.outbox;
 

@@ -1,18 +1,29 @@
 --
 -- Application roles can neither publish, nor ping, nor attach emit() to a
 -- table of their own; triggers created by the schema owner still fire for
--- them; settings are superuser-only and secrets invisible.
+-- them; settings are superuser-only and secrets invisible.  Nothing the
+-- extension shows lets a role read what it could not read otherwise: the
+-- buffered row copies (pending()), other tables' definitions
+-- (_check_trigger()), the server URL, the counters and the backlog.
 --
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS state_hub_events;
 DROP ROLE IF EXISTS she_app;
 DROP ROLE IF EXISTS she_owner;
+DROP ROLE IF EXISTS she_trigger;
+DROP ROLE IF EXISTS she_monitor;
 RESET client_min_messages;
 \set VERBOSITY terse
 
-SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+-- who may execute what, and each function's labels
+SELECT p.proname,
+       has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute,
+       has_function_privilege('pg_monitor', p.oid, 'EXECUTE') AS monitor_execute,
+       p.provolatile AS volatile, p.proparallel AS parallel, p.prosecdef AS secdef
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'state_hub_events' ORDER BY 1;
+SELECT has_schema_privilege('public', 'state_hub_events', 'USAGE') AS public_usage,
+       has_schema_privilege('pg_monitor', 'state_hub_events', 'USAGE') AS monitor_usage;
 
 CREATE ROLE she_owner;
 CREATE ROLE she_app;
@@ -65,22 +76,117 @@ INSERT INTO hub.repos VALUES (1, 'one');
 INSERT INTO hub.decisions VALUES (1, 'open');
 UPDATE hub.decisions SET status = 'resolved' WHERE id = 1;
 UPDATE hub.decisions SET status = 'resolved' WHERE id = 1;
+-- (pending() is not its to call: look as the superuser, in its transaction)
+SAVEPOINT s;
+SELECT state_hub_events.pending();
+ROLLBACK TO s;
+RESET ROLE;
 SELECT subject, attributes FROM state_hub_events.pending();
 COMMIT;
+SET ROLE she_app;
 DROP TABLE app.mine;
 RESET ROLE;
 
+-- A role that may only DELETE from a table cannot read the deleted rows
+-- through the row copies emit() buffered.
+SET ROLE she_owner;
+CREATE TABLE hub.accounts (id int PRIMARY KEY, password_hash text);
+CREATE TRIGGER account_removed AFTER DELETE ON hub.accounts FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.account.removed');
+INSERT INTO hub.accounts VALUES (1, 'hash-one'), (2, 'hash-two');
+GRANT DELETE ON hub.accounts TO she_app;
+RESET ROLE;
+SET ROLE she_app;
+SELECT * FROM hub.accounts;
+BEGIN;
+DELETE FROM hub.accounts;
+SELECT * FROM state_hub_events.pending();
+ROLLBACK;
+RESET ROLE;
+-- a role the DBA lets see them (here the owner, who can read the table) can
+GRANT EXECUTE ON FUNCTION state_hub_events.pending() TO she_owner;
+SET ROLE she_owner;
+BEGIN;
+DELETE FROM hub.accounts WHERE id = 1;
+SELECT subject, attributes FROM state_hub_events.pending();
+ROLLBACK;
+RESET ROLE;
+
+-- _check_trigger() and check_triggers() open a table only for a caller with
+-- SELECT or TRIGGER on it: she_app may not probe (or lock) hub.accounts ...
+SET ROLE she_app;
+SELECT state_hub_events._check_trigger(t.oid, 'state_hub_events.emit()'::regprocedure)
+  FROM pg_trigger t WHERE t.tgrelid = 'hub.accounts'::regclass;
+SELECT state_hub_events.check_triggers('hub.accounts');
+-- ... but may check a table it can read
+SELECT state_hub_events.check_triggers('hub.repos');
+RESET ROLE;
+-- the non-superuser owner checks its tables, and CREATE TRIGGER still
+-- validates its emit() triggers (the event trigger runs as the owner)
+SET ROLE she_owner;
+SELECT state_hub_events.check_triggers('hub.accounts');
+CREATE TRIGGER account_renamed AFTER UPDATE ON hub.accounts FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.account.renamed', 'id:account_id', 'login');
+RESET ROLE;
+-- so does a role that holds only TRIGGER on the table (and EXECUTE on emit())
+CREATE ROLE she_trigger;
+GRANT USAGE ON SCHEMA hub, state_hub_events TO she_trigger;
+GRANT EXECUTE ON FUNCTION state_hub_events.emit() TO she_trigger;
+GRANT TRIGGER ON hub.accounts TO she_trigger;
+SET ROLE she_trigger;
+CREATE TRIGGER account_added AFTER INSERT ON hub.accounts FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.account.added', 'id:account_id');
+SELECT state_hub_events.check_triggers('hub.accounts');
+RESET ROLE;
+
+-- The server URL and every authentication and TLS setting are
+-- superuser-only: URLs may carry user:password@.  Members of
+-- pg_read_all_settings may read them.  (They are sighup settings now,
+-- set in postgresql.conf; 019_secrets.pl checks real values.)
+SET ROLE she_app;
+SHOW state_hub_events.nats_url;
+SELECT current_setting('state_hub_events.nats_url');
+SHOW state_hub_events."user";
+SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.nats_url', 'state_hub_events.user');
+-- what every role may still read holds no secret
+SELECT name FROM pg_settings WHERE name LIKE 'state_hub_events.%' ORDER BY 1;
+RESET ROLE;
+GRANT pg_read_all_settings TO she_owner;
+SET ROLE she_owner;
+SHOW state_hub_events.nats_url;
+SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.nats_url', 'state_hub_events.user');
+RESET ROLE;
+REVOKE pg_read_all_settings FROM she_owner;
+
+-- stats(), backlog() and worker_status() (last errors, every session's
+-- activity) are for pg_monitor, not for PUBLIC
+SET ROLE she_app;
+SELECT scope FROM state_hub_events.stats();
+SELECT events FROM state_hub_events.backlog();
+SELECT worker_pid FROM state_hub_events.worker_status();
+RESET ROLE;
+CREATE ROLE she_monitor IN ROLE pg_monitor;
+SET ROLE she_monitor;
+SELECT scope, last_error FROM state_hub_events.stats();
+SELECT events, bytes, last_error FROM state_hub_events.backlog();
+SELECT worker_pid, last_error FROM state_hub_events.worker_status();
+-- pg_monitor may neither reset the counters nor read the outbox itself
+SELECT state_hub_events.stats_reset();
+SELECT count(*) FROM state_hub_events.outbox;
+RESET ROLE;
+
 -- secrets are hidden from SHOW ALL and pg_settings for non-superusers
-SET state_hub_events.token = 's3cret';
 SET ROLE she_app;
 SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.token', 'state_hub_events.password');
 RESET ROLE;
-RESET state_hub_events.token;
 
 DROP SCHEMA hub CASCADE;
 DROP SCHEMA app;
-REVOKE ALL ON SCHEMA state_hub_events FROM she_owner, she_app;
+REVOKE ALL ON SCHEMA state_hub_events FROM she_owner, she_app, she_trigger;
 REVOKE ALL ON FUNCTION state_hub_events.publish(text, jsonb) FROM she_owner;
-REVOKE ALL ON FUNCTION state_hub_events.emit() FROM she_owner;
+REVOKE ALL ON FUNCTION state_hub_events.emit() FROM she_owner, she_trigger;
+REVOKE ALL ON FUNCTION state_hub_events.pending() FROM she_owner;
 DROP ROLE she_app;
 DROP ROLE she_owner;
+DROP ROLE she_trigger;
+DROP ROLE she_monitor;

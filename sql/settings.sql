@@ -16,12 +16,15 @@ SET state_hub_events.stream_subjects = 'org..x';
 SET state_hub_events.stream_subjects = 'org.>.x';
 SET state_hub_events.stream_subjects = '';
 SET state_hub_events.publisher = '';
-SET state_hub_events.nats_url = 'nats://a:4222, nats://b:4222';
-SET state_hub_events.nats_url = 'nats://a:4222,,nats://b:4222';
+-- the connection settings are the publisher's: server-wide, set at reload
+SET state_hub_events.nats_url = 'nats://a:4222';
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222, nats://b:4222';
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222,,nats://b:4222';
 SET state_hub_events.delivery = 'sometimes';
 SET state_hub_events.no_such_setting = 1;
 -- good values
-SET state_hub_events.nats_url = 'nats://a:4222,nats://b:4222';
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222,nats://b:4222';
+ALTER SYSTEM RESET state_hub_events.nats_url;
 SET state_hub_events.stream_subjects = 'org.>,activity.*.created';
 SET state_hub_events.publish_timeout = '250ms';
 SHOW state_hub_events.publish_timeout;

@@ -47,6 +47,18 @@ SELECT count(state_hub_events.publish('org.statehub.x.y')) FROM generate_series(
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.four')$q$);
 ROLLBACK;
 RESET state_hub_events.max_events_per_transaction;
+-- the limit holds exactly where the buffer grows (16 events, then doubling
+-- capped at the limit); raised in the middle of a transaction, it grows again
+SET state_hub_events.max_events_per_transaction = 20;
+BEGIN;
+SELECT count(state_hub_events.publish('org.statehub.x.y')) FROM generate_series(1, 20);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
+SET LOCAL state_hub_events.max_events_per_transaction = 33;
+SELECT count(state_hub_events.publish('org.statehub.x.y')) FROM generate_series(1, 13);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
+SELECT count(*) FROM state_hub_events.pending();
+ROLLBACK;
+RESET state_hub_events.max_events_per_transaction;
 
 -- valid subjects pass; the stream's subjects decide what is covered
 BEGIN;
@@ -65,6 +77,52 @@ SET LOCAL state_hub_events.stream = 'OTHER';
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
 ROLLBACK;
 
+-- ... by the first event still buffered: rolling back every event releases it
+BEGIN;
+SAVEPOINT s;
+SET LOCAL state_hub_events.stream = 'OTHER';
+SELECT state_hub_events.publish('org.statehub.x.other') IS NOT NULL AS ok;
+ROLLBACK TO s;
+SELECT state_hub_events.publish('org.statehub.x.default') IS NOT NULL AS ok;
+SELECT subject FROM state_hub_events.pending();
+ROLLBACK;
+-- the next first event fixes it afresh, here to OTHER
+BEGIN;
+SAVEPOINT s;
+SELECT state_hub_events.publish('org.statehub.x.default') IS NOT NULL AS ok;
+ROLLBACK TO s;
+SET LOCAL state_hub_events.stream = 'OTHER';
+SELECT state_hub_events.publish('org.statehub.x.other') IS NOT NULL AS ok;
+SET LOCAL state_hub_events.stream = 'ACTIVITY_EVENTS';
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.default')$q$);
+ROLLBACK;
+-- a savepoint rolled back while an earlier event remains: that event's
+-- destination stays (it was fixed before the savepoint)
+BEGIN;
+SELECT state_hub_events.publish('org.statehub.x.first') IS NOT NULL AS ok;
+SAVEPOINT s;
+SELECT state_hub_events.publish('org.statehub.x.second') IS NOT NULL AS ok;
+ROLLBACK TO s;
+SET LOCAL state_hub_events.stream = 'OTHER';
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.third')$q$);
+SELECT subject FROM state_hub_events.pending();
+ROLLBACK;
+-- the same through a PL/pgSQL exception block
+BEGIN;
+DO $$
+BEGIN
+    BEGIN
+        PERFORM set_config('state_hub_events.stream', 'OTHER', true);
+        PERFORM state_hub_events.publish('org.statehub.x.other');
+        RAISE EXCEPTION 'undo';
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    PERFORM state_hub_events.publish('org.statehub.x.default');
+END $$;
+SELECT subject FROM state_hub_events.pending();
+ROLLBACK;
+
 -- a parallel worker cannot publish (publish() is PARALLEL UNSAFE; a wrapper
 -- that lies about it still gets a clear error)
 CREATE FUNCTION pub_in_worker() RETURNS uuid LANGUAGE plpgsql PARALLEL SAFE AS $$
@@ -76,10 +134,26 @@ SELECT pub_in_worker();
 RESET force_parallel_mode;
 DROP FUNCTION pub_in_worker();
 
--- durable delivery needs the preloaded worker (not preloaded here)
+-- durable delivery serves only the database named by state_hub_events.database (none here)
 SET state_hub_events.delivery = 'durable';
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
 RESET state_hub_events.delivery;
+
+-- durable events are written to the outbox at COMMIT: a read-only
+-- transaction is refused at the call (before anything else is checked)
+SET state_hub_events.delivery = 'durable';
+BEGIN READ ONLY;
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
+ROLLBACK;
+SET default_transaction_read_only = on;
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
+RESET default_transaction_read_only;
+RESET state_hub_events.delivery;
+-- immediate delivery writes nothing: a read-only transaction may publish
+BEGIN READ ONLY;
+SELECT state_hub_events.publish('org.statehub.x.y') IS NOT NULL AS ok;
+SELECT count(*) FROM state_hub_events.pending();
+COMMIT;
 
 -- PREPARE TRANSACTION with buffered events is refused, as NOTIFY does
 BEGIN;

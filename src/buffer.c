@@ -8,16 +8,21 @@
  * order, each tagged with the subtransaction nesting level that buffered it.
  * Because a subtransaction's events are always the tail of the array when it
  * ends, COMMIT_SUB relabels that tail to the parent's level and ABORT_SUB
- * truncates it.
+ * truncates it; a truncation that leaves nothing also releases the
+ * destination (the first event fixes it).
  *
  * The commit path:
  *	  PRE_COMMIT   the commit timestamp is written into every envelope (the
  *				   envelopes are otherwise complete since the call);
- *	  COMMIT	   the commit record exists: we only note that the batch may go;
+ *	  COMMIT	   the commit record exists and row locks are still held: the
+ *				   batch is copied into the publisher's queue (queue.c), so
+ *				   transactions that touched the same rows enter it in commit
+ *				   order;
  *	  AFTER_LOCKS  (resource release, top level, commit) row locks are gone:
- *				   the batch is handed to NATS and acknowledgements are awaited
- *				   here, so the wait never holds up sessions queued on our
- *				   locks.  Nothing here may ERROR: the transaction committed.
+ *				   with wait_for_ack, the outcomes the publisher reports are
+ *				   awaited here, so the wait never holds up sessions queued on
+ *				   our locks.  Nothing here may ERROR: the transaction
+ *				   committed.  The backend itself never touches the network.
  *	  ABORT		   the buffer is dropped.
  *	  PRE_PREPARE  refused while events are buffered (as NOTIFY does).
  *
@@ -43,6 +48,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -50,6 +56,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "queue.h"
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_publish);
@@ -61,10 +68,11 @@ static SheEvent *events = NULL;
 static int	nevents = 0;
 static int	maxevents = 0;
 
-/* Destination and behaviour, fixed when the first event is buffered. */
+/* Destination and behaviour, fixed by the first event still buffered. */
 static char *batch_url = NULL;
 static char *batch_stream = NULL;
 static bool batch_wait_for_ack = true;
+static bool batch_create_stream = true;
 static bool batch_durable = false;
 static int	batch_publish_timeout_ms = 0;
 static int	batch_connect_timeout_ms = 0;
@@ -73,13 +81,19 @@ static char *last_subject = NULL;	/* in BufferContext: subjects are shared */
 static bool timestamps_set = false;	/* PRE_COMMIT has run */
 static bool commit_ready = false;	/* commit record written, batch may go */
 
+/* The committed batch on its way (immediate mode). */
+static SheHandOff handoff;
+static uint64 handoff_start = 0;
+static uint64 handoff_deadline = 0;
+
 static void reset_buffer(void);
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
 static void release_callback(ResourceReleasePhase phase, bool isCommit,
 							 bool isTopLevel, void *arg);
-static void publish_committed_batch(void);
+static void hand_over_batch(void);
+static void report_batch(void);
 
 /*
  * Register the transaction callbacks.  Called once from _PG_init.
@@ -93,11 +107,26 @@ she_buffer_init(void)
 }
 
 /*
+ * Publishing needs the library preloaded: the queue and the publisher
+ * process exist only then.
+ */
+void
+she_check_preloaded(void)
+{
+	if (!she_preloaded || !she_queue_ready())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot publish events: state_hub_events is not in shared_preload_libraries"),
+				 errhint("Add state_hub_events to shared_preload_libraries and restart the server.")));
+}
+
+/*
  * Refuse contexts in which an event can never be published.
  */
 void
 she_check_can_publish(void)
 {
+	she_check_preloaded();
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
@@ -145,27 +174,34 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 											  "state_hub_events buffer",
 											  ALLOCSET_DEFAULT_SIZES);
 
-	if (nevents == 0 && batch_url == NULL)
+	/*
+	 * The destination belongs to the first event still buffered: with none
+	 * buffered (a new transaction, or every event rolled back with its
+	 * savepoint) the current settings fix it.
+	 */
+	if (nevents == 0)
 	{
-		she_nats_register_exit();
 		batch_url = MemoryContextStrdup(BufferContext, she_nats_url);
 		batch_stream = MemoryContextStrdup(BufferContext, she_stream);
 		batch_wait_for_ack = she_wait_for_ack;
+		batch_create_stream = she_create_stream;
 		batch_publish_timeout_ms = she_publish_timeout_ms;
 		batch_connect_timeout_ms = she_connect_timeout_ms;
 		batch_durable = (she_delivery == SHE_DELIVERY_DURABLE);
 	}
-	else if (strcmp(batch_url, she_nats_url) != 0 || strcmp(batch_stream, she_stream) != 0 ||
+	else if (strcmp(batch_stream, she_stream) != 0 ||
 			 batch_durable != (she_delivery == SHE_DELIVERY_DURABLE))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
-				 errmsg("cannot change state_hub_events.nats_url, stream or delivery in a transaction that has buffered events"),
+				 errmsg("cannot change state_hub_events.stream or delivery in a transaction that has buffered events"),
 				 errdetail("All events of one transaction go to one destination, fixed by its first event.")));
 
 	max_bytes = she_max_event_bytes;
-	server_max = she_server_max_payload();
+	server_max = she_queue_max_payload();
 	if (server_max > 0 && server_max - SHE_HEADER_ROOM < max_bytes)
 		max_bytes = server_max - SHE_HEADER_ROOM;
+	if (!batch_durable)
+		max_bytes = Min(max_bytes, she_queue_max_event_bytes());
 
 	she_build_event(&ev, subject, attributes, max_bytes, BufferContext);
 	ev.nest_level = GetCurrentTransactionNestLevel();
@@ -177,12 +213,19 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 
 	if (nevents >= maxevents)
 	{
+		/*
+		 * Double, but not past the limit (checked above, so the limit is
+		 * more than nevents).  A huge allocation: at the largest
+		 * max_events_per_transaction the array may pass MaxAllocSize.
+		 */
 		int			newmax = (maxevents == 0) ? 16 : maxevents * 2;
 
+		if (newmax > she_max_events_per_xact)
+			newmax = she_max_events_per_xact;
 		if (events == NULL)
-			events = palloc(newmax * sizeof(SheEvent));
+			events = MemoryContextAllocHuge(BufferContext, (Size) newmax * sizeof(SheEvent));
 		else
-			events = repalloc(events, newmax * sizeof(SheEvent));
+			events = repalloc_huge(events, (Size) newmax * sizeof(SheEvent));
 		maxevents = newmax;
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -262,8 +305,16 @@ xact_callback(XactEvent event, void *arg)
 				she_outbox_wake();
 				reset_buffer();
 			}
+			else if (nevents > 0 && batch_url[0] == '\0')
+			{
+				she_stats_add_dropped(nevents);	/* publishing is off */
+				reset_buffer();
+			}
 			else if (nevents > 0)
+			{
+				hand_over_batch();
 				commit_ready = true;
+			}
 			else
 				reset_buffer();
 			break;
@@ -299,7 +350,19 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 
 		case SUBXACT_EVENT_ABORT_SUB:
 			while (nevents > 0 && events[nevents - 1].nest_level >= level)
+			{
 				nevents--;
+				pfree(events[nevents].envelope);
+			}
+
+			/*
+			 * Nothing left: release the destination too, so that the next
+			 * event fixes it afresh.  Levels never decrease along the array
+			 * (a subtransaction's events are the tail), so the first event,
+			 * which fixed the destination, goes only with the last one.
+			 */
+			if (nevents == 0 && batch_url != NULL)
+				reset_buffer();
 			break;
 
 		default:
@@ -317,66 +380,55 @@ release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, voi
 	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel || !commit_ready)
 		return;
 	commit_ready = false;
-	publish_committed_batch();
+	report_batch();
 	reset_buffer();
 }
 
-static uint64
-monotonic_usec(void)
-{
-	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+/*
+ * XACT_EVENT_COMMIT (row locks still held): hand the batch to the
+ * publisher's queue, so transactions that touched the same rows enter it
+ * in commit order.  No ERROR; waits only for queue space, bounded.
+ */
+static void
+hand_over_batch(void)
+{
+	handoff_start = she_now_usec();
+	handoff_deadline = handoff_start + (uint64) batch_publish_timeout_ms * 1000;
+	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream,
+						 batch_wait_for_ack, batch_publish_timeout_ms, &handoff);
 }
 
 /*
- * Hand the committed batch to NATS and report the outcome.  Runs after the
- * commit record: plain C and WARNINGs only.
+ * RESOURCE_RELEASE_AFTER_LOCKS (locks gone): with wait_for_ack, wait for
+ * the publisher's outcome of each event; then WARN about what was lost or
+ * unconfirmed.  Plain C and WARNINGs only: the transaction committed.
  */
 static void
-publish_committed_batch(void)
+report_batch(void)
 {
-	SheBatch	batch;
-	SheBatchResult res;
-	uint64		start;
+	if (batch_wait_for_ack)
+		she_queue_wait(handoff_deadline, &handoff);
+	she_stats_record_commit_time(she_now_usec() - handoff_start);
 
-	if (batch_url == NULL || batch_url[0] == '\0')
+	if (handoff.lost > 0)
 	{
-		she_stats_add_dropped(nevents);
-		return;
-	}
-
-	batch.events = events;
-	batch.nevents = nevents;
-	batch.url = batch_url;
-	batch.stream = batch_stream;
-	batch.wait_for_ack = batch_wait_for_ack;
-	batch.publish_timeout_ms = batch_publish_timeout_ms;
-	batch.connect_timeout_ms = batch_connect_timeout_ms;
-
-	start = monotonic_usec();
-	she_publish_batch(&batch, &res);
-	she_stats_record_commit_time(monotonic_usec() - start);
-
-	if (res.refused > 0)
-	{
-		she_stats_set_last_error(res.reason);
+		she_stats_set_last_error(handoff.reason);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("state_hub_events: %d of %d events of the committed transaction were not published",
-						res.refused, nevents),
-				 errdetail("%s", res.reason),
+						handoff.lost, handoff.nevents),
+				 errdetail("%s", handoff.reason),
 				 errhint("The transaction is committed; these events are lost. See state_hub_events.stats().")));
 	}
-	if (res.unconfirmed > 0)
+	if (handoff.unconfirmed > 0)
 	{
-		she_stats_set_last_error(res.reason);
+		she_stats_set_last_error(handoff.reason);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("state_hub_events: %d of %d events were sent but not confirmed within state_hub_events.publish_timeout",
-						res.unconfirmed, nevents),
-				 errdetail("%s", res.reason),
+						handoff.unconfirmed, handoff.nevents),
+				 errdetail("%s", handoff.reason),
 				 errhint("They may have been stored; consumers deduplicate by the envelope's id.")));
 	}
 }
@@ -415,21 +467,32 @@ Datum
 she_pending(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
 
+	/* each row's values are scratch: the tuplestore copies them */
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+								   "state_hub_events pending row",
+								   ALLOCSET_DEFAULT_SIZES);
 	for (i = 0; i < nevents; i++)
 	{
 		Datum		values[3];
 		bool		nulls[3] = {false, false, false};
-		char	   *attrs = pnstrdup(events[i].envelope + events[i].attrs_offset,
-									 events[i].attrs_len);
+		char	   *attrs;
 
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		attrs = pnstrdup(events[i].envelope + events[i].attrs_offset,
+						 events[i].attrs_len);
 		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(events[i].id));
 		values[1] = CStringGetTextDatum(events[i].subject);
 		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(attrs));
+		MemoryContextSwitchTo(oldcxt);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextReset(rowcxt);
 	}
+	MemoryContextDelete(rowcxt);
 	return (Datum) 0;
 }

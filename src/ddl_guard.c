@@ -290,11 +290,13 @@ guard_process_utility(PlannedStmt *pstmt, const char *queryString,
 								 params, queryEnv, dest, qc);
 	if (cmd == SHE_DB_DROP && backlog > 0)
 		ereport(WARNING,
-				(errmsg("state_hub_events: database \"%s\" held %lld durable events not yet published; they are dropped with it",
+				(errcode(ERRCODE_WARNING),
+				 errmsg("state_hub_events: database \"%s\" held %lld durable events not yet published; they are dropped with it",
 						name, (long long) backlog)));
 	else if (cmd == SHE_DB_RENAME)
 		ereport(NOTICE,
-				(errmsg("state_hub_events: the durable worker no longer serves this database"),
+				(errcode(ERRCODE_WARNING),
+				 errmsg("state_hub_events: the durable worker no longer serves this database"),
 				 errhint("To go on publishing its outbox, set state_hub_events.database = '%s' and reload.",
 						 ((RenameStmt *) pstmt->utilityStmt)->newname)));
 }

@@ -2,7 +2,10 @@
  *
  * emit.c
  *	  The emit() trigger function, and check_trigger() which validates an
- *	  emit() trigger's definition before the first write.
+ *	  emit() trigger's definition before the first write.  check_trigger()
+ *	  is reachable by every role (the event trigger runs as whoever creates
+ *	  a trigger), so it opens a table only for a caller with SELECT or
+ *	  TRIGGER on it.
  *
  *	  CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW
  *	  EXECUTE FUNCTION state_hub_events.emit(subject [, column[:attribute] ...]);
@@ -24,7 +27,9 @@
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
@@ -244,12 +249,17 @@ she_emit(PG_FUNCTION_ARGS)
 }
 
 /*
- * check_trigger(trigger oid) RETURNS boolean
+ * _check_trigger(trigger_oid oid, emit_oid oid) RETURNS boolean
  *
  * Validates a trigger that calls state_hub_events.emit(): true when it is
  * sound, a clear ERROR otherwise; false for triggers that do not call
  * emit().  Runs at CREATE TRIGGER through an event trigger, and by hand
  * through check_triggers(regclass).
+ *
+ * Before it locks the table and reads its columns, the caller must hold
+ * SELECT or TRIGGER on it (owners hold both): CREATE TRIGGER needs TRIGGER,
+ * so the event trigger always passes, and nobody else can lock a table or
+ * probe its definition through this function.
  */
 Datum
 she_check_trigger(PG_FUNCTION_ARGS)
@@ -304,6 +314,20 @@ she_check_trigger(PG_FUNCTION_ARGS)
 			args[i] = pstrdup(p);
 			p += strlen(p) + 1;
 		}
+	}
+
+	if (pg_class_aclmask(tg->tgrelid, GetUserId(), ACL_SELECT | ACL_TRIGGER,
+						 ACLMASK_ANY) == 0)
+	{
+		char	   *relname = get_rel_name(tg->tgrelid);
+
+		systable_endscan(scan);
+		table_close(tgrel, AccessShareLock);
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot check the triggers of table \"%s\": permission denied",
+						relname ? relname : "?"),
+				 errhint("Checking a table's emit() triggers needs SELECT or TRIGGER on it.")));
 	}
 
 	rel = table_open(tg->tgrelid, AccessShareLock);

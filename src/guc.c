@@ -4,9 +4,16 @@
  *	  The state_hub_events.* settings.
  *
  * Every setting is PGC_SUSET or tighter: an application role must not change
- * where events go, what they claim to be, or how they are delivered.  Secrets
- * (token, password) are also GUC_SUPERUSER_ONLY so other roles cannot read
- * them.  Check hooks refuse values that could only fail later, at COMMIT.
+ * where events go, what they claim to be, or how they are delivered.  The
+ * settings the publisher process connects with (URL, authentication, TLS,
+ * connect_timeout) are PGC_SIGHUP: one connection serves the cluster, and
+ * the publisher reconnects when they change at reload.  What says how the
+ * server is reached and who the extension is there is also
+ * GUC_SUPERUSER_ONLY, so roles without pg_read_all_settings cannot SHOW it
+ * or find it in pg_settings: nats_url (URLs may carry user:password@) and
+ * every authentication and TLS setting; token and password are hidden from
+ * SHOW ALL too.  Check hooks refuse values that could only fail later, at
+ * COMMIT.
  *
  * IDENTIFICATION
  *	  src/guc.c
@@ -18,8 +25,10 @@
 #include <ctype.h>
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "queue.h"
 #include "state_hub_events.h"
 
 char	   *she_nats_url = NULL;
@@ -164,7 +173,7 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.nats_url",
 							   "Comma-separated NATS server URLs; empty disables publishing.",
 							   "Credentials in URLs are masked wherever the extension prints them.",
-							   &she_nats_url, "", PGC_SUSET, 0,
+							   &she_nats_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   check_nats_url, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.stream",
 							   "JetStream stream that receives the events.",
@@ -189,46 +198,46 @@ she_define_settings(void)
 	DefineCustomIntVariable("state_hub_events.connect_timeout",
 							"Upper bound on one connection attempt.",
 							NULL, &she_connect_timeout_ms, 1000, 1, 600000,
-							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomEnumVariable("state_hub_events.delivery",
 							 "Delivery mode: immediate or durable.",
 							 NULL, &she_delivery, SHE_DELIVERY_IMMEDIATE,
 							 delivery_options, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.token",
 							   "Token for NATS authentication.",
-							   NULL, &she_token, "", PGC_SUSET, SECRET_FLAGS,
+							   NULL, &she_token, "", PGC_SIGHUP, SECRET_FLAGS,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.user",
 							   "User name for NATS authentication.",
-							   NULL, &she_user, "", PGC_SUSET, 0,
+							   NULL, &she_user, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.password",
 							   "Password for NATS authentication.",
-							   NULL, &she_password, "", PGC_SUSET, SECRET_FLAGS,
+							   NULL, &she_password, "", PGC_SIGHUP, SECRET_FLAGS,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.creds_file",
 							   "NATS credentials file (user JWT and seed).",
-							   NULL, &she_creds_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, &she_creds_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.nkey",
 							   "Public nkey for NATS authentication (with nkey_seed_file).",
-							   NULL, &she_nkey, "", PGC_SUSET, 0,
+							   NULL, &she_nkey, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.nkey_seed_file",
 							   "File holding the nkey seed.",
-							   NULL, &she_nkey_seed_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, &she_nkey_seed_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_ca_file",
 							   "CA certificates that verify the server (enables TLS).",
-							   NULL, &she_tls_ca_file, "", PGC_SUSET, 0,
+							   NULL, &she_tls_ca_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_cert_file",
 							   "Client certificate for mutual TLS.",
-							   NULL, &she_tls_cert_file, "", PGC_SUSET, 0,
+							   NULL, &she_tls_cert_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.tls_key_file",
 							   "Client private key for mutual TLS.",
-							   NULL, &she_tls_key_file, "", PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, &she_tls_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("state_hub_events.max_event_bytes",
 							"Largest envelope accepted at the call.",
@@ -261,6 +270,13 @@ she_define_settings(void)
 							NULL, &she_retry_interval_ms, 5000, 0, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 
+	/* PGC_POSTMASTER settings can only be defined at preload */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("state_hub_events.queue_size",
+							"Shared memory for committed events on their way to the publisher process.",
+							"A batch bigger than the free space is streamed in chunks at COMMIT, each wait bounded by publish_timeout.",
+							&she_queue_size_kb, 8192, 256, 1024 * 1024,
+							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomStringVariable("state_hub_events.database",
 							   "Database whose outbox the durable worker publishes (needs preloading).",
 							   "Read when the worker starts: a change takes effect at the next server start.",

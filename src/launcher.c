@@ -86,12 +86,18 @@ launcher_exit(int code, Datum arg)
 	SpinLockRelease(&she_durable->mutex);
 }
 
+/*
+ * Record an error for backlog().  The clock is read before the spinlock is
+ * taken (a system call does not belong under one).
+ */
 static void
 set_error(const char *msg)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	SpinLockAcquire(&she_durable->mutex);
 	strlcpy(she_durable->last_error, msg, sizeof(she_durable->last_error));
-	she_durable->last_error_at = GetCurrentTimestamp();
+	she_durable->last_error_at = now;
 	SpinLockRelease(&she_durable->mutex);
 }
 
@@ -246,7 +252,8 @@ launcher_round(void)
 				restart_delay_ms = RESTART_MIN_MS;
 			next_start_at = TimestampTzPlusMilliseconds(now, restart_delay_ms);
 			ereport(LOG,
-					(errmsg("state_hub_events worker exited; starting it again in %d ms",
+					(errcode(ERRCODE_WARNING),
+					 errmsg("state_hub_events worker exited; starting it again in %d ms",
 							restart_delay_ms)));
 			restart_delay_ms = Min(restart_delay_ms * 2, RESTART_MAX_MS);
 		}
@@ -263,7 +270,8 @@ launcher_round(void)
 					 "database \"%s\" (state_hub_events.database) does not exist",
 					 she_database);
 			ereport(LOG,
-					(errmsg("state_hub_events: %s; durable delivery waits for it", msg),
+					(errcode(ERRCODE_UNDEFINED_DATABASE),
+					 errmsg("state_hub_events: %s; durable delivery waits for it", msg),
 					 errhint("Create the database, or set state_hub_events.database and reload.")));
 			set_error(msg);
 		}
@@ -303,7 +311,8 @@ launcher_round(void)
 	if (!start_worker(dboid))
 	{
 		ereport(LOG,
-				(errmsg("state_hub_events: could not start the durable worker: no background worker slot is free"),
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("state_hub_events: could not start the durable worker: no background worker slot is free"),
 				 errhint("Raise max_worker_processes.")));
 		set_error("no background worker slot is free (max_worker_processes)");
 		next_start_at = TimestampTzPlusMilliseconds(now, RESTART_MAX_MS);

@@ -71,8 +71,13 @@ she_durable_startup_shmem(void)
 }
 
 /*
- * Refuse durable publishing where no worker will ever publish it.  At the
- * call, in a live transaction.
+ * Refuse durable publishing where the outbox cannot be written or no worker
+ * will ever publish it.  At the call, in a live transaction.
+ *
+ * A read-only transaction (BEGIN READ ONLY, default_transaction_read_only, a
+ * session that started on a standby since promoted) could not insert the
+ * outbox rows at COMMIT: refuse here.  A transaction that becomes read-only
+ * after its first event is handled in she_outbox_write.
  */
 void
 she_durable_check(int nevents_now)
@@ -80,6 +85,12 @@ she_durable_check(int nevents_now)
 	char	   *db;
 	int64		backlog;
 
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot publish durably in a read-only transaction"),
+				 errdetail("With state_hub_events.delivery = 'durable' the events are written to state_hub_events.outbox at COMMIT."),
+				 errhint("Publish in a read-write transaction.")));
 	if (!she_preloaded || she_durable == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -110,7 +121,8 @@ she_durable_check(int nevents_now)
 						 errhint("Check that NATS is reachable: SELECT * FROM state_hub_events.backlog();")));
 			else if (nevents_now == 0)
 				ereport(WARNING,
-						(errmsg("state_hub_events: the durable backlog holds %lld events, over state_hub_events.max_backlog_events (%d)",
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("state_hub_events: the durable backlog holds %lld events, over state_hub_events.max_backlog_events (%d)",
 								(long long) backlog, she_max_backlog_events),
 						 errdetail("backlog_overflow is 'accept': the event is kept; the backlog keeps growing while NATS is unreachable.")));
 		}
@@ -138,9 +150,70 @@ rel_owner(Oid relid)
 }
 
 /*
- * Insert the transaction's envelopes into the outbox.  At pre-commit or
- * pre-prepare: an ERROR here still aborts the transaction cleanly.  Runs as
- * the outbox's owner, so application roles need no rights on it.
+ * Most bytes one INSERT passes in its three text arrays.  An array is one
+ * allocation, limited to MaxAllocSize (1 GB), and a transaction may buffer
+ * far more envelopes than that, so the rows go in chunks.  One envelope is
+ * at most max_event_bytes (64 MB at most): a chunk holds at least one.
+ */
+#define OUTBOX_CHUNK_BYTES	((Size) 64 * 1024 * 1024)
+
+/* What one event adds to a chunk's arrays: three text values, aligned. */
+static Size
+event_array_bytes(const SheEvent *ev)
+{
+	return INTALIGN(VARHDRSZ + SHE_UUID_LEN) +
+		INTALIGN(VARHDRSZ + strlen(ev->subject)) +
+		INTALIGN(VARHDRSZ + (Size) ev->envelope_len);
+}
+
+/*
+ * Insert events[0 .. n-1] with one execution of the prepared insert; the
+ * arrays are built in cxt.  SPI is connected, a snapshot is active.
+ */
+static void
+insert_chunk(SheEvent *events, int n, MemoryContext cxt)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
+	Datum	   *ids = palloc(n * sizeof(Datum));
+	Datum	   *subjects = palloc(n * sizeof(Datum));
+	Datum	   *envelopes = palloc(n * sizeof(Datum));
+	Datum		args[3];
+	int			i;
+	int			ret;
+
+	for (i = 0; i < n; i++)
+	{
+		ids[i] = CStringGetTextDatum(events[i].id);
+		subjects[i] = CStringGetTextDatum(events[i].subject);
+		envelopes[i] = PointerGetDatum(cstring_to_text_with_len(events[i].envelope,
+																events[i].envelope_len));
+	}
+	args[0] = PointerGetDatum(construct_array(ids, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(subjects, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(envelopes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	MemoryContextSwitchTo(oldcxt);
+
+	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) n)
+		elog(ERROR, "inserting into state_hub_events.outbox failed: %d", ret);
+}
+
+/*
+ * Insert the transaction's envelopes into the outbox, in buffer order, in
+ * chunks of at most OUTBOX_CHUNK_BYTES.  At pre-commit or pre-prepare: an
+ * ERROR here still aborts the transaction cleanly.  Runs as the outbox's
+ * owner, so application roles need no rights on it.
+ *
+ * The transaction may have become read-only after its events were buffered
+ * (SET TRANSACTION READ ONLY, SET transaction_read_only, set_config(), a
+ * BEGIN READ ONLY that turns an implicit transaction block into an explicit
+ * one).  publish() refuses every event after that at the call, but the
+ * events accepted before must not make COMMIT fail, and PostgreSQL offers no
+ * hook on a change of a built-in setting to refuse the change itself on all
+ * of those paths.  So the insert runs with the read-only flag lifted:
+ * read-only forbids writes from the moment it is set, and these rows record
+ * events accepted before it, as rows the transaction inserted before it
+ * still commit.
  */
 void
 she_outbox_write(SheEvent *events, int nevents)
@@ -148,12 +221,8 @@ she_outbox_write(SheEvent *events, int nevents)
 	Oid			outbox;
 	Oid			save_userid;
 	int			save_sec;
-	Datum	   *ids;
-	Datum	   *subjects;
-	Datum	   *envelopes;
-	Datum		args[3];
+	bool		save_read_only = XactReadOnly;
 	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
-	int			i;
 	int			ret;
 
 	outbox = get_relname_relid("outbox", get_namespace_oid("state_hub_events", true));
@@ -163,44 +232,56 @@ she_outbox_write(SheEvent *events, int nevents)
 				 errmsg("cannot write durable events: table state_hub_events.outbox does not exist"),
 				 errhint("Update the extension: ALTER EXTENSION state_hub_events UPDATE.")));
 
-	ids = palloc(nevents * sizeof(Datum));
-	subjects = palloc(nevents * sizeof(Datum));
-	envelopes = palloc(nevents * sizeof(Datum));
-	for (i = 0; i < nevents; i++)
-	{
-		ids[i] = CStringGetTextDatum(events[i].id);
-		subjects[i] = CStringGetTextDatum(events[i].subject);
-		envelopes[i] = PointerGetDatum(cstring_to_text_with_len(events[i].envelope,
-																events[i].envelope_len));
-	}
-	args[0] = PointerGetDatum(construct_array(ids, nevents, TEXTOID, -1, false, TYPALIGN_INT));
-	args[1] = PointerGetDatum(construct_array(subjects, nevents, TEXTOID, -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(envelopes, nevents, TEXTOID, -1, false, TYPALIGN_INT));
-
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(rel_owner(outbox),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* at pre-commit the statement's snapshot is gone: take one */
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (insert_plan == NULL)
+	XactReadOnly = false;
+	PG_TRY();
 	{
-		SPIPlanPtr	plan = SPI_prepare(
-									   "INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) "
-									   "SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope "
-									   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)",
-									   3, argtypes);
+		MemoryContext chunk_cxt;
+		int			start = 0;
 
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "preparing the outbox insert failed: %s", SPI_result_code_string(SPI_result));
-		insert_plan = plan;
+		if ((ret = SPI_connect()) != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
+		/* at pre-commit the statement's snapshot is gone: take one */
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (insert_plan == NULL)
+		{
+			SPIPlanPtr	plan = SPI_prepare(
+										   "INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) "
+										   "SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope "
+										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)",
+										   3, argtypes);
+
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "preparing the outbox insert failed: %s", SPI_result_code_string(SPI_result));
+			insert_plan = plan;
+		}
+
+		chunk_cxt = AllocSetContextCreate(TopTransactionContext,
+										  "state_hub_events outbox chunk",
+										  ALLOCSET_DEFAULT_SIZES);
+		while (start < nevents)
+		{
+			Size		bytes = event_array_bytes(&events[start]);
+			int			end = start + 1;
+
+			while (end < nevents && bytes + event_array_bytes(&events[end]) <= OUTBOX_CHUNK_BYTES)
+				bytes += event_array_bytes(&events[end++]);
+			insert_chunk(events + start, end - start, chunk_cxt);
+			MemoryContextReset(chunk_cxt);
+			start = end;
+		}
+		MemoryContextDelete(chunk_cxt);
+
+		PopActiveSnapshot();
+		SPI_finish();
 	}
-	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) nevents)
-		elog(ERROR, "inserting into state_hub_events.outbox failed: %d", ret);
-	PopActiveSnapshot();
-	SPI_finish();
+	PG_FINALLY();
+	{
+		XactReadOnly = save_read_only;
+	}
+	PG_END_TRY();
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
 

@@ -4,10 +4,10 @@
  *	  Module entry point: settings, transaction callbacks, shared memory
  *	  (when preloaded), and the SQL-callable ping().
  *
- * The extension works without preloading: the library is loaded by the
- * first call of one of its functions, and its counters are then per
- * backend.  Preloaded (shared_preload_libraries), the counters are
- * cluster-wide.
+ * Publishing needs preloading (shared_preload_libraries): the queue to the
+ * publisher process lives in shared memory and the publisher is a static
+ * background worker.  Without it the library still loads (pending(),
+ * stats() per backend, the settings), and publish() and emit() refuse.
  *
  * IDENTIFICATION
  *	  src/state_hub_events.c
@@ -21,11 +21,12 @@
 #include "storage/ipc.h"
 #include "utils/jsonb.h"
 
+#include "ping_request.h"
+#include "publisher.h"
+#include "queue.h"
 #include "state_hub_events.h"
 
 PG_MODULE_MAGIC;
-
-PG_FUNCTION_INFO_V1(she_ping_sql);
 
 void		_PG_init(void);
 
@@ -39,6 +40,8 @@ she_shmem_request(void)
 		prev_shmem_request_hook();
 	she_stats_request_shmem();
 	she_durable_request_shmem();
+	she_queue_request_shmem();
+	she_ping_request_shmem();
 }
 
 static void
@@ -48,6 +51,8 @@ she_shmem_startup(void)
 		prev_shmem_startup_hook();
 	she_stats_startup_shmem();
 	she_durable_startup_shmem();
+	she_queue_startup_shmem();
+	she_ping_startup_shmem();
 }
 
 void
@@ -65,19 +70,8 @@ _PG_init(void)
 		prev_shmem_startup_hook = shmem_startup_hook;
 		shmem_startup_hook = she_shmem_startup;
 		she_launcher_register();
+		she_publisher_register();
 	}
 	else
 		she_stats_init_local();
-}
-
-/*
- * ping() RETURNS jsonb
- *
- * Connects with the current settings and returns the server's and the
- * stream's facts, or raises an ERROR saying why it cannot.
- */
-Datum
-she_ping_sql(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_JSONB_P(she_ping());
 }

@@ -6,7 +6,9 @@
  * The extension buffers lifecycle events during a transaction (buffer.c),
  * builds each event's EventEnvelope at the call (envelope.c, with the plain C
  * subject.c and envelope_json.c), and hands the batch to NATS JetStream once
- * the commit record is written (nats_client.c; url_mask.c hides credentials).
+ * the commit record is written (the engine: nats_conn.c for the connection,
+ * nats_publish.c for per-message outcomes, ping.c for the admin check; each
+ * with its own header; url_mask.c hides credentials in printed URLs).
  * Settings live in guc.c, counters in stats.c, the emit() trigger in emit.c.
  * Durable delivery: the outbox rows in outbox.c, the background processes
  * in launcher.c and worker.c, and the DDL that would lose a backlog in
@@ -117,34 +119,7 @@ extern void she_format_timestamp(TimestampTz ts, char *buf);
 extern void she_buffer_init(void);
 extern void she_buffer_event(const char *subject, Jsonb *attributes, char *id_out);
 extern void she_check_can_publish(void);
-
-/* ---------- nats_client.c ---------- */
-
-/* What one COMMIT hands to the connection. */
-typedef struct SheBatch
-{
-	SheEvent   *events;
-	int			nevents;
-	char	   *url;			/* destination, fixed at the first event */
-	char	   *stream;
-	bool		wait_for_ack;
-	int			publish_timeout_ms;
-	int			connect_timeout_ms;
-} SheBatch;
-
-typedef struct SheBatchResult
-{
-	int			sent;
-	int			acked;
-	int			refused;		/* lost: never reached the stream */
-	int			unconfirmed;	/* sent, no ack in time: may be stored */
-	char		reason[256];
-} SheBatchResult;
-
-extern void she_publish_batch(const SheBatch *batch, SheBatchResult *res);
-extern Jsonb *she_ping(void);
-extern void she_nats_register_exit(void);
-extern int	she_server_max_payload(void);
+extern void she_check_preloaded(void);
 
 /* ---------- outbox.c, launcher.c, worker.c (durable delivery) ---------- */
 
@@ -197,6 +172,7 @@ extern void she_stats_record_commit_time(uint64 usec);
 extern void she_stats_set_last_error(const char *msg);
 extern void she_stats_atomic_published(uint64 n, uint64 duplicates);
 extern void she_stats_atomic_failed(uint64 n);
+extern void she_stats_record_publisher_batch(int nevents);
 
 extern bool she_preloaded;
 

@@ -8,9 +8,9 @@
  * (in TopMemoryContext) and stats() says so.
  *
  * Who touches what: the counters and histogram buckets are pg_atomic_uint64
- * and are incremented by backends and by nats.c's ack callback threads
- * (plain atomic instructions, no PostgreSQL calls).  last_error and its time
- * are written only by backends, under the spinlock.
+ * and are incremented by backends, the publisher and the durable worker
+ * (each event is counted once: see queue.c).  last_error and its time are
+ * written under the spinlock.
  *
  * IDENTIFICATION
  *	  src/stats.c
@@ -52,6 +52,8 @@ typedef struct SheStats
 	pg_atomic_uint64 unconfirmed;
 	pg_atomic_uint64 dropped;
 	pg_atomic_uint64 commits;
+	pg_atomic_uint64 publisher_batches;	/* groups the publisher sent */
+	pg_atomic_uint64 publisher_events;	/* events in them */
 	pg_atomic_uint64 hist[HIST_BUCKETS];
 	slock_t		mutex;			/* protects the two fields below */
 	TimestampTz last_error_time;
@@ -69,7 +71,8 @@ static void
 clear_stats(SheStats *s, bool init)
 {
 	pg_atomic_uint64 *counters[] = {&s->buffered, &s->published, &s->duplicates,
-	&s->failed, &s->unconfirmed, &s->dropped, &s->commits};
+	&s->failed, &s->unconfirmed, &s->dropped, &s->commits, &s->publisher_batches,
+	&s->publisher_events};
 	int			i;
 
 	for (i = 0; i < lengthof(counters); i++)
@@ -201,7 +204,15 @@ she_stats_record_commit_time(uint64 usec)
 	pg_atomic_fetch_add_u64(&stats->hist[hist_bucket(usec)], 1);
 }
 
-/* Backend only.  No allocation: safe after commit. */
+/* The publisher sent a batch of nevents events (one write, one wait). */
+void
+she_stats_record_publisher_batch(int nevents)
+{
+	pg_atomic_fetch_add_u64(&stats->publisher_batches, 1);
+	pg_atomic_fetch_add_u64(&stats->publisher_events, nevents);
+}
+
+/* No allocation: safe after commit. */
 void
 she_stats_set_last_error(const char *msg)
 {

@@ -43,6 +43,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "nats_publish.h"
 #include "state_hub_events.h"
 
 #define WORKER_BATCH	1000
@@ -51,20 +52,41 @@
 
 PGDLLEXPORT void she_worker_main(Datum arg);
 
+bool		she_in_worker = false;	/* this process is the durable worker */
+
+static SheConn conn;			/* the worker's NATS connection */
+
+/*
+ * Record the worker's status in shared memory: the backlog when backlog is
+ * not negative, the time of a publish, the last error.  The clock is read
+ * before the spinlock is taken (a system call does not belong under one).
+ */
 static void
 set_status(int64 backlog, bool published, const char *error)
 {
+	TimestampTz now = (published || error != NULL) ? GetCurrentTimestamp() : 0;
+
 	SpinLockAcquire(&she_durable->mutex);
 	if (backlog >= 0)
 		she_durable->backlog_events = backlog;
 	if (published)
-		she_durable->last_published_at = GetCurrentTimestamp();
+		she_durable->last_published_at = now;
 	if (error != NULL)
 	{
 		strlcpy(she_durable->last_error, error, sizeof(she_durable->last_error));
-		she_durable->last_error_at = GetCurrentTimestamp();
+		she_durable->last_error_at = now;
 	}
 	SpinLockRelease(&she_durable->mutex);
+}
+
+/* SPI_connect, or ERROR: the worker's statements need it. */
+static void
+connect_spi(void)
+{
+	int			ret = SPI_connect();
+
+	if (ret != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
 }
 
 /*
@@ -103,7 +125,7 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading the outbox");
 
@@ -172,7 +194,7 @@ delete_rows(int64 *seqs, int n)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	SPI_connect();
+	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
 	if (SPI_execute_plan(keep_plan(&delete_plan,
@@ -189,6 +211,7 @@ delete_rows(int64 *seqs, int n)
 static void
 worker_exit(int code, Datum arg)
 {
+	she_conn_close(&conn);
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = NULL;
 	she_durable->worker_pid = 0;
@@ -207,6 +230,27 @@ stop_requested(void)
 		she_durable->drop_pending_dboid == MyDatabaseId;
 	SpinLockRelease(&she_durable->mutex);
 	return stop;
+}
+
+/*
+ * Publish one batch through the engine and count its outcomes.  The
+ * per-message outcomes (and whether a refusal is permanent) are in out.
+ */
+static void
+publish_batch(SheEvent *events, int n, SheBatchOutcome *res)
+{
+	SheMsgOutcome *out = palloc(n * sizeof(SheMsgOutcome));
+
+	memset(res, 0, sizeof(*res));
+	if (!she_conn_ensure(&conn, res->reason, sizeof(res->reason)))
+		res->not_sent = n;
+	else
+		she_publish_events(&conn, she_stream, she_create_stream, events, n,
+						   she_now_usec() + (uint64) she_publish_timeout_ms * 1000, out, res);
+	she_stats_atomic_published(res->stored, res->duplicates);
+	she_stats_add_failed(res->refused + res->not_sent);
+	she_stats_add_unconfirmed(res->unconfirmed);
+	pfree(out);
 }
 
 /*
@@ -245,13 +289,21 @@ she_worker_main(Datum arg)
 	on_shmem_exit(worker_exit, (Datum) 0);
 
 	StartTransactionCommand();
-	she_nats_register_exit();	/* reads the database name: in a transaction */
 	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
 	CommitTransactionCommand();
+	{
+		char		name[128];
+
+		snprintf(name, sizeof(name), "state_hub_events db=%s pid=%d", dbname, MyProcPid);
+		she_conn_set_name(name);
+	}
+	she_conn_init(&conn);
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events worker",
 								ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("state_hub_events worker started for database \"%s\"", dbname)));
+	ereport(LOG,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("state_hub_events worker started for database \"%s\"", dbname)));
 
 	for (;;)
 	{
@@ -266,7 +318,8 @@ she_worker_main(Datum arg)
 		if (stop_requested())
 		{
 			ereport(LOG,
-					(errmsg("state_hub_events worker for database \"%s\" stopping on request", dbname)));
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events worker for database \"%s\" stopping on request", dbname)));
 			SpinLockAcquire(&she_durable->mutex);
 			she_durable->worker_stopped_on_request = true;
 			SpinLockRelease(&she_durable->mutex);
@@ -300,24 +353,17 @@ she_worker_main(Datum arg)
 			next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
 		else if (n > 0)
 		{
-			SheBatch	b;
-			SheBatchResult res;
+			SheBatchOutcome res;
 
-			b.events = events;
-			b.nevents = n;
-			b.url = she_nats_url;
-			b.stream = she_stream;
-			b.wait_for_ack = true;
-			b.publish_timeout_ms = she_publish_timeout_ms;
-			b.connect_timeout_ms = she_connect_timeout_ms;
-			she_publish_batch(&b, &res);
-			if (res.acked == n && res.refused == 0 && res.unconfirmed == 0)
+			publish_batch(events, n, &res);
+			if (res.stored == n)
 			{
 				delete_rows(seqs, n);
 				set_status(-1, true, NULL);
 				if (failed_attempts > 0)
 					ereport(LOG,
-							(errmsg("state_hub_events worker: publishing again after %d failed attempts",
+							(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+							 errmsg("state_hub_events worker: publishing again after %d failed attempts",
 									failed_attempts)));
 				failed_attempts = 0;
 				if (n == WORKER_BATCH)
@@ -337,11 +383,12 @@ she_worker_main(Datum arg)
 					TimestampDifferenceExceeds(last_failure_log, now, FAILURE_LOG_MS))
 				{
 					ereport(LOG,
-							(errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying every %d ms",
-									n - res.acked, n, retry_ms),
-							 errdetail("%s (sent %d, refused %d, unconfirmed %d; %d failed attempts so far)",
-									   res.reason, res.sent, res.refused, res.unconfirmed,
-									   failed_attempts + 1)));
+							(errcode(ERRCODE_CONNECTION_FAILURE),
+							 errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying every %d ms",
+									n - res.stored, n, retry_ms),
+							 errdetail("%s (refused %d, of which %d for good; unconfirmed %d; not sent %d; %d failed attempts so far)",
+									   res.reason, res.refused, res.refused_permanent,
+									   res.unconfirmed, res.not_sent, failed_attempts + 1)));
 					last_failure_log = now;
 				}
 				failed_attempts++;

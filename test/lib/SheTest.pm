@@ -17,24 +17,64 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(she_node check_envelope wait_for_messages);
+our @EXPORT = qw(she_node she_set_conn she_apply_sets check_envelope wait_for_messages);
 
-# she_node($name, $nats, preload => 0|1, conf => "extra lines")
+# she_node($name, $nats, preload => 1|0, conf => "extra lines")
 # A started node, extension created in database postgres, nats_url set for
-# the whole cluster (ALTER SYSTEM is what a DBA would do).
+# the whole cluster.  Preloaded unless preload => 0: publishing needs it.
 sub she_node
 {
     my ($name, $nats, %opt) = @_;
     my $node = PostgreSQL::Test::Cluster->new($name);
     $node->init(allows_streaming => $opt{streaming} ? 1 : 0);
     my $conf = "log_min_messages = warning\n";
-    $conf .= "shared_preload_libraries = 'state_hub_events'\n" if $opt{preload};
+    $conf .= "shared_preload_libraries = 'state_hub_events'\n" if $opt{preload} // 1;
     $conf .= "state_hub_events.nats_url = '" . $nats->url . "'\n" if $nats;
     $conf .= $opt{conf} if $opt{conf};
     $node->append_conf('postgresql.conf', $conf);
     $node->start;
     $node->safe_psql('postgres', 'CREATE EXTENSION state_hub_events');
     return $node;
+}
+
+# she_set_conn($node, nats_url => ..., token => ..., ...)
+# Change the publisher's connection settings the way a DBA does (ALTER
+# SYSTEM, reload; an undef value resets) and wait until the publisher
+# has applied them: it logs its connection state after every reload.
+# Returns that log line.
+sub she_set_conn
+{
+    my ($node, %set) = @_;
+    my $sql = '';
+    for my $k (sort keys %set)
+    {
+        my $v = $set{$k};
+        $sql .= defined $v
+          ? "ALTER SYSTEM SET state_hub_events.\"$k\" = '$v';\n"
+          : "ALTER SYSTEM RESET state_hub_events.\"$k\";\n";
+    }
+    my $offset = -s $node->logfile;
+    $node->safe_psql('postgres', $sql . 'SELECT pg_reload_conf();');
+    $node->wait_for_log(qr/state_hub_events publisher: (?:connected to|not connected to) NATS/, $offset);
+    my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset);
+    my ($line) = $log =~ /(state_hub_events publisher: (?:connected to|not connected to) NATS[^\n]*)/;
+    return $line;
+}
+
+my @conn_settings = qw(nats_url token user password creds_file nkey nkey_seed_file
+  tls_ca_file tls_cert_file tls_key_file);
+
+# she_apply_sets($node, "SET state_hub_events.nats_url = '...'; SET ...;")
+# The connection settings among those SETs become the publisher's (the
+# others reset; see she_set_conn); returns the SQL left over.
+sub she_apply_sets
+{
+    my ($node, $sql) = @_;
+    my %set = map { $_ => undef } @conn_settings;
+    my $conn_re = join('|', @conn_settings);
+    $sql =~ s/SET state_hub_events\."?($conn_re)"? = '([^']*)';\s*/$set{$1} = $2; ''/ge;
+    she_set_conn($node, %set);
+    return $sql;
 }
 
 my $uuid_re = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;

@@ -115,8 +115,8 @@ like($err, qr/WARNING:.*1 of 1 events of the committed transaction were not publ
 is($nats->stream_info, undef, 'create_stream = off creates no stream');
 
 # --- empty nats_url: silent no-op, publish() still validates and returns ids
+she_set_conn($node, nats_url => '');
 ($ret, $out, $err) = $node->psql('postgres', q{
-    SET state_hub_events.nats_url = '';
     SELECT state_hub_events.publish('org.statehub.x.y') IS NOT NULL;
     SELECT dropped FROM state_hub_events.stats();
 });
@@ -124,11 +124,12 @@ is($ret, 0, 'publish with empty nats_url succeeds');
 is($err, '', 'and says nothing');
 is($out, "t\n1", 'returns an id and counts the event as dropped');
 ($ret, $out, $err) = $node->psql('postgres', q{
-    SET state_hub_events.nats_url = '';
     SELECT state_hub_events.publish('org.statehub.x.*');
 });
 like($err, qr/wildcard/, 'empty nats_url still validates');
 is($nats->stream_info, undef, 'nothing was published (no stream was created)');
+like(she_set_conn($node, nats_url => $nats->url), qr/connected to NATS at nats:/,
+    'the publisher connects again when nats_url is set at reload');
 
 # --- ping on an existing stream reports its facts
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.statehub.x.y')});

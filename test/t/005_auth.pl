@@ -25,6 +25,7 @@ state_hub_events.retry_interval = '0'
 sub try_publish
 {
     my ($settings, $subject) = @_;
+    $settings = she_apply_sets($node, $settings);
     my ($ret, $out, $err) = $node->psql('postgres',
         "$settings SELECT state_hub_events.publish('$subject') IS NOT NULL;");
     return ($ret, $err);
@@ -33,6 +34,7 @@ sub try_publish
 sub try_ping
 {
     my ($settings) = @_;
+    $settings = she_apply_sets($node, $settings);
     my ($ret, $out, $err) = $node->psql('postgres', "$settings SELECT state_hub_events.ping();");
     return ($ret, $out, $err);
 }
@@ -72,8 +74,8 @@ is_deeply([ map { $_->{subject} } @m ], [qw(org.t.userpw org.t.urlcreds)], 'both
 
 # --- credentials in URLs are masked in WARNINGs, ping() and stats()
 (my $bad_creds = $u) =~ s{nats://}{nats://hub:leaked-pw@};
-my ($ret2, $out2, $err2) = $node->psql('postgres', qq{
-    SET state_hub_events.nats_url = '$bad_creds';
+my ($ret2, $out2, $err2) = $node->psql('postgres', she_apply_sets($node, qq{
+    SET state_hub_events.nats_url = '$bad_creds';}) . qq{
     SELECT state_hub_events.publish('org.t.masked') IS NOT NULL;
     SELECT last_error FROM state_hub_events.stats();
 });

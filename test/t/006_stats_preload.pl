@@ -51,12 +51,24 @@ $node->safe_psql('postgres', 'SELECT state_hub_events.stats_reset()');
 is($node->safe_psql('postgres', q{SELECT buffered, published, failed, commits, commit_publish_p50_ms IS NULL, last_error IS NULL FROM state_hub_events.stats()}),
     '0|0|0|0|t|t', 'stats_reset() zeroes the cluster-wide counters');
 
-# without preloading: per backend
-my $plain = she_node('plain', undef);
-is($plain->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.x') IS NOT NULL; SELECT scope, buffered FROM state_hub_events.stats()}),
-    "t\nbackend|1", 'not preloaded: stats() is this backend\'s and says so');
-is($plain->safe_psql('postgres', q{SELECT buffered FROM state_hub_events.stats()}), '0',
-    'another backend starts from zero');
+# without preloading: publishing refuses with a hint, stats() per backend
+my $plain = she_node('plain', undef, preload => 0);
+($ret, $out, $err) = $plain->psql('postgres', q{
+    \set VERBOSITY verbose
+    SELECT state_hub_events.publish('org.t.x')});
+like($err, qr/ERROR:  55000: cannot publish events: state_hub_events is not in shared_preload_libraries/,
+    'not preloaded: publish() is refused with SQLSTATE 55000');
+like($err, qr/HINT:  Add state_hub_events to shared_preload_libraries/, 'and a hint');
+$plain->safe_psql('postgres', q{CREATE TABLE t (id int);
+    CREATE TRIGGER t AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION state_hub_events.emit('org.t.row')});
+($ret, $out, $err) = $plain->psql('postgres', q{INSERT INTO t VALUES (1)});
+like($err, qr/ERROR:  cannot publish events: state_hub_events is not in shared_preload_libraries/,
+    'and so is emit()');
+($ret, $out, $err) = $plain->psql('postgres', q{SELECT state_hub_events.ping()});
+like($err, qr/ERROR:  cannot publish events: state_hub_events is not in shared_preload_libraries/,
+    'and ping()');
+is($plain->safe_psql('postgres', q{SELECT scope, buffered FROM state_hub_events.stats()}),
+    'backend|0', 'not preloaded: stats() is this backend\'s and says so');
 
 $plain->stop;
 $node->stop;

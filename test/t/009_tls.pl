@@ -63,6 +63,7 @@ state_hub_events.retry_interval = '0'
 sub attempt
 {
     my ($settings, $what) = @_;
+    $settings = she_apply_sets($node, $settings);
     my ($ret, $out, $err) = $node->psql('postgres',
         "$settings SELECT state_hub_events.publish('org.t.tls') IS NOT NULL;");
     my ($pret, $pout, $perr) = $node->psql('postgres', "$settings SELECT state_hub_events.ping();");

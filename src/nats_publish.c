@@ -1,0 +1,652 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_publish.c
+ *	  Publishing a batch with per-message outcomes: the one interface
+ *	  "publish these messages to this stream, tell me each one's outcome by
+ *	  this deadline" used by the publisher and the durable worker.
+ *
+ * Exact accounting.  Every outcome comes from that message's own
+ * acknowledgement, never by subtraction from counters.  The batch in flight
+ * (SheAckBatch) is the closure of the acks: nats.c hands the ack handler
+ * the message it acknowledges, and the batch maps that message (its
+ * address: a message is alive until the handler destroys it, so addresses
+ * are unique among messages in flight) to its index.  At the deadline the
+ * caller detaches the batch under SheConn.mu: what is still pending becomes
+ * UNCONFIRMED, and an ack arriving later finds no batch, is counted in
+ * SheConn.late_acks and changes nothing, so it is neither counted twice nor
+ * taken as a success for a batch that gave up on it.
+ *
+ * Threads.  she_ack_handler runs on a nats thread: under SheConn.mu it
+ * writes only the current batch's outcomes, its pending count and its
+ * texts (plain malloc'd memory), and calls SetLatch (safe anywhere).  The
+ * caller's thread reads them under the same mutex.  No palloc, no elog.
+ *
+ * The stream.  Nothing is looked up before publishing: if JetStream answers
+ * "no responders" (no stream captures the subject) and create_stream is
+ * set, the stream is created and those messages are published again within
+ * the same deadline.
+ *
+ * IDENTIFICATION
+ *	  src/nats_publish.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+
+#include "nats_publish.h"
+
+#define TOMBSTONE ((natsMsg *) 1)
+
+/* The closure of one batch's acknowledgements (fields under SheConn.mu). */
+typedef struct SheAckBatch
+{
+	natsMsg   **keys;			/* open addressing: message -> index */
+	int		   *vals;
+	int			mask;			/* capacity - 1 (a power of two) */
+	SheMsgOutcome *out;
+	natsMsg   **kept;			/* "no responders" messages, to send again */
+	int			pending;		/* sent and not answered */
+	int			no_responders;	/* kept[] entries */
+	Latch	   *latch;			/* set when pending reaches 0 */
+	SheBatchOutcome *sum;		/* texts */
+} SheAckBatch;
+
+static inline uint32
+slot_of(const SheAckBatch *b, natsMsg *m)
+{
+	uint64		h = ((uint64) (uintptr_t) m >> 4) * UINT64CONST(0x9E3779B97F4A7C15);
+
+	return (uint32) (h >> 32) & b->mask;
+}
+
+/* Under mu.  Capacity is at least twice the inserts: never full. */
+static void
+map_insert(SheAckBatch *b, natsMsg *m, int idx)
+{
+	uint32		i = slot_of(b, m);
+
+	while (b->keys[i] != NULL && b->keys[i] != TOMBSTONE)
+		i = (i + 1) & b->mask;
+	b->keys[i] = m;
+	b->vals[i] = idx;
+}
+
+/* Under mu.  Returns the index and removes the entry, or -1. */
+static int
+map_take(SheAckBatch *b, natsMsg *m)
+{
+	uint32		i = slot_of(b, m);
+
+	while (b->keys[i] != NULL)
+	{
+		if (b->keys[i] == m)
+		{
+			b->keys[i] = TOMBSTONE;
+			return b->vals[i];
+		}
+		i = (i + 1) & b->mask;
+	}
+	return -1;
+}
+
+/* malloc'd (safe after a commit record); NULL when out of memory. */
+static SheAckBatch *
+batch_create(int n, SheMsgOutcome *out, SheBatchOutcome *sum)
+{
+	SheAckBatch *b = calloc(1, sizeof(SheAckBatch));
+	int			cap = 16;
+
+	while (cap < 4 * n)
+		cap <<= 1;
+	if (b == NULL)
+		return NULL;
+	b->keys = calloc(cap, sizeof(natsMsg *));
+	b->vals = malloc(cap * sizeof(int));
+	b->kept = calloc(Max(n, 1), sizeof(natsMsg *));
+	if (b->keys == NULL || b->vals == NULL || b->kept == NULL)
+	{
+		free(b->keys);
+		free(b->vals);
+		free(b->kept);
+		free(b);
+		return NULL;
+	}
+	b->mask = cap - 1;
+	b->out = out;
+	b->sum = sum;
+	b->latch = MyLatch;
+	return b;
+}
+
+static void
+batch_free(SheAckBatch *b, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (b->kept[i] != NULL)
+			natsMsg_Destroy(b->kept[i]);
+	free(b->keys);
+	free(b->vals);
+	free(b->kept);
+	free(b);
+}
+
+/* Refused for good: a retry of the same message cannot succeed. */
+static bool
+is_permanent(natsStatus s, int code)
+{
+	return code == JSStreamMessageExceedsMaximumErr || code == JSStreamNotMatchErr ||
+		s == NATS_MAX_PAYLOAD || s == NATS_NOT_PERMITTED;
+}
+
+/* Intern an error text in sum (under mu when a batch is attached). */
+static int
+add_text(SheBatchOutcome *sum, const char *text)
+{
+	int			i;
+
+	for (i = 0; i < sum->ntexts; i++)
+		if (strcmp(sum->texts[i], text) == 0)
+			return i;
+	if (sum->ntexts == SHE_OUTCOME_TEXTS)
+		return SHE_OUTCOME_TEXTS - 1;
+	strlcpy(sum->texts[sum->ntexts], text, sizeof(sum->texts[0]));
+	return sum->ntexts++;
+}
+
+/* Mark out as refused with status s / code and text.  Under mu if attached. */
+static void
+set_refused(SheBatchOutcome *sum, SheMsgOutcome *o, natsStatus s, int code, const char *what)
+{
+	char		text[200];
+
+	if (code != 0)
+		snprintf(text, sizeof(text), "JetStream refused a message: %s (error code %d)", what, code);
+	else
+		snprintf(text, sizeof(text), "JetStream refused a message: %s", what);
+	o->state = SHE_MSG_REFUSED;
+	o->err_code = code;
+	o->permanent = is_permanent(s, code);
+	o->text = add_text(sum, text);
+}
+
+const char *
+she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o)
+{
+	return (o->text >= 0 && o->text < sum->ntexts) ? sum->texts[o->text] : "";
+}
+
+/*
+ * nats.c's ack handler (nats thread): record this message's outcome in the
+ * batch it belongs to, if that batch still waits for it.
+ */
+void
+she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	SheConn    *c = (SheConn *) closure;
+	SheAckBatch *b;
+	int			i = -1;
+
+	pthread_mutex_lock(&c->mu);
+	b = c->current;
+	if (b != NULL)
+		i = map_take(b, msg);
+	if (i < 0)
+		c->late_acks++;
+	else if (b->out[i].state == SHE_MSG_PENDING)
+	{
+		SheMsgOutcome *o = &b->out[i];
+
+		if (pa != NULL)
+			o->state = pa->Duplicate ? SHE_MSG_DUPLICATE : SHE_MSG_STORED;
+		else if (pae != NULL && pae->Err == NATS_NO_RESPONDERS)
+		{
+			o->state = SHE_MSG_NO_RESPONDERS;
+			b->kept[i] = msg;
+			b->no_responders++;
+			msg = NULL;
+		}
+		else
+			set_refused(b->sum, o, pae ? pae->Err : NATS_ERR, pae ? (int) pae->ErrCode : 0,
+						pae && pae->ErrText ? pae->ErrText : "unknown error");
+		if (--b->pending == 0)
+			SetLatch(b->latch);
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (msg != NULL)
+		natsMsg_Destroy(msg);
+}
+
+/* The message of one event.  Signals blocked. */
+static natsStatus
+make_msg(natsMsg **msg, const SheEvent *ev, const char *stream)
+{
+	natsStatus	s;
+
+	s = natsMsg_Create(msg, ev->subject, NULL, ev->envelope, ev->envelope_len);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(*msg, "Nats-Msg-Id", ev->id);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(*msg, "Nats-Expected-Stream", stream);
+	return s;
+}
+
+/*
+ * Hand one message to the connection as part of batch b (index i).  On
+ * success nats.c owns it.  Returns false when the connection failed (the
+ * message is NOT_SENT); a refusal of this message alone returns true.
+ * Signals blocked.
+ */
+static bool
+send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
+{
+	natsStatus	s;
+	bool		answered;
+
+	pthread_mutex_lock(&c->mu);
+	map_insert(b, msg, i);
+	b->out[i].state = SHE_MSG_PENDING;
+	b->pending++;
+	pthread_mutex_unlock(&c->mu);
+
+	s = js_PublishMsgAsync(c->js, &msg, NULL);
+	if (s == NATS_OK)
+		return true;
+
+	/* not sent: nats.c calls no handler for it */
+	pthread_mutex_lock(&c->mu);
+	answered = (map_take(b, msg) < 0);
+	if (!answered)
+	{
+		b->pending--;
+		if (s == NATS_MAX_PAYLOAD)
+			set_refused(b->sum, &b->out[i], s, 0, "the message exceeds the server's max payload");
+		else
+		{
+			const char *t = nats_GetLastError(NULL);
+			char		text[200];
+
+			snprintf(text, sizeof(text), "publishing failed: %s", t ? t : natsStatus_GetText(s));
+			b->out[i].state = SHE_MSG_NOT_SENT;
+			b->out[i].text = add_text(b->sum, text);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	natsMsg_Destroy(msg);
+	return s == NATS_MAX_PAYLOAD;
+}
+
+/* Split stream_subjects into out[] (pointers into the malloc'd *copy). */
+static int
+split_subjects(const char *patterns, char **copy, const char **out, int max)
+{
+	char	   *save = NULL;
+	char	   *tok;
+	int			n = 0;
+
+	*copy = strdup(patterns);
+	if (*copy == NULL)
+		return 0;
+	for (tok = strtok_r(*copy, ",", &save); tok != NULL && n < max;
+		 tok = strtok_r(NULL, ",", &save))
+		out[n++] = tok;
+	return n;
+}
+
+/*
+ * Create the stream (JetStream said no stream captures our subjects).  A
+ * racing creator (error 10058) counts as success.  Signals blocked.
+ */
+static bool
+create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reason, size_t reasonlen)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	ec = 0;
+	jsOptions	jo;
+	natsStatus	s;
+	jsStreamConfig cfg;
+	const char *subjects[64];
+	char	   *copy = NULL;
+	int			wait_ms = (int) Max(she_ms_left(deadline), 1);
+
+	jsOptions_Init(&jo);
+	jo.Wait = wait_ms;
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = stream;
+	cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
+	cfg.Subjects = subjects;
+	cfg.Storage = js_FileStorage;
+	cfg.Replicas = she_stream_replicas;
+	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
+	cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
+								: she_duplicate_window_s) * 1000000000;
+	s = js_AddStream(&si, c->js, &cfg, &jo, &ec);
+	free(copy);
+	if (s == NATS_OK)
+		jsStreamInfo_Destroy(si);
+	if (s == NATS_OK || ec == JSStreamNameExistErr)
+		return true;
+	if (s == NATS_NO_RESPONDERS)
+		snprintf(reason, reasonlen, "JetStream did not answer: is JetStream enabled for this account?");
+	else if (s == NATS_TIMEOUT)
+		snprintf(reason, reasonlen, "no stream captures the subjects, and creating stream \"%s\" got no answer within %d ms",
+				 stream, wait_ms);
+	else
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		snprintf(reason, reasonlen, "no stream captures the subjects, and creating stream \"%s\" failed: %s",
+				 stream, t ? t : natsStatus_GetText(s));
+	}
+	return false;
+}
+
+/* Why no stream takes the messages, when it is not (or cannot be) created. */
+static void
+no_stream_reason(const char *stream, bool create_stream, const char *create_err,
+				 char *reason, size_t reasonlen)
+{
+	if (!create_stream)
+		snprintf(reason, reasonlen,
+				 "no stream captures the subjects (stream \"%s\" is missing and state_hub_events.create_stream is off)",
+				 stream);
+	else
+		strlcpy(reason, create_err, reasonlen);
+}
+
+/*
+ * Wait until every sent message of b is answered or deadline passes.  On
+ * MyLatch (the ack handler sets it), so the process's signals stay live.
+ */
+static void
+wait_for_acks(SheConn *c, SheAckBatch *b, uint64_t deadline)
+{
+	for (;;)
+	{
+		int			pending;
+		int64_t		left;
+
+		pthread_mutex_lock(&c->mu);
+		pending = b->pending;
+		pthread_mutex_unlock(&c->mu);
+		left = she_ms_left(deadline);
+		if (pending == 0 || left <= 0)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 (long) Max(left, 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * Send every message of the batch, or until the connection fails (the
+ * rest stays NOT_SENT).  Signals blocked.
+ */
+static void
+send_all(SheConn *c, SheAckBatch *b, const char *stream, const SheEvent *events, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		natsMsg    *msg = NULL;
+		natsStatus	s = make_msg(&msg, &events[i], stream);
+
+		if (s != NATS_OK)
+		{
+			char		text[200];
+
+			snprintf(text, sizeof(text), "cannot build the message: %s", natsStatus_GetText(s));
+			natsMsg_Destroy(msg);
+			pthread_mutex_lock(&c->mu);
+			b->out[i].text = add_text(b->sum, text);
+			pthread_mutex_unlock(&c->mu);
+			break;
+		}
+		if (!send_one(c, b, msg, i))
+			break;
+	}
+}
+
+/*
+ * The messages that met "no responders": create the stream and send them
+ * again, or refuse them.  Signals blocked.
+ */
+static void
+retry_no_responders(SheConn *c, SheAckBatch *b, int n, const char *stream,
+					bool create_stream, uint64_t deadline)
+{
+	char		reason[200] = "";
+	bool		created = create_stream &&
+		create_stream_now(c, stream, deadline, reason, sizeof(reason));
+	int			i;
+
+	if (!create_stream)
+		no_stream_reason(stream, false, "", reason, sizeof(reason));
+	for (i = 0; i < n; i++)
+	{
+		natsMsg    *msg;
+
+		pthread_mutex_lock(&c->mu);
+		msg = b->kept[i];
+		b->kept[i] = NULL;
+		if (msg != NULL)
+			b->no_responders--;
+		if (msg != NULL && !created)
+		{
+			b->out[i].state = SHE_MSG_REFUSED;
+			b->out[i].text = add_text(b->sum, reason);
+		}
+		pthread_mutex_unlock(&c->mu);
+		if (msg == NULL)
+			continue;
+		if (!created)
+			natsMsg_Destroy(msg);
+		else
+			(void) send_one(c, b, msg, i);
+	}
+}
+
+/*
+ * Give up on what is still unanswered: detach the batch, so later acks
+ * change nothing; pending becomes UNCONFIRMED.
+ */
+static void
+detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
+{
+	int			i;
+	int			t = -1;
+
+	pthread_mutex_lock(&c->mu);
+	c->current = NULL;
+	for (i = 0; i < n; i++)
+	{
+		if (b->out[i].state == SHE_MSG_PENDING)
+		{
+			if (t < 0)
+			{
+				char		text[200];
+
+				snprintf(text, sizeof(text), "no acknowledgement from JetStream within %d ms", publish_ms);
+				t = add_text(b->sum, text);
+			}
+			b->out[i].state = SHE_MSG_UNCONFIRMED;
+			b->out[i].text = t;
+		}
+		else if (b->out[i].state == SHE_MSG_NO_RESPONDERS)
+		{
+			b->out[i].state = SHE_MSG_REFUSED;
+			b->out[i].text = add_text(b->sum, "no stream captures the subjects");
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Publish one message with a single request (one round trip, no flush). */
+static void
+publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *ev,
+			uint64_t deadline, SheMsgOutcome *o, SheBatchOutcome *sum)
+{
+	natsMsg    *msg = NULL;
+	jsPubAck   *pa = NULL;
+	jsErrCode	ec = 0;
+	jsPubOptions po;
+	natsStatus	s;
+	bool		created = false;
+	char		reason[200] = "";
+
+	s = make_msg(&msg, ev, stream);
+	if (s != NATS_OK)
+	{
+		snprintf(reason, sizeof(reason), "cannot build the message: %s", natsStatus_GetText(s));
+		o->text = add_text(sum, reason);
+		natsMsg_Destroy(msg);
+		return;
+	}
+	for (;;)
+	{
+		jsPubOptions_Init(&po);
+		po.MaxWait = Max(she_ms_left(deadline), 1);
+		ec = 0;
+		s = js_PublishMsg(&pa, c->js, msg, &po, &ec);
+		if (s == NATS_NO_RESPONDERS && !created && create_stream &&
+			(created = create_stream_now(c, stream, deadline, reason, sizeof(reason))))
+			continue;
+		break;
+	}
+	natsMsg_Destroy(msg);
+	if (s == NATS_OK)
+	{
+		o->state = pa->Duplicate ? SHE_MSG_DUPLICATE : SHE_MSG_STORED;
+		jsPubAck_Destroy(pa);
+	}
+	else if (s == NATS_TIMEOUT)
+	{
+		snprintf(reason, sizeof(reason), "no acknowledgement from JetStream within %d ms",
+				 she_publish_timeout_ms);
+		o->state = SHE_MSG_UNCONFIRMED;
+		o->text = add_text(sum, reason);
+	}
+	else if (s == NATS_NO_RESPONDERS)
+	{
+		if (!create_stream)
+			no_stream_reason(stream, false, "", reason, sizeof(reason));
+		o->state = SHE_MSG_REFUSED;
+		o->text = add_text(sum, reason);
+	}
+	else
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		set_refused(sum, o, s, (int) ec, t ? t : natsStatus_GetText(s));
+	}
+}
+
+/* Sum the outcomes; reason = the text of the first message not stored. */
+static void
+summarize(const SheMsgOutcome *out, int n, SheBatchOutcome *sum)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		switch ((SheMsgState) out[i].state)
+		{
+			case SHE_MSG_DUPLICATE:
+				sum->duplicates++;
+				/* FALLTHROUGH */
+			case SHE_MSG_STORED:
+				sum->stored++;
+				continue;
+			case SHE_MSG_REFUSED:
+				sum->refused++;
+				if (out[i].permanent)
+					sum->refused_permanent++;
+				break;
+			case SHE_MSG_UNCONFIRMED:
+				sum->unconfirmed++;
+				break;
+			default:
+				sum->not_sent++;
+				break;
+		}
+		if (sum->reason[0] == '\0')
+			strlcpy(sum->reason, she_outcome_text(sum, &out[i]), sizeof(sum->reason));
+	}
+}
+
+/*
+ * Publish a batch and report each message's outcome by the deadline (see
+ * nats_publish.h).  The connection must exist (she_conn_ensure).
+ */
+void
+she_publish_events(SheConn *c, const char *stream, bool create_stream,
+				   const SheEvent *events, int n, uint64_t deadline,
+				   SheMsgOutcome *out, SheBatchOutcome *sum)
+{
+	SheAckBatch *b;
+	sigset_t	saved;
+	bool		retry;
+	int			i;
+	int			publish_ms = (int) Max(she_ms_left(deadline), 1);
+
+	memset(sum, 0, sizeof(*sum));
+	for (i = 0; i < n; i++)
+	{
+		out[i].state = SHE_MSG_NOT_SENT;
+		out[i].permanent = false;
+		out[i].err_code = 0;
+		out[i].text = -1;
+	}
+	if (n == 0)
+		return;
+	if (c->js == NULL || !she_conn_is_connected(c, sum->reason, sizeof(sum->reason)))
+	{
+		if (c->js == NULL)
+			snprintf(sum->reason, sizeof(sum->reason), "no connection to NATS");
+		for (i = 0; i < n; i++)
+			out[i].text = add_text(sum, sum->reason);
+		summarize(out, n, sum);
+		return;
+	}
+
+	she_nats_block_signals(&saved);
+	if (n == 1)
+		publish_one(c, stream, create_stream, &events[0], deadline, &out[0], sum);
+	else if ((b = batch_create(n, out, sum)) == NULL)
+	{
+		for (i = 0; i < n; i++)
+			out[i].text = add_text(sum, "out of memory");
+	}
+	else
+	{
+		pthread_mutex_lock(&c->mu);
+		c->current = b;
+		pthread_mutex_unlock(&c->mu);
+		send_all(c, b, stream, events, n);
+		/* write now rather than after the flusher's ~1 ms delay */
+		(void) natsConnection_FlushTimeout(c->nc, Max(she_ms_left(deadline), 1));
+		she_nats_restore_signals(&saved);
+		wait_for_acks(c, b, deadline);
+		she_nats_block_signals(&saved);
+		pthread_mutex_lock(&c->mu);
+		retry = b->no_responders > 0;
+		pthread_mutex_unlock(&c->mu);
+		if (retry)
+		{
+			retry_no_responders(c, b, n, stream, create_stream, deadline);
+			she_nats_restore_signals(&saved);
+			wait_for_acks(c, b, deadline);
+			she_nats_block_signals(&saved);
+		}
+		detach(c, b, n, publish_ms);
+		batch_free(b, n);
+	}
+	she_nats_restore_signals(&saved);
+	summarize(out, n, sum);
+}

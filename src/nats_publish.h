@@ -1,0 +1,74 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_publish.h
+ *	  Publish a batch of events to a JetStream stream and learn each
+ *	  message's outcome from its own acknowledgement, by a deadline.
+ *
+ * IDENTIFICATION
+ *	  src/nats_publish.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SHE_NATS_PUBLISH_H
+#define SHE_NATS_PUBLISH_H
+
+#include "nats_conn.h"
+#include "state_hub_events.h"
+
+/* What became of one message. */
+typedef enum SheMsgState
+{
+	SHE_MSG_NOT_SENT = 0,		/* never handed to the connection: lost */
+	SHE_MSG_PENDING,			/* internal: sent, not answered yet */
+	SHE_MSG_NO_RESPONDERS,		/* internal: no stream captured it yet */
+	SHE_MSG_STORED,				/* acknowledged */
+	SHE_MSG_DUPLICATE,			/* acknowledged as a duplicate of its Nats-Msg-Id */
+	SHE_MSG_REFUSED,			/* the server (or the client) said no: lost */
+	SHE_MSG_UNCONFIRMED			/* sent, no answer by the deadline: may be stored */
+} SheMsgState;
+
+typedef struct SheMsgOutcome
+{
+	uint8		state;			/* SheMsgState */
+	bool		permanent;		/* refused for good: too large, wrong stream,
+								 * no permission (a retry cannot help) */
+	int			err_code;		/* JetStream's error code, 0 if none */
+	int			text;			/* index into SheBatchOutcome.texts, or -1 */
+} SheMsgOutcome;
+
+#define SHE_OUTCOME_TEXTS	4
+
+/* The sums over a batch, and the distinct error texts its messages met. */
+typedef struct SheBatchOutcome
+{
+	int			stored;			/* including duplicates */
+	int			duplicates;
+	int			refused;
+	int			refused_permanent;
+	int			unconfirmed;
+	int			not_sent;
+	char		reason[256];	/* the first failure, for a WARNING or LOG */
+	int			ntexts;
+	char		texts[SHE_OUTCOME_TEXTS][200];
+} SheBatchOutcome;
+
+/*
+ * Publish events[0..n-1] to stream (with Nats-Msg-Id = id and
+ * Nats-Expected-Stream = stream) and fill out[i] with each one's outcome by
+ * deadline (she_now_usec() time).  Creates the stream on "no responders"
+ * when create_stream.  Never ERRORs and never pallocs (safe after a commit
+ * record).  Waits on MyLatch and resets it: callers re-check what else
+ * their latch may have announced.
+ */
+extern void she_publish_events(SheConn *c, const char *stream, bool create_stream,
+							   const SheEvent *events, int n, uint64_t deadline,
+							   SheMsgOutcome *out, SheBatchOutcome *sum);
+
+/* The error text of one message's outcome ("" if none). */
+extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);
+
+/* nats.c's ack handler for SheConn's JetStream context (nats threads). */
+extern void she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,
+							jsPubAckErr *pae, void *closure);
+
+#endif							/* SHE_NATS_PUBLISH_H */

@@ -1,0 +1,194 @@
+/*-------------------------------------------------------------------------
+ *
+ * ping.c
+ *	  The admin check ping(): the connection's server, TLS, identity and
+ *	  round trip, and the stream's facts, as jsonb.
+ *
+ * she_ping_gather makes its nats calls with signals blocked into a plain
+ * struct, releases every nats object, restores the signal mask, and only
+ * then builds the JSON with palloc: an ERROR there leaves nothing behind.
+ *
+ * IDENTIFICATION
+ *	  src/ping.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+
+#include "nats_conn.h"
+#include "ping.h"
+#include "state_hub_events.h"
+
+/* What the nats calls learnt; plain memory. */
+typedef struct PingFacts
+{
+	char		connected_url[512];
+	char		server_id[128];
+	int64_t		rtt_ns;
+	int64_t		max_payload;
+	bool		stream_found;
+	char		subjects[1024];	/* JSON array body */
+	bool		file_storage;
+	int64_t		replicas;
+	int64_t		duplicates_ns;
+	int64_t		max_age_ns;
+	uint64_t	msgs;
+	uint64_t	bytes;
+	uint64_t	last_seq;
+} PingFacts;
+
+/* Append the stream's subjects to f->subjects as a JSON array body (no palloc). */
+static void
+copy_subjects(PingFacts *f, jsStreamConfig *c)
+{
+	size_t		o = 0;
+	int			i;
+
+	for (i = 0; i < c->SubjectsLen && o + 4 < sizeof(f->subjects); i++)
+		o += snprintf(f->subjects + o, sizeof(f->subjects) - o, "%s\"%s\"",
+					  i > 0 ? "," : "", c->Subjects[i]);
+}
+
+/*
+ * The nats calls: server facts and the stream lookup.  Signals blocked by
+ * the caller.  Returns NATS_OK, or a status with err filled in.
+ */
+static natsStatus
+gather_facts(SheConn *c, const char *stream, PingFacts *f, char *err, size_t errlen,
+			 bool *no_jetstream)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	ec = 0;
+	jsOptions	jo;
+	natsStatus	s;
+
+	(void) natsConnection_GetConnectedUrl(c->nc, f->connected_url, sizeof(f->connected_url));
+	(void) natsConnection_GetConnectedServerId(c->nc, f->server_id, sizeof(f->server_id));
+	(void) natsConnection_GetRTT(c->nc, &f->rtt_ns);
+	f->max_payload = natsConnection_GetMaxPayload(c->nc);
+	jsOptions_Init(&jo);
+	jo.Wait = she_publish_timeout_ms;
+	s = js_GetStreamInfo(&si, c->js, stream, &jo, &ec);
+	if (s == NATS_OK)
+	{
+		jsStreamConfig *cfg = si->Config;
+
+		f->stream_found = true;
+		copy_subjects(f, cfg);
+		f->file_storage = (cfg->Storage == js_FileStorage);
+		f->replicas = cfg->Replicas;
+		f->duplicates_ns = cfg->Duplicates;
+		f->max_age_ns = cfg->MaxAge;
+		f->msgs = si->State.Msgs;
+		f->bytes = si->State.Bytes;
+		f->last_seq = si->State.LastSeq;
+		jsStreamInfo_Destroy(si);
+	}
+	else if (s == NATS_NOT_FOUND || ec == JSStreamNotFoundErr)
+		s = NATS_OK;
+	else if (s == NATS_NO_RESPONDERS)
+	{
+		*no_jetstream = true;
+		snprintf(err, errlen, "JetStream is not enabled on the server");
+	}
+	else
+	{
+		const char *t = nats_GetLastError(NULL);
+
+		snprintf(err, errlen, "stream lookup failed: %s", t ? t : natsStatus_GetText(s));
+	}
+	return s;
+}
+
+/* The stream part of the JSON. */
+static void
+stream_json(StringInfo buf, const ShePingAsk *ask, const PingFacts *f)
+{
+	appendStringInfoString(buf, ",\"stream\":");
+	escape_json(buf, ask->stream);
+	appendStringInfo(buf, ",\"stream_exists\":%s", f->stream_found ? "true" : "false");
+	if (!f->stream_found)
+	{
+		appendStringInfo(buf, ",\"will_create\":%s", ask->create_stream ? "true" : "false");
+		return;
+	}
+	appendStringInfo(buf, ",\"stream_subjects\":[%s],\"storage\":\"%s\",\"replicas\":%lld,"
+					 "\"duplicate_window_s\":%.3f,\"max_age_s\":%.3f,"
+					 "\"messages\":%llu,\"bytes\":%llu,\"last_seq\":%llu",
+					 f->subjects, f->file_storage ? "file" : "memory",
+					 (long long) f->replicas, f->duplicates_ns / 1e9, f->max_age_ns / 1e9,
+					 (unsigned long long) f->msgs, (unsigned long long) f->bytes,
+					 (unsigned long long) f->last_seq);
+	/* what an operator should know about this stream */
+	appendStringInfoString(buf, ",\"warnings\":[");
+	if (f->duplicates_ns < (int64_t) ask->want_dup_window_s * 1000000000)
+		appendStringInfo(buf, "\"the stream's duplicate window (%.0f s) is shorter than %s (%d s): a re-published event outside it is stored twice\"",
+						 f->duplicates_ns / 1e9,
+						 ask->durable ? "what durable delivery asks for (state_hub_events.durable_duplicate_window)"
+						 : "state_hub_events.duplicate_window", ask->want_dup_window_s);
+	appendStringInfoChar(buf, ']');
+}
+
+/* The identity the connection uses, never a secret. */
+static void
+identity_json(StringInfo buf)
+{
+	appendStringInfo(buf, ",\"tls\":%s,\"auth\":",
+					 (she_tls_ca_file[0] != '\0' || she_tls_cert_file[0] != '\0' ||
+					  strstr(she_nats_url, "tls://") != NULL) ? "true" : "false");
+	if (she_creds_file[0] != '\0')
+		appendStringInfoString(buf, "\"creds file\"");
+	else if (she_nkey[0] != '\0')
+		escape_json(buf, psprintf("nkey %s", she_nkey));
+	else if (she_user[0] != '\0')
+		escape_json(buf, psprintf("user %s", she_user));
+	else if (she_token[0] != '\0')
+		appendStringInfoString(buf, "\"token\"");
+	else if (strchr(she_nats_url, '@') != NULL)
+		appendStringInfoString(buf, "\"credentials in the URL\"");
+	else
+		appendStringInfoString(buf, "\"none\"");
+}
+
+/*
+ * Ask the live connection c about itself and ask->stream; on success write
+ * the JSON object into json and return true, else fill err (and
+ * *no_jetstream when JetStream does not answer at all).
+ */
+bool
+she_ping_gather(SheConn *c, const ShePingAsk *ask, StringInfo json,
+				char *err, size_t errlen, bool *no_jetstream)
+{
+	PingFacts  *f = palloc0(sizeof(PingFacts));
+	sigset_t	saved;
+	natsStatus	s;
+	char		url2[512];
+	uint64_t	t0 = she_now_usec();
+
+	*no_jetstream = false;
+	if (!she_conn_is_connected(c, err, errlen))
+		return false;
+	she_nats_block_signals(&saved);
+	s = gather_facts(c, ask->stream, f, err, errlen, no_jetstream);
+	she_nats_restore_signals(&saved);
+	if (s != NATS_OK)
+		return false;
+
+	she_mask_url(f->connected_url, url2, sizeof(url2));
+	appendStringInfoString(json, "{\"connected_url\":");
+	escape_json(json, url2);
+	appendStringInfoString(json, ",\"server_id\":");
+	escape_json(json, f->server_id);
+	appendStringInfo(json, ",\"rtt_us\":%lld,\"lookup_ms\":%.3f,\"max_payload\":%lld,\"jetstream\":true,"
+					 "\"publisher_pid\":%d",
+					 (long long) (f->rtt_ns / 1000), (she_now_usec() - t0) / 1000.0,
+					 (long long) f->max_payload, MyProcPid);
+	stream_json(json, ask, f);
+	identity_json(json);
+	appendStringInfoChar(json, '}');
+	return true;
+}

@@ -1,0 +1,155 @@
+
+# 018_publisher.pl
+#    The one publisher process: exact accounting (stats() == the WARNINGs ==
+#    what the stream holds) with a stopped and a hung server, ping()
+#    cancellable against a hung server, the publisher killed with kill -9
+#    while sessions commit, and commit order of transactions that touched
+#    the same rows.
+
+use strict;
+use warnings;
+
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+use NatsServer;
+use SheTest;
+
+my $nats = NatsServer->new->start;
+my $node = she_node('publisher', $nats, conf => q{
+state_hub_events.publish_timeout = '1s'
+state_hub_events.retry_interval = '0'
+restart_after_crash = on
+});
+
+sub stats
+{
+    my ($r) = $node->safe_psql('postgres', q{SELECT published, failed, unconfirmed FROM state_hub_events.stats()});
+    return split /\|/, $r;
+}
+
+# Commit $n one-event transactions in one session; returns the ids and the
+# events the WARNINGs counted lost and unconfirmed.
+sub commit_many
+{
+    my ($n, $tag) = @_;
+    my $sql = join('', map { "SELECT state_hub_events.publish('org.t.acct.$tag', '{\"i\": $_}');\n" } 1 .. $n);
+    my ($ret, $out, $err) = $node->psql('postgres', $sql);
+    my ($lost, $unconf) = (0, 0);
+    $lost += $1 while $err =~ /(\d+) of \d+ events of the committed transaction were not published/g;
+    $unconf += $1 while $err =~ /(\d+) of \d+ events were sent but not confirmed/g;
+    return ([ split /\n/, $out ], $lost, $unconf);
+}
+
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.setup')});
+wait_for_messages($nats, 1);
+
+# --- stopped server: every event lost, exactly counted
+my @s0 = stats();
+$nats->stop;
+my ($ids, $lost, $unconf) = commit_many(20, 'down');
+my @s1 = stats();
+is($lost + $unconf, 20, 'server stopped: every one of 20 events is in a WARNING');
+is($s1[1] - $s0[1], $lost, 'stats() failed == the events the WARNINGs call lost');
+is($s1[2] - $s0[2], $unconf, 'stats() unconfirmed == the events the WARNINGs call unconfirmed');
+is($s1[0] - $s0[0], 0, 'nothing counted published');
+$nats->start;
+my $back = 0;
+for (1 .. 100)
+{
+    my ($r, $o, $e) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.back')});
+    if ($e eq '') { $back = 1; last; }
+    usleep(100_000);
+}
+ok($back, 'publishing resumes when the server is back');
+my %in_stream = map { $_->{msg_id} => 1 } $nats->messages;
+my @lost_ids = grep { $in_stream{$_} } @$ids;
+cmp_ok(scalar @lost_ids, '<=', $unconf, 'of those events, at most the unconfirmed ones reached the stream');
+
+# --- hung server: unconfirmed, counted once; the stream holds no more
+@s0 = stats();
+my $before = $nats->last_seq;
+$nats->pause;
+($ids, $lost, $unconf) = commit_many(10, 'hung');
+@s1 = stats();
+is($lost + $unconf, 10, 'server hung: every one of 10 events is in a WARNING');
+is($s1[1] - $s0[1], $lost, 'stats() failed == WARNING lost');
+is($s1[2] - $s0[2], $unconf, 'stats() unconfirmed == WARNING unconfirmed');
+$nats->resume;
+my @after = wait_for_messages($nats, 1);
+%in_stream = map { $_->{msg_id} => 1 } $nats->messages;
+cmp_ok(scalar(grep { $in_stream{$_} } @$ids), '<=', $unconf,
+    'after the server resumes, the stream holds at most the unconfirmed events');
+
+# --- ping() against a hung server is cancellable
+$node->safe_psql('postgres', q{ALTER SYSTEM SET state_hub_events.publish_timeout = '8s'; SELECT pg_reload_conf()});
+# the publisher may still be reconnecting after the hang
+ok($node->poll_query_until('postgres', q{SELECT state_hub_events.ping() IS NOT NULL}),
+    'the publisher is connected again');
+$nats->pause;
+my $bg = $node->background_psql('postgres', on_error_stop => 0);
+my $pid = $bg->query_safe('SELECT pg_backend_pid()');
+$bg->{stdin} .= "SELECT state_hub_events.ping();\n";
+$bg->{run}->pump_nb;
+$node->poll_query_until('postgres',
+    "SELECT state = 'active' AND query ~ 'ping' FROM pg_stat_activity WHERE pid = $pid");
+usleep(300_000);
+my $t0 = time;
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+$bg->{run}->pump_nb until $bg->{stderr} =~ /canceling statement/ || time - $t0 > 5;
+my $took = time - $t0;
+like($bg->{stderr}, qr/canceling statement due to user request/, 'ping() against a hung server is cancelled');
+cmp_ok($took, '<', 1.5, "within a second or so (took ${took}s)");
+$bg->{stderr} = '';
+is($bg->query_safe('SELECT 1'), '1', 'the session goes on');
+$bg->quit;
+$nats->resume;
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET state_hub_events.publish_timeout; SELECT pg_reload_conf()});
+
+# --- commit order of transactions that touched the same row
+$node->safe_psql('postgres', q{CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)});
+my $script = $node->basedir . '/order.sql';
+open my $fh, '>', $script or die $!;
+print $fh q{BEGIN;
+WITH u AS (UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n)
+SELECT state_hub_events.publish('org.t.order', jsonb_build_object('n', n)) FROM u;
+COMMIT;
+};
+close $fh;
+$node->command_ok([ 'pgbench', '-n', '-c', '4', '-j', '4', '-t', '100', '-f', $script, $node->connstr('postgres') ],
+    'four sessions update one row 400 times');
+my @order = grep { $_->{subject} eq 'org.t.order' } wait_for_messages($nats, 1);
+for (1 .. 100) { last if @order >= 400; usleep(100_000); @order = grep { $_->{subject} eq 'org.t.order' } $nats->messages; }
+my @n = map { $_->{body}{attributes}{n} } @order;
+is(scalar @n, 400, 'all 400 events are in the stream');
+is_deeply(\@n, [ sort { $a <=> $b } @n ], 'in the order their transactions committed');
+
+# --- the publisher killed with kill -9 while sessions commit
+my $ppid = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'))->{publisher_pid};
+my $bench = IPC::Run::start([ 'pgbench', '-n', '-c', '2', '-j', '2', '-T', '4', '-f', $script, $node->connstr('postgres') ],
+    '>', \my $bout, '2>', \my $berr);
+usleep(1_000_000);
+kill 'KILL', $ppid;
+$bench->finish;
+ok(1, 'pgbench ended (sessions were disconnected by the crash restart)');
+my $up = 0;
+for (1 .. 300)
+{
+    my ($r, $o, $e) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.after_kill')});
+    if ($r == 0 && $e eq '') { $up = 1; last; }
+    usleep(100_000);
+}
+ok($up, 'after the crash restart, publishing resumes by itself');
+my $new_pid = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'))->{publisher_pid};
+isnt($new_pid, $ppid, 'a new publisher process serves');
+($ids, $lost, $unconf) = commit_many(20, 'after');
+is($lost + $unconf, 0, '20 more commits publish without a WARNING');
+%in_stream = map { $_->{msg_id} => 1 } $nats->messages;
+is(scalar(grep { $in_stream{$_} } @$ids), 20, 'and all 20 are in the stream');
+
+$node->stop;
+$nats->stop;
+done_testing();
