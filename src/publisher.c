@@ -107,10 +107,12 @@ refresh_connection(void)
 		she_mask_url(she_nats_url, masked, sizeof(masked));
 		if (up)
 			ereport(LOG,
-					(errmsg("state_hub_events publisher: connected to NATS at %s", masked)));
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events publisher: connected to NATS at %s", masked)));
 		else
 			ereport(LOG,
-					(errmsg("state_hub_events publisher: not connected to NATS: %s", err)));
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("state_hub_events publisher: not connected to NATS: %s", err)));
 		last_state = up;
 	}
 }
