@@ -6,6 +6,7 @@ OBJS = \
 	src/ddl_guard.o \
 	src/emit.o \
 	src/envelope.o \
+	src/envelope_json.o \
 	src/guc.o \
 	src/launcher.o \
 	src/nats_conn.o \
@@ -17,6 +18,8 @@ OBJS = \
 	src/queue.o \
 	src/state_hub_events.o \
 	src/stats.o \
+	src/subject.o \
+	src/url_mask.o \
 	src/worker.o
 
 EXTENSION = state_hub_events
@@ -27,6 +30,9 @@ PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream eve
 REGRESS = validation buffer emit security settings lifecycle
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
+# Harness binaries and scratch corpora of the fuzz runs.
+EXTRA_CLEAN = test/fuzz/build
+
 SHLIB_LINK = -lnats -luuid -lpthread
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
@@ -35,14 +41,16 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# Every file includes the shared header (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h
+# Every file includes the shared header, which includes the plain C ones
+# (PGXS tracks no header dependencies).
+$(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h \
+	src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h
 
 # The test helper that reads messages back from the stream.
 test/natsdump: test/natsdump.c
 	$(CC) -O2 -Wall -o $@ $< -lnats
 
-.PHONY: deps demo test bench
+.PHONY: deps demo test bench fuzz test-asan
 
 # Install what is missing (Debian packages), as root or through sudo.
 deps:
@@ -52,6 +60,19 @@ deps:
 # nats-server; ends with a pass/fail summary.
 test: deps
 	@bash test/run-tests.sh
+
+# Fuzz each plain C parser (subject checks, pattern coverage, URL masking,
+# the envelope's JSON text) for FUZZ_SECONDS, then merge what was found into
+# the committed corpus, minimized.  `make test` runs a short, bounded pass.
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	@bash test/fuzz/run.sh fuzz $(FUZZ_SECONDS)
+
+# pg_regress and the TAP tests with the extension built with
+# AddressSanitizer, the servers running with its runtime preloaded; fails on
+# any report.  Slow (~15 min): not part of `make test`.
+test-asan: deps
+	@bash test/run-asan.sh
 
 # Measure the commit path against NOTIFY, an outbox table and raw nats.c
 # (QUICK=1: a smoke run under a minute).

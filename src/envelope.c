@@ -4,10 +4,14 @@
  *	  Subject validation and the EventEnvelope JSON of one event.
  *
  * Everything that can refuse an event runs here, at the call: the subject's
- * syntax, whether the stream's subjects cover it, the attributes' shape, the
- * envelope's size.  The envelope is built complete except for its timestamp,
- * which is a fixed-width placeholder filled in at pre-commit, so the COMMIT
- * path only copies bytes and never allocates.
+ * syntax, the attributes' shape, the envelope's size.  The envelope is built
+ * complete except for its timestamp, which is a fixed-width placeholder
+ * filled in at pre-commit, so the COMMIT path only copies bytes and never
+ * allocates.
+ *
+ * This is the server's side: errors, the event id, the jsonb attributes.
+ * The parsing and the JSON text themselves are plain C in subject.c and
+ * envelope_json.c (built without a server by test/fuzz).
  *
  * IDENTIFICATION
  *	  src/envelope.c
@@ -23,12 +27,9 @@
 #include "lib/stringinfo.h"
 #include "port.h"
 #include "utils/memutils.h"
-#include "utils/json.h"
 #include "utils/jsonb.h"
 
 #include "state_hub_events.h"
-
-#define TIMESTAMP_PLACEHOLDER "0000-00-00T00:00:00.000000Z"
 
 /*
  * Random bytes for UUIDs, drawn from pg_strong_random in blocks: one call per
@@ -38,7 +39,7 @@
 static uint8 rand_pool[4096];
 static int	rand_pos = sizeof(rand_pool);
 
-/* Scratch buffer for building envelopes, reused across calls. */
+/* Scratch buffer for printing attributes, reused across calls. */
 static StringInfo scratch = NULL;
 
 /*
@@ -68,114 +69,51 @@ make_uuid_v4(char *out)
  * Refuse a subject NATS would not deliver as one literal subject.
  *
  * Raises 22004 for NULL (handled by the caller) and 22023 for everything
- * else, naming the problem.
+ * else, naming the problem (subject.c finds it).
  */
 void
 she_check_subject(const char *subject)
 {
-	const char *p;
-	int			toklen = 0;
-	size_t		len = strlen(subject);
+	size_t		pos = 0;
 
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish an event with an empty subject")));
-	if (len > SHE_MAX_SUBJECT_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish an event with a subject of %zu bytes", len),
-				 errdetail("Subjects are limited to %d bytes.", SHE_MAX_SUBJECT_LEN)));
-
-	for (p = subject;; p++)
+	switch (she_subject_problem(subject, SHE_MAX_SUBJECT_LEN, &pos))
 	{
-		unsigned char c = (unsigned char) *p;
-
-		if (c == '.' || c == '\0')
-		{
-			if (toklen == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("cannot publish to subject \"%s\": it has an empty token", subject),
-						 errdetail("Subjects are dot-separated tokens such as \"org.statehub.repo.registered\".")));
-			if (c == '\0')
-				break;
-			toklen = 0;
-			continue;
-		}
-		if (c <= ' ' || c == 0x7f)
+		case SHE_SUBJECT_OK:
+			break;
+		case SHE_SUBJECT_EMPTY:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot publish an event with an empty subject")));
+			break;
+		case SHE_SUBJECT_TOO_LONG:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot publish an event with a subject of %zu bytes", strlen(subject)),
+					 errdetail("Subjects are limited to %d bytes.", SHE_MAX_SUBJECT_LEN)));
+			break;
+		case SHE_SUBJECT_EMPTY_TOKEN:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot publish to subject \"%s\": it has an empty token", subject),
+					 errdetail("Subjects are dot-separated tokens such as \"org.statehub.repo.registered\".")));
+			break;
+		case SHE_SUBJECT_BAD_BYTE:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cannot publish to a subject containing whitespace or control characters"),
-					 errdetail("Offending byte 0x%02x at position %d.", c, (int) (p - subject) + 1)));
-		if (c == '*' || c == '>')
+					 errdetail("Offending byte 0x%02x at position %d.",
+							   (unsigned char) subject[pos], (int) pos + 1)));
+			break;
+		case SHE_SUBJECT_WILDCARD:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("cannot publish to subject \"%s\": it contains the wildcard \"%c\"", subject, c),
+					 errmsg("cannot publish to subject \"%s\": it contains the wildcard \"%c\"", subject, subject[pos]),
 					 errdetail("Events are published to literal subjects; wildcards only belong in subscriptions.")));
-		toklen++;
+			break;
+		case SHE_SUBJECT_GT_NOT_LAST:
+			elog(ERROR, "unexpected subject problem for \"%s\"", subject);
+			break;
 	}
-}
-
-/*
- * Does one pattern (tokens, "*" and a final ">") match the subject?
- * pattern is not NUL-terminated: patlen bytes.
- */
-static bool
-pattern_matches(const char *pat, int patlen, const char *subject)
-{
-	const char *pend = pat + patlen;
-	const char *s = subject;
-
-	while (pat < pend)
-	{
-		const char *ptok_end = memchr(pat, '.', pend - pat);
-		const char *stok_end = strchr(s, '.');
-		int			plen;
-		int			slen;
-
-		if (ptok_end == NULL)
-			ptok_end = pend;
-		if (stok_end == NULL)
-			stok_end = s + strlen(s);
-		plen = ptok_end - pat;
-		slen = stok_end - s;
-
-		if (*s == '\0')
-			return false;		/* subject ran out of tokens */
-		if (plen == 1 && *pat == '>')
-			return true;		/* matches one or more remaining tokens */
-		if (!(plen == 1 && *pat == '*') &&
-			(plen != slen || memcmp(pat, s, plen) != 0))
-			return false;
-
-		pat = (ptok_end < pend) ? ptok_end + 1 : pend;
-		s = (*stok_end == '.') ? stok_end + 1 : stok_end;
-		if (pat == pend && *stok_end == '.')
-			return false;		/* subject has more tokens */
-	}
-	return *s == '\0';
-}
-
-/*
- * Is the subject covered by one of the comma-separated patterns?
- */
-bool
-she_subject_covered(const char *subject, const char *patterns)
-{
-	const char *p = patterns;
-
-	while (*p)
-	{
-		const char *end = strchr(p, ',');
-
-		if (end == NULL)
-			end = p + strlen(p);
-		if (pattern_matches(p, end - p, subject))
-			return true;
-		p = (*end == ',') ? end + 1 : end;
-	}
-	return false;
 }
 
 /*
@@ -207,13 +145,16 @@ she_format_timestamp(TimestampTz ts, char *buf)
  *
  * The subject must already have passed she_check_subject and the coverage
  * check.  attributes may be NULL (meaning {}); anything but an object is
- * refused.  The envelope is refused if it would exceed max_bytes.
+ * refused.  The envelope is refused if it would exceed max_bytes.  The JSON
+ * text is laid out and written by envelope_json.c; only the attributes are
+ * printed here, into a scratch buffer.
  */
 void
 she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_bytes,
 				MemoryContext target)
 {
-	StringInfo	buf;
+	SheEnvelopeParts parts;
+	SheEnvelopeLayout layout;
 
 	if (attributes != NULL && (!JB_ROOT_IS_OBJECT(attributes) || JB_ROOT_IS_SCALAR(attributes)))
 		ereport(ERROR,
@@ -222,48 +163,47 @@ she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_by
 				 errdetail("Attributes must be a jsonb object such as '{\"repo_id\": 1}', not %s.",
 						   JB_ROOT_IS_SCALAR(attributes) ? "a scalar" : "an array")));
 
-	if (scratch == NULL || scratch->maxlen > 4 * 1024 * 1024)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		if (scratch != NULL)
-		{
-			pfree(scratch->data);
-			pfree(scratch);
-		}
-		scratch = makeStringInfo();
-		MemoryContextSwitchTo(old);
-	}
-	buf = scratch;
-	resetStringInfo(buf);
-
 	make_uuid_v4(ev->id);
-	appendStringInfoString(buf, "{\"id\":\"");
-	appendBinaryStringInfo(buf, ev->id, SHE_UUID_LEN);
-	appendStringInfoString(buf, "\",\"type\":");
-	escape_json(buf, subject);
-	appendStringInfoString(buf, ",\"version\":\"1.0\",\"timestamp\":\"");
-	ev->ts_offset = buf->len;
-	appendStringInfoString(buf, TIMESTAMP_PLACEHOLDER);
-	appendStringInfoString(buf, "\",\"publisher\":");
-	escape_json(buf, she_publisher);
-	appendStringInfoString(buf, ",\"attributes\":");
-	ev->attrs_offset = buf->len;
+	parts.id = ev->id;
+	parts.type = subject;
+	parts.publisher = she_publisher;
 	if (attributes == NULL)
-		appendStringInfoString(buf, "{}");
+	{
+		parts.attributes = "{}";
+		parts.attributes_len = 2;
+	}
 	else
-		(void) JsonbToCString(buf, &attributes->root, VARSIZE(attributes));
-	ev->attrs_len = buf->len - ev->attrs_offset;
-	appendStringInfoChar(buf, '}');
+	{
+		if (scratch == NULL || scratch->maxlen > 4 * 1024 * 1024)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
-	if (buf->len > max_bytes)
+			if (scratch != NULL)
+			{
+				pfree(scratch->data);
+				pfree(scratch);
+			}
+			scratch = makeStringInfo();
+			MemoryContextSwitchTo(old);
+		}
+		resetStringInfo(scratch);
+		(void) JsonbToCString(scratch, &attributes->root, VARSIZE(attributes));
+		parts.attributes = scratch->data;
+		parts.attributes_len = scratch->len;
+	}
+
+	she_envelope_layout(&parts, &layout);
+	if (layout.len > (size_t) max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish an event of %d bytes to subject \"%s\"", buf->len, subject),
+				 errmsg("cannot publish an event of %zu bytes to subject \"%s\"", layout.len, subject),
 				 errdetail("The envelope is limited to %d bytes by state_hub_events.max_event_bytes and the server's max payload.",
 						   max_bytes)));
 
-	ev->envelope = MemoryContextAlloc(target, buf->len + 1);
-	memcpy(ev->envelope, buf->data, buf->len + 1);
-	ev->envelope_len = buf->len;
+	ev->envelope = MemoryContextAlloc(target, layout.len + 1);
+	she_envelope_write(&parts, ev->envelope);
+	ev->envelope_len = (int) layout.len;
+	ev->ts_offset = (int) layout.ts_offset;
+	ev->attrs_offset = (int) layout.attrs_offset;
+	ev->attrs_len = (int) layout.attrs_len;
 }

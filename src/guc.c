@@ -100,53 +100,30 @@ check_stream(char **newval, void **extra, GucSource source)
 }
 
 /*
- * Comma-separated subject patterns; each token non-empty, ">" only last.
+ * Comma-separated subject patterns; each token non-empty, ">" only last
+ * (subject.c checks).
  */
 static bool
 check_stream_subjects(char **newval, void **extra, GucSource source)
 {
-	const char *p = *newval;
-	int			toklen = 0;
-	bool		seen_gt = false;
-
-	if (p == NULL || *p == '\0')
+	switch (she_subject_patterns_problem(*newval))
 	{
-		GUC_check_errdetail("At least one subject pattern is required.");
-		return false;
-	}
-	for (;; p++)
-	{
-		char		c = *p;
-
-		if (c == '.' || c == ',' || c == '\0')
-		{
-			if (toklen == 0)
-			{
-				GUC_check_errdetail("Subject patterns cannot have empty tokens.");
-				return false;
-			}
-			if (seen_gt && c == '.')
-			{
-				GUC_check_errdetail("\">\" must be the last token of a subject pattern.");
-				return false;
-			}
-			toklen = 0;
-			if (c == ',')
-				seen_gt = false;
-			if (c == '\0')
-				break;
-			continue;
-		}
-		if (c <= ' ' || c == 0x7f)
-		{
+		case SHE_SUBJECT_OK:
+			return true;
+		case SHE_SUBJECT_EMPTY:
+			GUC_check_errdetail("At least one subject pattern is required.");
+			break;
+		case SHE_SUBJECT_EMPTY_TOKEN:
+			GUC_check_errdetail("Subject patterns cannot have empty tokens.");
+			break;
+		case SHE_SUBJECT_GT_NOT_LAST:
+			GUC_check_errdetail("\">\" must be the last token of a subject pattern.");
+			break;
+		default:
 			GUC_check_errdetail("Subject patterns cannot contain whitespace or control characters.");
-			return false;
-		}
-		if (c == '>')
-			seen_gt = true;
-		toklen++;
+			break;
 	}
-	return true;
+	return false;
 }
 
 static bool

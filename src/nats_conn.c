@@ -33,6 +33,7 @@
 #include "nats_conn.h"
 #include "nats_publish.h"
 #include "state_hub_events.h"
+#include "url_mask.h"
 
 static char conn_name[128] = "state_hub_events";
 
@@ -81,47 +82,6 @@ she_conn_init(SheConn *c)
 {
 	memset(c, 0, sizeof(*c));
 	pthread_mutex_init(&c->mu, NULL);
-}
-
-/*
- * Copy url to out with any "user:password@" or "token@" replaced by "***@".
- */
-void
-she_mask_url(const char *url, char *out, size_t outlen)
-{
-	size_t		o = 0;
-	const char *p = url;
-
-	while (*p && o + 1 < outlen)
-	{
-		const char *end = strchr(p, ',');
-		const char *scheme = strstr(p, "://");
-		const char *at;
-		const char *hoststart = p;
-
-		if (end == NULL)
-			end = p + strlen(p);
-		if (scheme != NULL && scheme < end)
-			hoststart = scheme + 3;
-		at = memchr(hoststart, '@', end - hoststart);
-		if (at != NULL)
-		{
-			size_t		n = hoststart - p;
-
-			n = Min(n, outlen - 1 - o);
-			memcpy(out + o, p, n);
-			o += n;
-			n = Min(3, outlen - 1 - o);
-			memcpy(out + o, "***", n);
-			o += n;
-			p = at;
-		}
-		while (p < end && o + 1 < outlen)
-			out[o++] = *p++;
-		if (*p == ',' && o + 1 < outlen)
-			out[o++] = *p++;
-	}
-	out[o] = '\0';
 }
 
 /* Connection callbacks (nats threads): note the state under mu. */

@@ -4,10 +4,11 @@
  *	  Declarations shared by the files of the state_hub_events extension.
  *
  * The extension buffers lifecycle events during a transaction (buffer.c),
- * builds each event's EventEnvelope at the call (envelope.c), and hands the
- * batch to NATS JetStream once the commit record is written (the engine:
- * nats_conn.c for the connection, nats_publish.c for per-message outcomes,
- * ping.c for the admin check; each with its own header).
+ * builds each event's EventEnvelope at the call (envelope.c, with the plain C
+ * subject.c and envelope_json.c), and hands the batch to NATS JetStream once
+ * the commit record is written (the engine: nats_conn.c for the connection,
+ * nats_publish.c for per-message outcomes, ping.c for the admin check; each
+ * with its own header; url_mask.c hides credentials in printed URLs).
  * Settings live in guc.c, counters in stats.c, the emit() trigger in emit.c.
  * Durable delivery: the outbox rows in outbox.c, the background processes
  * in launcher.c and worker.c, and the DDL that would lose a backlog in
@@ -26,6 +27,11 @@
 #include "datatype/timestamp.h"
 #include "utils/palloc.h"
 #include "utils/jsonb.h"
+
+/* The plain C parts (no PostgreSQL headers; test/fuzz builds them alone). */
+#include "envelope_json.h"
+#include "subject.h"
+#include "url_mask.h"
 
 /* Our own assertion macro: Debian's server is built without assertions. */
 #ifdef SHE_ASSERT_CHECKING
@@ -103,7 +109,6 @@ typedef struct SheEvent
 } SheEvent;
 
 extern void she_check_subject(const char *subject);
-extern bool she_subject_covered(const char *subject, const char *patterns);
 extern void she_build_event(SheEvent *ev, const char *subject,
 							Jsonb *attributes, int max_bytes,
 							MemoryContext target);
@@ -115,10 +120,6 @@ extern void she_buffer_init(void);
 extern void she_buffer_event(const char *subject, Jsonb *attributes, char *id_out);
 extern void she_check_can_publish(void);
 extern void she_check_preloaded(void);
-
-/* ---------- nats_conn.c ---------- */
-
-extern void she_mask_url(const char *url, char *out, size_t outlen);
 
 /* ---------- outbox.c, launcher.c, worker.c (durable delivery) ---------- */
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build and install state_hub_events, then run pg_regress and the TAP tests
-# (against real nats-servers) and print a pass/fail summary.
+# Build and install state_hub_events, then run a short fuzz pass over the
+# plain C parsers, pg_regress and the TAP tests (against real nats-servers)
+# and print a pass/fail summary.
 #
 # As root (CI), the tests run as the unprivileged "postgres" user on a copy
 # of the tree that user owns: PostgreSQL refuses to run as root.
 #
-# PROVE_TESTS="test/t/001_publish.pl" limits the TAP tests; SKIP_REGRESS=1
-# or SKIP_TAP=1 skip a part.
+# PROVE_TESTS="test/t/001_publish.pl" limits the TAP tests; SKIP_FUZZ=1,
+# SKIP_REGRESS=1 or SKIP_TAP=1 skip a part.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +38,20 @@ cp -a "$top/." "$work/"
 passed=0
 failed=0
 failed_names=()
+
+if [ -z "${SKIP_FUZZ:-}" ]; then
+    echo "== fuzz (libFuzzer, a bounded number of runs per parser)"
+    # one line per harness: "fuzz NAME ... ok (...)" or "fuzz NAME ... FAILED"
+    FUZZ_BUILD="$work/fuzz-build" bash "$work/test/fuzz/run.sh" smoke 2>&1 | tee "$work/fuzz.out"
+    n_ok=$(grep -cE '^fuzz [a-z_]+ \.\.\. ok' "$work/fuzz.out" || true)
+    n_bad=$(grep -cE '^fuzz [a-z_]+ \.\.\. FAILED' "$work/fuzz.out" || true)
+    passed=$((passed + n_ok))
+    failed=$((failed + n_bad))
+    if [ "$n_bad" -gt 0 ] || [ "$n_ok" -eq 0 ]; then
+        [ "$n_ok" -eq 0 ] && [ "$n_bad" -eq 0 ] && failed=$((failed + 1))
+        failed_names+=("fuzz")
+    fi
+fi
 
 if [ -z "${SKIP_REGRESS:-}" ]; then
     echo "== pg_regress"

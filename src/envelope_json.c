@@ -1,0 +1,166 @@
+/*-------------------------------------------------------------------------
+ *
+ * envelope_json.c
+ *	  The EventEnvelope's JSON text: string escaping and assembly, in plain C.
+ *
+ * One envelope is
+ *
+ *	{"id":"<uuid>","type":<subject>,"version":"1.0",
+ *	 "timestamp":"<placeholder>","publisher":<publisher>,"attributes":{...}}
+ *
+ * on one line, the strings escaped exactly as PostgreSQL's escape_json()
+ * escapes them (so the text is what the extension has always sent).  The
+ * caller asks for the layout first, allocates len + 1 bytes, then writes:
+ * the commit path only ever copies bytes.
+ *
+ * Plain C: no PostgreSQL headers, no allocation.  test/fuzz builds it alone.
+ *
+ * IDENTIFICATION
+ *	  src/envelope_json.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <string.h>
+
+#include "envelope_json.h"
+
+static const char hexdigits[] = "0123456789abcdef";
+
+/*
+ * The escape of one byte (without the backslash), or NULL when the byte
+ * stands for itself; *n is set to the escape's length.  Control characters
+ * without a short form become u00XX.
+ */
+static const char *
+escape_of(unsigned char c, size_t *n)
+{
+	*n = 1;
+	switch (c)
+	{
+		case '"':
+			return "\"";
+		case '\\':
+			return "\\";
+		case '\b':
+			return "b";
+		case '\f':
+			return "f";
+		case '\n':
+			return "n";
+		case '\r':
+			return "r";
+		case '\t':
+			return "t";
+		default:
+			break;
+	}
+	*n = 5;
+	return (c < ' ') ? "u00" : NULL;
+}
+
+/*
+ * Bytes she_json_string writes for s: the quotes and the escaped bytes.
+ */
+size_t
+she_json_string_len(const char *s)
+{
+	size_t		n = 2;
+	const unsigned char *p;
+
+	for (p = (const unsigned char *) s; *p; p++)
+	{
+		size_t		elen;
+
+		n += (escape_of(*p, &elen) != NULL) ? 1 + elen : 1;
+	}
+	return n;
+}
+
+/*
+ * Write s as a JSON string (quoted and escaped, as escape_json does) at
+ * dst, without a NUL; returns the byte after it.  dst must have room for
+ * she_json_string_len(s) bytes.  Bytes from 0x7f up are copied as they are.
+ */
+char *
+she_json_string(char *dst, const char *s)
+{
+	const unsigned char *p;
+
+	*dst++ = '"';
+	for (p = (const unsigned char *) s; *p; p++)
+	{
+		size_t		elen;
+		const char *e = escape_of(*p, &elen);
+
+		if (e == NULL)
+		{
+			*dst++ = (char) *p;
+			continue;
+		}
+		*dst++ = '\\';
+		if (elen == 1)
+			*dst++ = *e;
+		else
+		{
+			memcpy(dst, e, 3);
+			dst[3] = hexdigits[*p >> 4];
+			dst[4] = hexdigits[*p & 0x0f];
+			dst += 5;
+		}
+	}
+	*dst++ = '"';
+	return dst;
+}
+
+/* The fixed pieces, in order, around the variable ones. */
+#define PART_ID		"{\"id\":\""
+#define PART_TYPE	"\",\"type\":"
+#define PART_TS		",\"version\":\"1.0\",\"timestamp\":\""
+#define PART_PUB	"\",\"publisher\":"
+#define PART_ATTRS	",\"attributes\":"
+#define PART_END	"}"
+#define LIT(s)		(sizeof(s) - 1)
+
+/*
+ * Compute where everything goes in the envelope of parts.
+ */
+void
+she_envelope_layout(const SheEnvelopeParts *parts, SheEnvelopeLayout *layout)
+{
+	size_t		n;
+
+	n = LIT(PART_ID) + strlen(parts->id) + LIT(PART_TYPE) +
+		she_json_string_len(parts->type) + LIT(PART_TS);
+	layout->ts_offset = n;
+	n += LIT(SHE_TIMESTAMP_PLACEHOLDER) + LIT(PART_PUB) +
+		she_json_string_len(parts->publisher) + LIT(PART_ATTRS);
+	layout->attrs_offset = n;
+	layout->attrs_len = parts->attributes_len;
+	n += parts->attributes_len + LIT(PART_END);
+	layout->len = n;
+}
+
+/*
+ * Write the envelope of parts at dst, NUL-terminated: dst must have room
+ * for she_envelope_layout's len + 1 bytes.
+ */
+void
+she_envelope_write(const SheEnvelopeParts *parts, char *dst)
+{
+	size_t		idlen = strlen(parts->id);
+
+#define PUT(s, n) (memcpy(dst, (s), (n)), dst += (n))
+	PUT(PART_ID, LIT(PART_ID));
+	PUT(parts->id, idlen);
+	PUT(PART_TYPE, LIT(PART_TYPE));
+	dst = she_json_string(dst, parts->type);
+	PUT(PART_TS, LIT(PART_TS));
+	PUT(SHE_TIMESTAMP_PLACEHOLDER, LIT(SHE_TIMESTAMP_PLACEHOLDER));
+	PUT(PART_PUB, LIT(PART_PUB));
+	dst = she_json_string(dst, parts->publisher);
+	PUT(PART_ATTRS, LIT(PART_ATTRS));
+	PUT(parts->attributes, parts->attributes_len);
+	PUT(PART_END, LIT(PART_END));
+#undef PUT
+	*dst = '\0';
+}

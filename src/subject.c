@@ -1,0 +1,173 @@
+/*-------------------------------------------------------------------------
+ *
+ * subject.c
+ *	  NATS subject syntax and stream-subject pattern coverage, in plain C.
+ *
+ * A subject is published as one literal subject: dot-separated, non-empty
+ * tokens without whitespace, control characters or wildcards.  The stream's
+ * subjects (state_hub_events.stream_subjects) are comma-separated patterns
+ * in which a "*" token matches one token and a final ">" token one or more.
+ *
+ * These functions only read their arguments: no PostgreSQL headers, no
+ * allocation, no error reporting.  envelope.c, emit.c, buffer.c and guc.c
+ * turn the problems into errors; test/fuzz builds this file alone.
+ *
+ * IDENTIFICATION
+ *	  src/subject.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <string.h>
+
+#include "subject.h"
+
+/*
+ * What is wrong with a subject to publish to, or SHE_SUBJECT_OK.
+ *
+ * Checked in this order: empty, longer than maxlen bytes, then the bytes
+ * from left to right (the first empty token, whitespace or control byte, or
+ * wildcard wins).  For the last three, *pos is set to the 0-based offset of
+ * the offending byte (the '.' or the terminating NUL that ends an empty
+ * token).  Bytes 0x80 and above are accepted (UTF-8).
+ */
+SheSubjectProblem
+she_subject_problem(const char *subject, size_t maxlen, size_t *pos)
+{
+	const char *p;
+	size_t		toklen = 0;
+	size_t		len = strlen(subject);
+
+	if (len == 0)
+		return SHE_SUBJECT_EMPTY;
+	if (len > maxlen)
+		return SHE_SUBJECT_TOO_LONG;
+
+	for (p = subject;; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		*pos = (size_t) (p - subject);
+		if (c == '.' || c == '\0')
+		{
+			if (toklen == 0)
+				return SHE_SUBJECT_EMPTY_TOKEN;
+			if (c == '\0')
+				break;
+			toklen = 0;
+			continue;
+		}
+		if (c <= ' ' || c == 0x7f)
+			return SHE_SUBJECT_BAD_BYTE;
+		if (c == '*' || c == '>')
+			return SHE_SUBJECT_WILDCARD;
+		toklen++;
+	}
+	*pos = 0;
+	return SHE_SUBJECT_OK;
+}
+
+/*
+ * What is wrong with a comma-separated list of subject patterns, or
+ * SHE_SUBJECT_OK: at least one pattern, no empty token, nothing after a
+ * token holding '>', no whitespace or control byte.  Bytes 0x80 and above
+ * count as control bytes here (the setting has always refused them).
+ */
+SheSubjectProblem
+she_subject_patterns_problem(const char *patterns)
+{
+	const char *p = patterns;
+	size_t		toklen = 0;
+	bool		seen_gt = false;
+
+	if (p == NULL || *p == '\0')
+		return SHE_SUBJECT_EMPTY;
+	for (;; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c == '.' || c == ',' || c == '\0')
+		{
+			if (toklen == 0)
+				return SHE_SUBJECT_EMPTY_TOKEN;
+			if (seen_gt && c == '.')
+				return SHE_SUBJECT_GT_NOT_LAST;
+			toklen = 0;
+			if (c == ',')
+				seen_gt = false;
+			if (c == '\0')
+				break;
+			continue;
+		}
+		if (c <= ' ' || c >= 0x7f)
+			return SHE_SUBJECT_BAD_BYTE;
+		if (c == '>')
+			seen_gt = true;
+		toklen++;
+	}
+	return SHE_SUBJECT_OK;
+}
+
+/*
+ * Does one pattern (tokens, "*" and a final ">") match the subject?
+ * pattern is not NUL-terminated: patlen bytes.
+ */
+static bool
+pattern_matches(const char *pat, size_t patlen, const char *subject)
+{
+	const char *pend = pat + patlen;
+	const char *s = subject;
+
+	while (pat < pend)
+	{
+		const char *ptok_end = memchr(pat, '.', pend - pat);
+		const char *stok_end = strchr(s, '.');
+		size_t		plen;
+		size_t		slen;
+
+		if (ptok_end == NULL)
+			ptok_end = pend;
+		if (stok_end == NULL)
+			stok_end = s + strlen(s);
+		plen = ptok_end - pat;
+		slen = stok_end - s;
+
+		if (*s == '\0')
+			return false;		/* subject ran out of tokens */
+		if (plen == 1 && *pat == '>')
+			return true;		/* matches one or more remaining tokens */
+		if (!(plen == 1 && *pat == '*') &&
+			(plen != slen || memcmp(pat, s, plen) != 0))
+			return false;
+
+		pat = (ptok_end < pend) ? ptok_end + 1 : pend;
+		s = (*stok_end == '.') ? stok_end + 1 : stok_end;
+		if (pat == pend && *stok_end == '.')
+			return false;		/* subject has more tokens */
+	}
+	return *s == '\0';
+}
+
+/*
+ * Is the subject covered by one of the comma-separated patterns?
+ *
+ * The subject should have passed she_subject_problem and the patterns
+ * she_subject_patterns_problem; anything else is answered without reading
+ * past either string.
+ */
+bool
+she_subject_covered(const char *subject, const char *patterns)
+{
+	const char *p = patterns;
+
+	while (*p)
+	{
+		const char *end = strchr(p, ',');
+
+		if (end == NULL)
+			end = p + strlen(p);
+		if (pattern_matches(p, end - p, subject))
+			return true;
+		p = (*end == ',') ? end + 1 : end;
+	}
+	return false;
+}
