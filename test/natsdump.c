@@ -8,7 +8,10 @@
  *	  natsdump URL info STREAM              the stream's config and state as JSON
  *	  natsdump URL purge STREAM             remove every message
  *	  natsdump URL delete STREAM            delete the stream
- *	  natsdump URL create STREAM SUBJECT [DUP_WINDOW_S]  create a stream
+ *	  natsdump URL create STREAM SUBJECT [DUP_WINDOW_S] [LIMIT=N ...]  create a stream
+ *	  natsdump URL update STREAM LIMIT=N ...  change limits of a stream
+ *											(LIMIT: max_msg_size, max_bytes,
+ *											max_msgs, discard=old|new)
  *	  natsdump URL follow STREAM SECONDS    print messages as they arrive
  *	  natsdump URL envelopes STREAM [FROM_SEQ]  one line per message:
  *											{"Nats-Msg-Id": ..., "envelope": <body>}
@@ -75,6 +78,38 @@ print_envelope(natsMsg *m)
 	printf(",\"envelope\":%.*s}\n", natsMsg_GetDataLength(m), natsMsg_GetData(m));
 }
 
+/*
+ * Apply "name=value" limits to a stream config; returns 0, or 1 on an
+ * unknown name.
+ */
+static int
+set_limits(jsStreamConfig *cfg, char **args, int nargs)
+{
+	int			i;
+
+	for (i = 0; i < nargs; i++)
+	{
+		const char *eq = strchr(args[i], '=');
+		const char *v = eq ? eq + 1 : "";
+		size_t		len = eq ? (size_t) (eq - args[i]) : strlen(args[i]);
+
+		if (len == 12 && strncmp(args[i], "max_msg_size", len) == 0)
+			cfg->MaxMsgSize = (int32_t) atol(v);
+		else if (len == 9 && strncmp(args[i], "max_bytes", len) == 0)
+			cfg->MaxBytes = atoll(v);
+		else if (len == 8 && strncmp(args[i], "max_msgs", len) == 0)
+			cfg->MaxMsgs = atoll(v);
+		else if (len == 7 && strncmp(args[i], "discard", len) == 0)
+			cfg->Discard = strcmp(v, "new") == 0 ? js_DiscardNew : js_DiscardOld;
+		else
+		{
+			fprintf(stderr, "natsdump: unknown limit \"%s\"\n", args[i]);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static void
 print_msg(natsMsg *m, uint64_t seq)
 {
@@ -114,7 +149,7 @@ main(int argc, char **argv)
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: natsdump URL dump|info|purge|delete|create|follow STREAM [...]\n");
+		fprintf(stderr, "usage: natsdump URL dump|info|purge|delete|create|update|follow STREAM [...]\n");
 		return 2;
 	}
 	cmd = argv[2];
@@ -162,6 +197,8 @@ main(int argc, char **argv)
 		cfg.Storage = js_FileStorage;
 		if (argc > 5)
 			cfg.Duplicates = (int64_t) atoll(argv[5]) * 1000000000;
+		if (argc > 6 && set_limits(&cfg, argv + 6, argc - 6) != 0)
+			return 2;
 		s = js_AddStream(&si, js, &cfg, NULL, &ec);
 		if (s != NATS_OK)
 			die("create", s);
@@ -179,7 +216,18 @@ main(int argc, char **argv)
 	if (s != NATS_OK)
 		die("stream info", s);
 
-	if (strcmp(cmd, "info") == 0)
+	if (strcmp(cmd, "update") == 0)
+	{
+		jsStreamInfo *nsi = NULL;
+
+		if (set_limits(si->Config, argv + 4, argc - 4) != 0)
+			return 2;
+		s = js_UpdateStream(&nsi, js, si->Config, NULL, &ec);
+		if (s != NATS_OK)
+			die("update", s);
+		jsStreamInfo_Destroy(nsi);
+	}
+	else if (strcmp(cmd, "info") == 0)
 	{
 		jsStreamConfig *c = si->Config;
 		int			i;
@@ -188,10 +236,12 @@ main(int argc, char **argv)
 		for (i = 0; i < c->SubjectsLen; i++)
 			printf("%s\"%s\"", i ? "," : "", c->Subjects[i]);
 		printf("],\"storage\":\"%s\",\"replicas\":%lld,\"duplicate_window_s\":%lld,"
-			   "\"max_age_s\":%lld,\"messages\":%llu,\"first_seq\":%llu,\"last_seq\":%llu}\n",
+			   "\"max_age_s\":%lld,\"max_msg_size\":%lld,\"max_bytes\":%lld,"
+			   "\"messages\":%llu,\"first_seq\":%llu,\"last_seq\":%llu}\n",
 			   c->Storage == js_FileStorage ? "file" : "memory",
 			   (long long) c->Replicas, (long long) (c->Duplicates / 1000000000),
 			   (long long) (c->MaxAge / 1000000000),
+			   (long long) c->MaxMsgSize, (long long) c->MaxBytes,
 			   (unsigned long long) si->State.Msgs,
 			   (unsigned long long) si->State.FirstSeq,
 			   (unsigned long long) si->State.LastSeq);
