@@ -180,6 +180,8 @@ set_refused(SheBatchOutcome *sum, SheMsgOutcome *o, natsStatus s, int code, cons
 
 	if (code != 0)
 		snprintf(text, sizeof(text), "JetStream refused a message: %s (error code %d)", what, code);
+	else if (s == NATS_NOT_PERMITTED)
+		snprintf(text, sizeof(text), "NATS refused a message: %s", what);
 	else
 		snprintf(text, sizeof(text), "JetStream refused a message: %s", what);
 	o->state = SHE_MSG_REFUSED;

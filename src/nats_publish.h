@@ -36,7 +36,7 @@ typedef struct SheMsgOutcome
 	int			text;			/* index into SheBatchOutcome.texts, or -1 */
 } SheMsgOutcome;
 
-#define SHE_OUTCOME_TEXTS	4
+#define SHE_OUTCOME_TEXTS	16		/* more distinct texts share the last one */
 
 /* The sums over a batch, and the distinct error texts its messages met. */
 typedef struct SheBatchOutcome

@@ -237,7 +237,7 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* An int8[], int4[] or text[] of n elements (text: C strings). */
+/* An int8[], int4[] or text[] of the n Datums elems. */
 static Datum
 make_array(Oid elemtype, Datum *elems, int n)
 {
@@ -418,7 +418,7 @@ publish_batch(WorkerBatch *b, SheMsgOutcome *out, SheBatchOutcome *res)
  */
 static int
 settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
-			 int *nmoved)
+			 int *ndeleted, int *nmoved)
 {
 	int64	   *acked = palloc(Max(b->n, 1) * sizeof(int64));
 	int		   *rej = palloc(Max(b->n, 1) * sizeof(int));
@@ -437,6 +437,7 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 		else
 			break;
 	}
+	*ndeleted = nacked;
 	*nmoved = (nacked > 0 || nrej > 0) ? settle(b, out, res, acked, nacked, rej, nrej) : 0;
 	if (nrej > 0)
 	{
@@ -609,14 +610,15 @@ she_worker_main(Datum arg)
 			SheBatchOutcome res;
 			SheMsgOutcome *out = MemoryContextAlloc(cxt, b.n * sizeof(SheMsgOutcome));
 			int			first;
+			int			deleted;
 			int			moved;
 
 			ereport(DEBUG1,
 					(errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
 									 b.n, (long long) b.bytes, (long long) b.seqs[0])));
 			publish_batch(&b, out, &res);
-			first = settle_batch(&b, out, &res, &moved);
-			if (first > moved)
+			first = settle_batch(&b, out, &res, &deleted, &moved);
+			if (deleted > 0)
 				set_status(-1, true, NULL);
 			if (first == b.n)
 			{
