@@ -180,7 +180,7 @@ set_refused(SheBatchOutcome *sum, SheMsgOutcome *o, natsStatus s, int code, cons
 
 	if (code != 0)
 		snprintf(text, sizeof(text), "JetStream refused a message: %s (error code %d)", what, code);
-	else if (s == NATS_NOT_PERMITTED)
+	else if (s == NATS_NOT_PERMITTED || s == NATS_MAX_PAYLOAD)
 		snprintf(text, sizeof(text), "NATS refused a message: %s", what);
 	else
 		snprintf(text, sizeof(text), "JetStream refused a message: %s", what);
@@ -586,6 +586,8 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 		o->state = pa->Duplicate ? SHE_MSG_DUPLICATE : SHE_MSG_STORED;
 		jsPubAck_Destroy(pa);
 	}
+	else if (s == NATS_MAX_PAYLOAD)
+		set_refused(sum, o, s, 0, "the message exceeds the server's max payload");
 	else if (s == NATS_TIMEOUT && denied_meanwhile(c, denied, ev->subject, reason, sizeof(reason)))
 		set_refused(sum, o, NATS_NOT_PERMITTED, 0, reason);
 	else if (s == NATS_TIMEOUT)

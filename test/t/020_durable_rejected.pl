@@ -147,6 +147,28 @@ ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog 
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1, 3 ], 'the events around it are stored, in order');
 is(counters(), '10|0|3|0|0', 'stats() agree');
 
+# --- over the server's max payload: lowered after the event was committed
+$nats->stop;
+sql(q{
+    BEGIN;
+    SELECT state_hub_events.publish('org.t.m', '{"i": 1}');
+    SELECT state_hub_events.publish('org.t.m', jsonb_build_object('i', 2, 'pad', repeat('x', 70000)));
+    SELECT state_hub_events.publish('org.t.m', '{"i": 3}');
+    COMMIT;
+});
+$nats->{extra_conf} = "max_payload: 65536\n";
+$nats->_write_config;
+$nats->start;
+ok(wait_true(q{SELECT count(*) = 1 FROM state_hub_events.rejected WHERE subject = 'org.t.m'}),
+    'an event over the server\'s max payload moves to rejected');
+like(sql(q{SELECT coalesce(error_code::text, 'null') || ' ' || error FROM state_hub_events.rejected WHERE subject = 'org.t.m'}),
+    qr/^null .*exceeds the server's max payload/, 'refused by the client, before sending');
+ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
+@m = stream_messages(2, qr/^org\.t\.m$/);
+is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1, 3 ], 'the events around it are stored, in order');
+my (undef, undef, $rejected) = split /\|/, counters();
+is($rejected, 4, 'stats() count it');
+
 # --- requeue: refused again while the cause stays, stored once it is fixed
 my $old_seq = sql(q{SELECT seq FROM state_hub_events.rejected WHERE subject = 'org.t.p.big'});
 is(sql(qq{SELECT state_hub_events.requeue_rejected(ARRAY['$big_id'::uuid])}), 1, 'requeue_rejected() returns how many it put back');
@@ -158,14 +180,14 @@ is(sql(qq{SELECT error FROM state_hub_events.rejected WHERE id = '$big_id'}),
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'and the backlog drains');
 $nats->update_stream('ACTIVITY_EVENTS', 'max_msg_size=1048576');
 sql(q{SELECT state_hub_events.publish('org.t.p.small', '{"i": 11}')});
-is(sql('SELECT state_hub_events.requeue_rejected()'), 3, 'after raising max_msg_size, requeue them all');
-ok(wait_true('SELECT events = 0 AND rejected = 2 FROM state_hub_events.backlog()'),
-    'the outbox drains; the other two are refused again');
+is(sql('SELECT state_hub_events.requeue_rejected()'), 4, 'after raising max_msg_size, requeue them all');
+ok(wait_true('SELECT events = 0 AND rejected = 3 FROM state_hub_events.backlog()'),
+    'the outbox drains; the other three are refused again');
 @m = stream_messages(10, qr/^org\.t\.p\./);
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1 .. 5, 8 .. 10, 11, 6 ],
     'the requeued event arrives, after the events that were waiting');
 is($m[-1]{msg_id}, $big_id, 'with its own id');
-is(counters(), '12|0|6|0|0', 'stats(): each move to rejected counted once');
+like(counters(), qr/^14\|0\|8\|/, 'stats(): 14 published, each move to rejected counted once');
 sql('TRUNCATE state_hub_events.rejected');
 
 # --- a refusal that may pass later holds the outbox: nothing overtakes it
