@@ -47,8 +47,14 @@ servers_start() {
     NATS_URL="nats://127.0.0.1:$nport"
     nats-server -js -a 127.0.0.1 -p "$nport" -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
     NATS_PID=$!
-    for _ in $(seq 1 100); do
-        "$NATSDUMP" "$NATS_URL" info PROBE >/dev/null 2>&1 && break
+    # JetStream is ready once the stream API answers (give up after 30 s)
+    local deadline=$((SECONDS + 30))
+    until "$NATSDUMP" "$NATS_URL" info PROBE >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "timed out after 30 s waiting for nats-server (JetStream) at $NATS_URL:" >&2
+            cat "$WORK/nats.log" >&2
+            return 1
+        fi
         sleep 0.1
     done
 

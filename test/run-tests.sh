@@ -63,10 +63,11 @@ if [ -z "${SKIP_TAP:-}" ]; then
     tests=${PROVE_TESTS:-test/t/*.pl}
     (cd "$work" && $RUNAS env TESTDIR="$work" PATH="$bindir:$PATH" \
         PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
-        prove -I "$pgxs/src/test/perl" -I test/lib $tests) 2>&1 | tee "$work/tap.out"
-    # one line per test file: "test/t/NNN_x.pl .. ok" (prove) or a failure
+        prove --timer -I "$pgxs/src/test/perl" -I test/lib $tests) 2>&1 | tee "$work/tap.out"
+    # one line per test file: "[hh:mm:ss] test/t/NNN_x.pl .. ok  1234 ms" (prove
+    # --timer: how long each file took) or a failure
     n_files=$(cd "$work" && ls $tests | wc -l)
-    n_ok=$(grep -cE '^test/t/[^ ]+\.pl \.+ ok' "$work/tap.out" || true)
+    n_ok=$(grep -cE '^(\[[0-9:]+\] )?test/t/[^ ]+\.pl \.+ ok' "$work/tap.out" || true)
     n_bad=$((n_files - n_ok))
     passed=$((passed + n_ok))
     failed=$((failed + n_bad))

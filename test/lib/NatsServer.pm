@@ -4,6 +4,11 @@
 #    loopback port in a private directory, stopped by pid.  Messages are read
 #    back from the stream with test/natsdump (built on nats.c).
 #
+#    Read back only what a check needs: poll with count/wait_for_count (the
+#    stream's state, one request, no message read), then read the messages
+#    once with messages(), narrowed by subject, start sequence and limit.
+#    Every wait has a deadline in seconds.
+#
 # IDENTIFICATION
 #    test/lib/NatsServer.pm
 
@@ -15,13 +20,23 @@ use warnings;
 use File::Basename qw(dirname);
 use File::Spec;
 use IO::Socket::INET;
+use IPC::Run ();
 use JSON::PP;
 use POSIX qw(WNOHANG);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
-use Time::HiRes qw(usleep);
+use Test::More ();
+use Time::HiRes qw(time usleep);
 
 my $natsdump = File::Spec->rel2abs(dirname(__FILE__) . '/../natsdump');
+
+# Messages are decoded with JSON::XS when it is installed (Debian's
+# libjson-xs-perl, which make deps installs): about 100 times faster than
+# JSON::PP, which takes seconds for the 50,000 messages of the soak test.
+# Both give the same values (booleans are JSON::PP::Boolean in both).
+my $json_class = eval { require JSON::XS; 'JSON::XS' } // 'JSON::PP';
+my $json_line = $json_class->new->utf8(1);
+my $json_body = $json_class->new->utf8(0);
 
 # NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N,
 #                 auth_conf => 'authorization {...}' (user/password then name
@@ -70,6 +85,9 @@ sub url
 
 sub port { return $_[0]->{port}; }
 
+# The path of the natsdump program.
+sub natsdump { return $natsdump; }
+
 # Start the server and wait until it accepts connections and JetStream
 # answers (start(no_wait => 1): return at once, e.g. for cluster members that
 # need their peers; then wait_ready).
@@ -91,24 +109,30 @@ sub start
 
 sub wait_ready
 {
-    my ($self) = @_;
-    for (1 .. 200)
+    my ($self, %opt) = @_;
+    my $timeout = $opt{timeout} // 30;
+    my $deadline = time + $timeout;
+    my $listening = 0;
+    while (time < $deadline)
     {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 1);
-        if ($s)
+        die "nats-server on port $self->{port} exited: " . slurp_file($self->{log})
+          if waitpid($self->{pid}, WNOHANG) == $self->{pid};
+        if (!$listening)
         {
-            close $s;
-            # JetStream is ready once the stream API answers.
-            for (1 .. 400)
+            my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 1);
+            if ($s)
             {
-                return $self if $self->_natsdump_ok('info', 'NO_SUCH_STREAM_PROBE');
-                usleep(50_000);
+                close $s;
+                $listening = 1;
             }
-            die "nats-server on port $self->{port} accepts connections but JetStream does not answer";
         }
+        # JetStream is ready once the stream API answers.
+        return $self if $listening && $self->_natsdump_ok('info', 'NO_SUCH_STREAM_PROBE');
         usleep(50_000);
     }
-    die "nats-server did not start on port $self->{port}: " . slurp_file($self->{log});
+    die $listening
+      ? "timed out after $timeout s waiting for JetStream on port $self->{port} to answer (it accepts connections)"
+      : "timed out after $timeout s waiting for nats-server to listen on port $self->{port}: " . slurp_file($self->{log});
 }
 
 # The identity the test tools use, as natsdump's environment.
@@ -140,29 +164,71 @@ sub _natsdump_ok
     return $? == 0;
 }
 
-# Run natsdump with credentials in the environment; returns stdout.
-sub _run
+# Run natsdump with credentials in the environment; returns (stdout,
+# stderr, exit status).
+sub _run_status
 {
     my ($self, @args) = @_;
     my %env = $self->_tool_env;
     local @ENV{ keys %env } = values %env;
-    open(my $fh, '-|', $natsdump, $self->url, @args) or die "natsdump: $!";
-    local $/;
-    my $out = <$fh> // '';
-    close $fh;
-    die "natsdump @args failed: $?" if $? != 0;
+    my ($out, $err) = ('', '');
+    IPC::Run::run([ $natsdump, $self->url, @args ], '<', \undef, '>', \$out, '2>', \$err);
+    return ($out, $err, $? >> 8);
+}
+
+# Run natsdump; returns stdout, dies with its error when it fails.
+sub _run
+{
+    my ($self, @args) = @_;
+    my ($out, $err, $rc) = $self->_run_status(@args);
+    die "natsdump @args failed (exit $rc): $err" if $rc != 0;
     return $out;
 }
 
-# Stop with SIGTERM and reap.
+# _run_retry($timeout, @args): run natsdump; when NATS fails (exit 2: the
+# server restarts, a cluster elects a leader) try again every 0.2 s until
+# $timeout seconds have passed.  Returns stdout; dies with the last error.
+sub _run_retry
+{
+    my ($self, $timeout, @args) = @_;
+    my $deadline = time + $timeout;
+    while (1)
+    {
+        my ($out, $err, $rc) = $self->_run_status(@args);
+        return $out if $rc == 0;
+        die "natsdump @args failed (exit $rc): $err" if $rc != 2 || time >= $deadline;
+        Test::More::note("natsdump @args: $err(trying again)");
+        usleep(200_000);
+    }
+}
+
+# Wait up to $timeout seconds for the server to exit, then kill -9; reap.
+sub _reap
+{
+    my ($self, $timeout) = @_;
+    my $deadline = time + $timeout;
+    while (waitpid($self->{pid}, WNOHANG) == 0)
+    {
+        if (time >= $deadline)
+        {
+            Test::More::diag("nats-server on port $self->{port} did not exit within $timeout s of SIGTERM: killed");
+            kill 'KILL', $self->{pid};
+            waitpid($self->{pid}, 0);
+            last;
+        }
+        usleep(20_000);
+    }
+    delete $self->{pid};
+}
+
+# Stop with SIGTERM and reap (kill -9 after 30 s).
 sub stop
 {
     my ($self) = @_;
     return unless $self->{pid};
     $self->resume if $self->{paused};
     kill 'TERM', $self->{pid};
-    waitpid($self->{pid}, 0);
-    delete $self->{pid};
+    $self->_reap(30);
 }
 
 sub kill9
@@ -189,21 +255,93 @@ sub resume
     $self->{paused} = 0;
 }
 
-# Every message in the stream, oldest first: hashrefs with seq, subject,
+# The messages of the stream, oldest first: hashrefs with seq, subject,
 # msg_id, expected_stream, raw (the body bytes) and body (decoded JSON).
+# messages($stream, $from, subject => 'org.x.>', limit => N, timeout => S):
+# from sequence $from (default: the first), only subjects matching the
+# filter, at most N; natsdump stops at the last message on the filter when
+# it started, and gives up after S seconds (default 60: dies).  Failures of
+# NATS (a restart, a leader election) are retried within those seconds.
 sub messages
 {
-    my ($self, $stream, $from) = @_;
+    my ($self, $stream, $from, %opt) = @_;
     $stream //= 'ACTIVITY_EVENTS';
-    my $out = $self->_run('dump', $stream, defined $from ? $from : ());
+    my @args = ('dump', $stream);
+    push @args, '--from', $from if defined $from;
+    push @args, '--subject', $opt{subject} if defined $opt{subject};
+    push @args, '--limit', $opt{limit} if defined $opt{limit};
+    my $timeout = $opt{timeout} // 60;
+    push @args, '--timeout', $timeout;
+    return $self->_parse($self->_run_retry($timeout, @args));
+}
+
+# natsdump's dump output as messages.
+sub _parse
+{
+    my ($self, $out) = @_;
     my @msgs;
     for my $line (split /\n/, $out)
     {
-        my $m = decode_json($line);
-        $m->{body} = JSON::PP->new->utf8(0)->decode($m->{raw});
+        my $m = $json_line->decode($line);
+        $m->{body} = $json_body->decode($m->{raw});
         push @msgs, $m;
     }
     return @msgs;
+}
+
+# How many messages the stream holds (on subjects matching subject => F),
+# from the stream's state: no message is read.  0 when it does not exist.
+# Failures of NATS are retried for up to 30 s.
+sub count
+{
+    my ($self, $stream, %opt) = @_;
+    my @args = ('count', $stream // 'ACTIVITY_EVENTS');
+    push @args, '--subject', $opt{subject} if defined $opt{subject};
+    my $out = $self->_run_retry(30, @args);
+    chomp $out;
+    return $out;
+}
+
+# wait_for_count($n, stream => S, subject => F, timeout => T): ask the
+# stream's state until it holds at least $n messages (on F), for at most T
+# seconds (default 60; errors on the way, e.g. while the server restarts or
+# a cluster elects a leader, count as "not yet").  Returns the last count;
+# on timeout it also says (diag) what it waited for.
+sub wait_for_count
+{
+    my ($self, $n, %opt) = @_;
+    my $stream = $opt{stream} // 'ACTIVITY_EVENTS';
+    my $timeout = $opt{timeout} // 60;
+    my $deadline = time + $timeout;
+    my ($count, $why) = (0, '');
+    while (1)
+    {
+        my $left = int($deadline - time + 0.999);
+        $left = 0 if $left < 0;
+        my @args = ('count', $stream, '--at-least', $n, '--timeout', $left);
+        push @args, '--subject', $opt{subject} if defined $opt{subject};
+        my ($out, $err, $rc) = $self->_run_status(@args);
+        $count = $1 if $out =~ /^(\d+)$/m;
+        return $count if $rc == 0;
+        $why = $err;
+        last if $rc != 1 && $rc != 2;    # a usage error
+        last if time >= $deadline;
+        usleep(100_000);    # natsdump could not connect: try again
+    }
+    chomp $why;
+    Test::More::diag("timed out after $timeout s waiting for $n messages"
+          . (defined $opt{subject} ? " on $opt{subject}" : '')
+          . " in stream $stream on port $self->{port}: it holds $count ($why)");
+    return $count;
+}
+
+# wait_for_messages($n, stream => S, subject => F, timeout => T):
+# wait_for_count, then read the messages (on F) once.
+sub wait_for_messages
+{
+    my ($self, $n, %opt) = @_;
+    $self->wait_for_count($n, %opt);
+    return $self->messages($opt{stream}, undef, subject => $opt{subject});
 }
 
 # The stream's config and state, or undef when it does not exist.
@@ -256,7 +394,7 @@ sub DESTROY
     {
         kill 'CONT', $self->{pid};
         kill 'TERM', $self->{pid};
-        waitpid($self->{pid}, 0);
+        $self->_reap(10);
     }
 }
 

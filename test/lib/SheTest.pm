@@ -16,8 +16,20 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(she_node she_set_conn she_apply_sets check_envelope wait_for_messages);
+our @EXPORT = qw(she_node she_set_conn she_apply_sets check_envelope wait_for_messages wait_until);
+
+# A watchdog for the whole test file: after SHE_TEST_TIMEOUT seconds
+# (default 900) it fails, says so, and exits; the END blocks then stop the
+# PostgreSQL nodes and DESTROY the nats-servers.
+my $file_timeout = $ENV{SHE_TEST_TIMEOUT} // 900;
+$SIG{ALRM} = sub {
+    fail("the test file finished within $file_timeout s (SHE_TEST_TIMEOUT)");
+    done_testing();
+    exit 1;
+};
+alarm($file_timeout) if $file_timeout > 0;
 
 # she_node($name, $nats, preload => 1|0, conf => "extra lines")
 # A started node, extension created in database postgres, nats_url set for
@@ -102,18 +114,32 @@ sub check_envelope
       if exists $exp{attributes};
 }
 
-# Poll the stream until it holds at least $n messages (or 30 s pass).
+# wait_for_messages($nats, $n, $stream, subject => F, timeout => T): ask
+# the stream's state until it holds at least $n messages (on F), for at
+# most T seconds (default 60), then read them once.
 sub wait_for_messages
 {
-    my ($nats, $n, $stream) = @_;
-    my @m;
-    for (1 .. 300)
+    my ($nats, $n, $stream, %opt) = @_;
+    return $nats->wait_for_messages($n, stream => $stream, %opt);
+}
+
+# wait_until($what, $timeout, sub { ... }): call the sub every 0.1 s until
+# it returns true (errors count as false) or $timeout seconds have passed.
+# Returns its last result; on timeout it says what was waited for (diag).
+sub wait_until
+{
+    my ($what, $timeout, $code) = @_;
+    my $deadline = time + $timeout;
+    my $r;
+    while (1)
     {
-        @m = eval { $nats->messages($stream) };
-        return @m if @m >= $n;
-        select(undef, undef, undef, 0.1);
+        $r = eval { $code->() };
+        return $r if $r;
+        last if time >= $deadline;
+        usleep(100_000);
     }
-    return @m;
+    diag("timed out after $timeout s waiting for $what" . ($@ ? ": $@" : ''));
+    return $r;
 }
 
 1;

@@ -110,8 +110,14 @@ $locker->{stderr} = '';
 my $commit_t0 = time;
 $locker->query(q{COMMIT});
 my $commit_end = time;
-$waiter->{run}->pump_nb until $waiter->{stdout} =~ /waiter done\|([0-9.]+)/ || time - $commit_end > 10;
-my $waiter_done = $1 // 1e12;
+until ($waiter->{stdout} =~ /waiter done\|([0-9.]+)/ || time - $commit_end > 10)
+{
+    $waiter->{run}->pump_nb;
+    usleep(10_000);
+}
+my ($waiter_done) = $waiter->{stdout} =~ /waiter done\|([0-9.]+)/;
+diag("timed out after 10 s waiting for the session queued on the row lock to finish") unless defined $waiter_done;
+$waiter_done //= 1e12;
 like($locker->{stderr}, qr/sent but not confirmed/, 'the locker waited for acknowledgements of a hung server');
 cmp_ok($commit_end - $commit_t0, '>=', 0.9, 'its COMMIT took about publish_timeout');
 cmp_ok($waiter_done, '<', $commit_end - 0.5,

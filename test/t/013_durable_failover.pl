@@ -9,7 +9,6 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 use NatsServer;
 use SheTest;
@@ -21,8 +20,7 @@ state_hub_events.delivery = 'durable'
 state_hub_events.retry_interval = '300ms'
 });
 $primary->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.f.before')});
-my @m;
-for (1 .. 100) { @m = eval { $nats->messages }; last if @m; usleep(100_000); }
+my @m = $nats->wait_for_messages(1, timeout => 60);
 is(scalar @m, 1, 'the primary\'s worker publishes');
 
 $primary->backup('bk');
@@ -43,16 +41,11 @@ is($standby->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE
 $primary->stop('immediate');
 $standby->promote;
 $nats->start;
-for (1 .. 300)
-{
-    @m = grep { $_->{subject} eq 'org.t.f.backlog' } eval { $nats->messages };
-    last if @m >= 100;
-    usleep(100_000);
-}
+@m = $nats->wait_for_messages(100, subject => 'org.t.f.backlog', timeout => 60);
 is(scalar @m, 100, 'after promotion the new primary\'s worker delivered the whole backlog');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1 .. 100 ], 'in order');
-$standby->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()');
-ok(1, 'the backlog drained on the new primary');
+ok($standby->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()'),
+    'the backlog drained on the new primary');
 
 $standby->stop;
 $nats->stop;

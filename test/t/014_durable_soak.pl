@@ -46,23 +46,23 @@ my @actions = (
     [ 'start NATS again',     sub { $nats->start } ],
 );
 my $segment = 0;
+my $deadline = time + 900;
 while ((my $done = committed()) < $target)
 {
+    BAIL_OUT("soak: $done of $target transactions committed after 15 minutes and $segment pgbench runs")
+      if time > $deadline || $segment > 20;
     my $per_client = int(($target - $done + 3) / 4);
     $per_client = 2500 if $per_client > 2500 && @actions;
     my ($out, $err) = ('', '');
     my $h = IPC::Run::start(
         [ 'pgbench', '-n', '-c', '4', '-j', '4', '-t', $per_client, '-f', $script, $node->connstr('postgres') ],
-        '>', \$out, '2>', \$err);
+        '>', \$out, '2>', \$err, IPC::Run::timeout(600));
     if (my $a = shift @actions)
     {
         # act once this segment has committed some transactions
         my $start = $done;
-        for (1 .. 200)
-        {
-            last if (eval { committed() } // 0) > $start + 1000;
-            usleep(50_000);
-        }
+        wait_until("1,000 transactions of segment $segment to commit", 60,
+            sub { committed() > $start + 1000 });
         note("segment $segment: $a->[0] at " . (eval { committed() } // '?') . ' committed');
         $a->[1]->();
     }
@@ -75,14 +75,11 @@ my $committed = committed();
 cmp_ok($committed, '>=', $target, "$committed transactions committed across the run");
 
 my %want = map { $_ => 1 } split /\n/, $node->safe_psql('postgres', 'SELECT id FROM soak');
-my @m;
-for (1 .. 600)
-{
-    @m = grep { $_->{subject} eq 'org.t.soak' } eval { $nats->messages };
-    last if @m >= $committed;
-    usleep(200_000);
-}
-$node->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()');
+# poll the stream's state until it holds them all, then read them once
+$nats->wait_for_count($committed, subject => 'org.t.soak', timeout => 300);
+ok($node->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()'),
+    'the backlog drained');
+my @m = $nats->messages(undef, undef, subject => 'org.t.soak', timeout => 300);
 my %got;
 $got{ $_->{body}{attributes}{id} }++ for @m;
 my @missing = grep { !$got{$_} } keys %want;

@@ -14,7 +14,6 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 use NatsServer;
 use SheTest;
@@ -46,23 +45,30 @@ sub status
 sub wait_worker { return $node->poll_query_until('postgres', 'SELECT worker_pid IS NOT NULL FROM state_hub_events.worker_status()'); }
 sub wait_no_worker { return $node->poll_query_until('postgres', 'SELECT worker_pid IS NULL FROM state_hub_events.worker_status()'); }
 
+# How many messages on $subject reached the stream: wait (the stream's
+# state, polled, at most 60 s) until there are $n.
 sub subject_count
 {
     my ($subject, $n) = @_;
-    my @m;
-    for (1 .. 100)
-    {
-        @m = grep { $_->{subject} eq $subject } eval { $nats->messages };
-        last if @m >= $n;
-        usleep(100_000);
-    }
-    return scalar @m;
+    return $nats->wait_for_count($n, subject => $subject, timeout => 60);
+}
+
+# How many messages on $subject the stream holds now (for events that must
+# never arrive: asked after a later event of the same worker arrived, which
+# the worker publishes in commit order).
+sub subject_now
+{
+    my ($subject) = @_;
+    return $nats->count(undef, subject => $subject);
 }
 
 # --- the served database does not exist yet: one WARNING, no FATAL loop
-sleep 3;
+my $missing_re = qr/database "hub" \(state_hub_events\.database\) does not exist/;
+ok(wait_until('the launcher to report the missing database', 60, sub { log_since(0) =~ $missing_re }),
+    'the launcher reports the missing database');
+sleep 3;    # an observation window: nothing more may be logged in it
 my $log = log_since(0);
-my @warn = ($log =~ /database "hub" \(state_hub_events\.database\) does not exist/g);
+my @warn = ($log =~ /$missing_re/g);
 is(scalar @warn, 1, 'a missing database is reported once');
 unlike($log, qr/FATAL/, 'and the worker does not die and restart over it');
 is(status('worker_pid'), '', 'no worker runs');
@@ -87,7 +93,8 @@ is($ret, 0, 'DROP DATABASE of the served database succeeds without FORCE');
 like($err, qr/WARNING:  state_hub_events: database "hub" held 20 durable events not yet published; they are dropped with it/,
     'and warns how many unpublished events went with it');
 like(log_since($offset), qr/worker for database "hub" stopping on request/, 'the worker stopped before the drop');
-sleep 3;
+wait_until('the launcher to notice the dropped database', 60, sub { log_since($offset) =~ $missing_re });
+sleep 3;    # an observation window: no FATAL may be logged in it
 $log = log_since($offset);
 unlike($log, qr/FATAL/, 'no FATAL after the drop');
 like($log, qr/database "hub" \(state_hub_events\.database\) does not exist/, 'the launcher notices the database is gone');
@@ -101,7 +108,7 @@ ok(wait_worker(), 'the worker serves the recreated database');
 $nats->start;
 $node->safe_psql('hub', q{SELECT state_hub_events.publish('org.t.l.second')});
 is(subject_count('org.t.l.second', 1), 1, 'which publishes');
-is(subject_count('org.t.l.dropped', 1), 0, 'the dropped database\'s events are gone, as warned');
+is(subject_now('org.t.l.dropped'), 0, 'the dropped database\'s events are gone, as warned');
 
 # --- a DROP DATABASE that fails leaves the worker running
 my $stdin = '';
@@ -173,7 +180,7 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM state_hub_events.outbox'),
 $node->safe_psql('postgres', 'TRUNCATE state_hub_events.outbox');
 ($ret, $out, $err) = $node->psql('postgres', 'DROP EXTENSION state_hub_events');
 is($ret, 0, 'after TRUNCATE the extension drops');
-sleep 2;
+sleep 2;    # an observation window: the worker must log no error in it
 unlike(log_since($offset), qr/ERROR:  (?!cannot drop)|FATAL/, 'the worker idles without errors while the extension is absent');
 
 # --- ALTER EXTENSION UPDATE from 1.0 with a backlog: it is kept and drains
@@ -183,15 +190,9 @@ $node->safe_psql('postgres', 'ALTER EXTENSION state_hub_events UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events'}), '1.2', 'updated to 1.2');
 is($node->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()'), '10', 'the backlog survived the update');
 $nats->start;
-my @m;
-for (1 .. 100)
-{
-    @m = grep { $_->{subject} eq 'org.t.l.update' } eval { $nats->messages };
-    last if @m >= 10;
-    usleep(100_000);
-}
+my @m = $nats->wait_for_messages(10, subject => 'org.t.l.update', timeout => 60);
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1 .. 10 ], 'and drained in order after the update');
-is(subject_count('org.t.l.discarded', 1), 0, 'the discarded events never left');
+is(subject_now('org.t.l.discarded'), 0, 'the discarded events never left');
 
 $node->stop;
 $nats->stop;

@@ -62,19 +62,12 @@ sub wait_true
     return 0;
 }
 
-# The messages of the stream whose subject matches $re, waiting until
-# there are at least $n (30 s at most).
+# The messages of the stream on subjects matching $filter, once it holds
+# at least $n of them (its state polled, 60 s at most).
 sub stream_messages
 {
-    my ($n, $re) = @_;
-    my @m;
-    for (1 .. 300)
-    {
-        @m = grep { $_->{subject} =~ $re } $nats->messages;
-        return @m if @m >= $n;
-        usleep(100_000);
-    }
-    return @m;
+    my ($n, $filter) = @_;
+    return $nats->wait_for_messages($n, subject => $filter, timeout => 60);
 }
 
 # Each id at its first appearance, in stream order.
@@ -105,7 +98,7 @@ sql(q{
     COMMIT;
 });
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains past the refused events');
-my @m = stream_messages(8, qr/^org\.t\.p\./);
+my @m = stream_messages(8, 'org.t.p.*');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1 .. 5, 8 .. 10 ],
     'the events behind them are stored, in order');
 is(sql(q{SELECT string_agg(subject || ' ' || coalesce(error_code::text, '-') || ' ' || (envelope::jsonb->'attributes'->>'i'), ', ' ORDER BY seq)
@@ -143,7 +136,7 @@ ok(wait_true(q{SELECT count(*) = 1 FROM state_hub_events.rejected WHERE subject 
 like(sql(q{SELECT coalesce(error_code::text, 'null') || ' ' || error FROM state_hub_events.rejected WHERE subject = 'org.t.deny.x'}),
     qr/^null .*Permissions Violation for Publish to "org\.t\.deny\.x"/, 'with the server\'s words and no JetStream code');
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
-@m = stream_messages(2, qr/^org\.t\.q$/);
+@m = stream_messages(2, 'org.t.q');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1, 3 ], 'the events around it are stored, in order');
 is(counters(), '10|0|3|0|0', 'stats() agree');
 
@@ -164,7 +157,7 @@ ok(wait_true(q{SELECT count(*) = 1 FROM state_hub_events.rejected WHERE subject 
 like(sql(q{SELECT coalesce(error_code::text, 'null') || ' ' || error FROM state_hub_events.rejected WHERE subject = 'org.t.m'}),
     qr/^null .*exceeds the server's max payload/, 'refused by the client, before sending');
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
-@m = stream_messages(2, qr/^org\.t\.m$/);
+@m = stream_messages(2, 'org.t.m');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1, 3 ], 'the events around it are stored, in order');
 my (undef, undef, $rejected) = split /\|/, counters();
 is($rejected, 4, 'stats() count it');
@@ -183,7 +176,7 @@ sql(q{SELECT state_hub_events.publish('org.t.p.small', '{"i": 11}')});
 is(sql('SELECT state_hub_events.requeue_rejected()'), 4, 'after raising max_msg_size, requeue them all');
 ok(wait_true('SELECT events = 0 AND rejected = 3 FROM state_hub_events.backlog()'),
     'the outbox drains; the other three are refused again');
-@m = stream_messages(10, qr/^org\.t\.p\./);
+@m = stream_messages(10, 'org.t.p.*');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1 .. 5, 8 .. 10, 11, 6 ],
     'the requeued event arrives, after the events that were waiting');
 is($m[-1]{msg_id}, $big_id, 'with its own id');
@@ -209,12 +202,12 @@ sql(q{SELECT count(state_hub_events.publish('org.t.o', jsonb_build_object('i', i
 # two more attempts (each counts its one event as failed)
 my $failed = sql('SELECT failed FROM state_hub_events.stats()');
 ok(wait_true("SELECT failed >= $failed + 2 FROM state_hub_events.stats()"), 'the worker keeps retrying');
-@m = grep { $_->{subject} eq 'org.t.o' } $nats->messages;
+@m = $nats->messages(undef, undef, subject => 'org.t.o');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1, 2 ],
     'events committed after the refused one are not published ahead of it');
 is(sql('SELECT events FROM state_hub_events.backlog()'), 3, 'they wait behind it');
 $nats->update_stream('ACTIVITY_EVENTS', 'max_bytes=-1');
-@m = stream_messages(5, qr/^org\.t\.o$/);
+@m = stream_messages(5, 'org.t.o');
 is_deeply([ map { $_->{body}{attributes}{i} } first_appearances(@m) ], [ 1 .. 5 ],
     'once the stream has room: sequence order');
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
@@ -236,16 +229,16 @@ $node->wait_for_log(qr/state_hub_events worker: 1 events behind event [0-9a-f-]+
 sql(q{SELECT state_hub_events.publish('org.t.r', '{"i": 4}')});
 $failed = sql('SELECT failed FROM state_hub_events.stats()');
 ok(wait_true("SELECT failed >= $failed + 2 FROM state_hub_events.stats()"), 'the worker keeps retrying');
-@m = grep { $_->{subject} eq 'org.t.r' } $nats->messages;
+@m = $nats->messages(undef, undef, subject => 'org.t.r');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1, 3 ],
     'the event behind it in the same batch was stored ahead of it, the later one was not');
 $nats->update_stream('ACTIVITY_EVENTS', 'max_bytes=-1');
-@m = stream_messages(4, qr/^org\.t\.r$/);
+@m = stream_messages(4, 'org.t.r');
 is_deeply([ map { $_->{body}{attributes}{i} } first_appearances(@m) ], [ 1, 3, 2, 4 ],
     'then the refused one, then the later one');
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
 my ($pub, $dup) = split /\|/, counters();
-is($pub - $dup, scalar(grep { $_->{subject} eq 'org.t.r' } $nats->messages),
+is($pub - $dup, $nats->count(undef, subject => 'org.t.r'),
     'stats(): published less duplicates is what the stream holds');
 
 # --- batches are bounded by bytes: NATS down, 30 events of about 10 kB
@@ -264,7 +257,7 @@ $node->wait_for_log(qr/state_hub_events worker: \d+ of \d+ events not acknowledg
 like(slurp_file($node->logfile, $offset), qr/state_hub_events worker: $k of $k events not acknowledged/,
     'the first attempt read one batch of worker_batch_bytes');
 $nats->start;
-@m = stream_messages(30, qr/^org\.t\.b$/);
+@m = stream_messages(30, 'org.t.b');
 is_deeply([ map { $_->{body}{attributes}{i} } first_appearances(@m) ], [ 1 .. 30 ],
     'once NATS is back all 30 arrive, in order');
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
@@ -278,7 +271,7 @@ sql(q{SELECT count(state_hub_events.publish('org.t.s', jsonb_build_object('i', i
 $node->wait_for_log(qr/state_hub_events worker: \d+ of \d+ events not acknowledged/, $offset);
 $nats->stop;    # resumes it: it reads part of what was sent, then stops
 $nats->start;
-@m = stream_messages(2000, qr/^org\.t\.s$/);
+@m = stream_messages(2000, 'org.t.s');
 my @first = first_appearances(@m);
 is(scalar @first, 2000, 'after the server stopped in the middle of a batch, all 2000 events arrived');
 is(scalar @m, 2000, 'each once');
