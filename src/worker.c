@@ -614,7 +614,8 @@ she_worker_main(Datum arg)
 			int			moved;
 
 			ereport(DEBUG1,
-					(errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
 									 b.n, (long long) b.bytes, (long long) b.seqs[0])));
 			publish_batch(&b, out, &res);
 			first = settle_batch(&b, out, &res, &deleted, &moved);
