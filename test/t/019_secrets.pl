@@ -18,7 +18,7 @@ use Test::More;
 use SheTest;
 
 my $url = 'nats://hub:s3cret-pw@127.0.0.1:1';
-my $node = she_node('secrets', undef, conf => qq{
+my $node = she_node('secrets', undef, preload => 0, conf => qq{
 state_hub_events.nats_url = '$url'
 state_hub_events.user = 'hub'
 state_hub_events.password = 'pw-s3cret'
