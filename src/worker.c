@@ -459,8 +459,9 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 
 /*
  * The first failure of an attempt: LOG it (the first of a run, then once a
- * minute), and say so when JetStream refused it but stored events behind
- * it, which then appear in the stream ahead of it.
+ * minute; with a hint when it was refused for good but this database has
+ * no dead-letter table yet), and say so when JetStream refused it but
+ * stored events behind it, which then appear in the stream ahead of it.
  */
 static void
 log_failure(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
@@ -477,21 +478,22 @@ log_failure(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res
 	if (o->state == SHE_MSG_REFUSED && ahead > 0)
 		ereport(LOG,
 				(errcode(ERRCODE_WARNING),
-				 errmsg("state_hub_events worker: %d events behind event %s (seq %lld) were stored ahead of it",
-						ahead, b->events[first].id, (long long) b->seqs[first]),
+				 errmsg_plural("state_hub_events worker: %d event behind event %s (seq %lld) was stored ahead of it",
+							   "state_hub_events worker: %d events behind event %s (seq %lld) were stored ahead of it",
+							   ahead, ahead, b->events[first].id, (long long) b->seqs[first]),
 				 errdetail("JetStream refused that event but not the events sent behind it in the same batch: %s",
 						   she_outcome_text(res, o))));
-	if (o->state == SHE_MSG_REFUSED && o->permanent && !b->can_reject)
-		ereport(LOG,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("state_hub_events worker: event %s (seq %lld) was refused for good, and there is no table state_hub_events.rejected to move it to",
-						b->events[first].id, (long long) b->seqs[first]),
-				 errdetail("%s", she_outcome_text(res, o)),
-				 errhint("Update the extension: ALTER EXTENSION state_hub_events UPDATE.")));
 
 	if (failed_attempts == 0 ||
 		TimestampDifferenceExceeds(*last_failure_log, now, FAILURE_LOG_MS))
 	{
+		if (o->state == SHE_MSG_REFUSED && o->permanent && !b->can_reject)
+			ereport(LOG,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("state_hub_events worker: event %s (seq %lld) was refused for good, and there is no table state_hub_events.rejected to move it to",
+							b->events[first].id, (long long) b->seqs[first]),
+					 errdetail("%s", she_outcome_text(res, o)),
+					 errhint("Update the extension: ALTER EXTENSION state_hub_events UPDATE.")));
 		ereport(LOG,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying from seq %lld every %d ms",

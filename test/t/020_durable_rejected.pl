@@ -225,7 +225,7 @@ sql(q{
     SELECT state_hub_events.publish('org.t.r', '{"i": 3}');
     COMMIT;
 });
-$node->wait_for_log(qr/state_hub_events worker: 1 events behind event [0-9a-f-]+ \(seq \d+\) were stored ahead of it/, $offset);
+$node->wait_for_log(qr/state_hub_events worker: 1 event behind event [0-9a-f-]+ \(seq \d+\) was stored ahead of it/, $offset);
 sql(q{SELECT state_hub_events.publish('org.t.r', '{"i": 4}')});
 $failed = sql('SELECT failed FROM state_hub_events.stats()');
 ok(wait_true("SELECT failed >= $failed + 2 FROM state_hub_events.stats()"), 'the worker keeps retrying');
@@ -277,6 +277,25 @@ is(scalar @first, 2000, 'after the server stopped in the middle of a batch, all 
 is(scalar @m, 2000, 'each once');
 is_deeply([ map { $_->{body}{attributes}{i} } @first ], [ 1 .. 2000 ], 'in sequence order');
 ok(wait_true('SELECT events = 0 FROM state_hub_events.backlog()'), 'the backlog drains');
+
+# --- a database still at 1.1 has no dead-letter table: the refused event
+# waits at the head of the outbox, the LOG says to update, and the update
+# lets it move
+$nats->update_stream('ACTIVITY_EVENTS', 'max_msg_size=2048');
+sql(q{DROP EXTENSION state_hub_events; CREATE EXTENSION state_hub_events VERSION '1.1'});
+$offset = -s $node->logfile;
+sql(q{SELECT state_hub_events.publish('org.t.u', jsonb_build_object('i', 1, 'pad', repeat('x', 4000)))});
+$node->wait_for_log(qr/event [0-9a-f-]+ \(seq 1\) was refused for good, and there is no table state_hub_events\.rejected to move it to/, $offset);
+sql(q{SELECT state_hub_events.publish('org.t.u', '{"i": 2}')});
+$failed = sql('SELECT failed FROM state_hub_events.stats()');
+ok(wait_true("SELECT failed >= $failed + 2 FROM state_hub_events.stats()"), 'at 1.1 the worker keeps retrying the refused event');
+is(sql('SELECT count(*) FROM state_hub_events.outbox'), 2, 'which stays in the outbox, with the event behind it');
+is($nats->count(undef, subject => 'org.t.u'), 0, 'and nothing is published ahead of it');
+sql('ALTER EXTENSION state_hub_events UPDATE');
+ok(wait_true(q{SELECT count(*) = 1 FROM state_hub_events.rejected WHERE subject = 'org.t.u'}),
+    'after ALTER EXTENSION UPDATE it moves to rejected');
+@m = stream_messages(1, 'org.t.u');
+is_deeply([ map { $_->{body}{attributes}{i} } @m ], [2], 'and the event behind it is published');
 
 $node->stop;
 $nats->stop;
