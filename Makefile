@@ -27,7 +27,7 @@ DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql \
 	state_hub_events--1.1--1.2.sql
 PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
 
-REGRESS = validation buffer emit security settings lifecycle
+REGRESS = validation buffer emit security settings lifecycle rejected
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
 # Harness binaries and scratch corpora of the fuzz runs.

@@ -5,7 +5,10 @@
  *
  * - Dropping state_hub_events.outbox while it holds events (DROP EXTENSION,
  *   DROP SCHEMA ... CASCADE, DROP OWNED) is refused, with the count and how
- *   to discard them on purpose.  An object-access hook sees the drop of the
+ *   to discard them on purpose; so is dropping state_hub_events.rejected
+ *   while it holds events the stream refused (committed events that were
+ *   never published, waiting for their cause to be fixed and for
+ *   requeue_rejected()).  An object-access hook sees the drop of the
  *   table, whatever command caused it; the event trigger
  *   state_hub_events_guard_drop exists so that the library, and with it the
  *   hook, is loaded before such a command even in a session that has not
@@ -54,20 +57,25 @@ PG_FUNCTION_INFO_V1(she_guard_drop);
 static object_access_hook_type prev_object_access_hook = NULL;
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
-static bool
-is_outbox(Oid relid)
+/* The guarded table relid is ("outbox" or "rejected"), or NULL. */
+static const char *
+guarded_table(Oid relid)
 {
 	Oid			nsp = get_namespace_oid("state_hub_events", true);
 	char	   *name;
 
 	if (!OidIsValid(nsp) || get_rel_namespace(relid) != nsp ||
 		get_rel_relkind(relid) != RELKIND_RELATION)
-		return false;
+		return NULL;
 	name = get_rel_name(relid);
-	return name != NULL && strcmp(name, "outbox") == 0;
+	if (name != NULL && strcmp(name, "outbox") == 0)
+		return "outbox";
+	if (name != NULL && strcmp(name, "rejected") == 0)
+		return "rejected";
+	return NULL;
 }
 
-/* Rows of the outbox committed so far (the drop holds its exclusive lock). */
+/* Rows of the table committed so far (the drop holds its exclusive lock). */
 static int64
 count_rows(Oid relid)
 {
@@ -90,11 +98,30 @@ static void
 guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 					int subId, void *arg)
 {
+	const char *table = NULL;
+
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 
-	if (access == OAT_DROP && classId == RelationRelationId && subId == 0 &&
-		is_outbox(objectId))
+	if (access == OAT_DROP && classId == RelationRelationId && subId == 0)
+		table = guarded_table(objectId);
+	if (table != NULL && strcmp(table, "rejected") == 0)
+	{
+		int64		n = count_rows(objectId);
+
+		if (n > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg_plural("cannot drop state_hub_events.rejected: it holds %lld committed event the stream refused",
+								   "cannot drop state_hub_events.rejected: it holds %lld committed events the stream refused",
+								   n, (long long) n),
+					 errdetail_plural("The stream refused it, so it was never published; dropping the table would lose it.",
+									  "The stream refused them, so they were never published; dropping the table would lose them.",
+									  n),
+					 errhint("Fix the cause and put them back (SELECT state_hub_events.requeue_rejected()), "
+							 "or discard them on purpose first: TRUNCATE state_hub_events.rejected.")));
+	}
+	else if (table != NULL)
 	{
 		int64		n = count_rows(objectId);
 

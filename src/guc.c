@@ -59,6 +59,7 @@ char	   *she_database = NULL;
 int			she_max_backlog_events = 1000000;
 int			she_backlog_overflow = SHE_OVERFLOW_ERROR;
 int			she_durable_dup_window_s = 3600;
+int			she_worker_batch_kb = 8192;
 
 static const struct config_enum_entry overflow_options[] = {
 	{"error", SHE_OVERFLOW_ERROR, false},
@@ -294,6 +295,11 @@ she_define_settings(void)
 							"Duplicate window of the stream when the durable worker creates it.",
 							NULL, &she_durable_dup_window_s, 3600, 1, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.worker_batch_bytes",
+							"Durable mode: most envelope bytes the worker reads and publishes as one batch.",
+							"A batch also holds at most 1000 events, and at least one.",
+							&she_worker_batch_kb, 8192, 1, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("state_hub_events");
 }

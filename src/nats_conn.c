@@ -13,8 +13,8 @@
  * Threads.  nats.c runs threads (timer, flusher, reader, delivery,
  * reconnect).  Every call here is made with all signals blocked, so every
  * thread nats.c starts has them blocked and PostgreSQL's handlers run only
- * on the process's own thread.  The only state shared with nats threads is
- * SheConn.current and late_acks, under SheConn.mu (nats_publish.c).
+ * on the process's own thread.  The state shared with nats threads is in
+ * SheConn, under SheConn.mu (see nats_conn.h).
  *
  * Nothing here ERRORs: failures come back as text in err.
  *
@@ -118,6 +118,43 @@ static void
 disconnected_cb(natsConnection *nc, void *closure)
 {
 	set_state((SheConn *) closure, false, nc);
+}
+
+/*
+ * Asynchronous errors (nats threads).  The server answers a publish to a
+ * subject the user may not publish to with -ERR 'Permissions Violation for
+ * Publish to "SUBJECT"' and drops the message: JetStream never acknowledges
+ * it.  Note the subject and let nats_publish.c refuse that message (the
+ * error text is this thread's last error, set by nats.c for the callback).
+ */
+static void
+error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	SheConn    *c = (SheConn *) closure;
+	const char *t = nats_GetLastError(NULL);
+	const char *prefix = "Permissions Violation for Publish to \"";
+	const char *p = t ? strstr(t, prefix) : NULL;
+	char		subject[256];
+	size_t		len;
+	const char *end;
+
+	if (err != NATS_NOT_PERMITTED || sub != NULL || p == NULL)
+		return;
+	p += strlen(prefix);
+	end = strchr(p, '"');
+	len = end ? (size_t) (end - p) : strlen(p);
+	if (len >= sizeof(subject))
+		return;
+	memcpy(subject, p, len);
+	subject[len] = '\0';
+	pthread_mutex_lock(&c->mu);
+	if (c->cb_nc == nc)
+	{
+		c->denied++;
+		strlcpy(c->denied_subject, subject, sizeof(c->denied_subject));
+		she_publish_denied(c, subject, t);
+	}
+	pthread_mutex_unlock(&c->mu);
 }
 
 /*
@@ -228,6 +265,21 @@ make_options(SheConn *c, natsOptions **optsp, char *err, size_t errlen)
 		s = natsOptions_SetDisconnectedCB(opts, disconnected_cb, c);
 	if (s == NATS_OK)
 		s = natsOptions_SetClosedCB(opts, disconnected_cb, c);
+	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(opts, error_cb, c);
+
+	/*
+	 * The durable worker: what reaches the server must be a prefix of what
+	 * it sent on one connection, or a message lost with a broken connection
+	 * is overtaken by later ones that nats.c buffered and sent after the
+	 * reconnect.  nats.c (3.4 to 3.9 at least) refuses a publish while
+	 * reconnecting once its buffer holds reconnectBufSize bytes, and stores
+	 * 0 as given (its header says 0 means the default; its code compares
+	 * the buffered length against it, so every such publish fails with
+	 * NATS_INSUFFICIENT_BUFFER).
+	 */
+	if (s == NATS_OK && c->no_reconnect_buffer)
+		s = natsOptions_SetReconnectBufSize(opts, 0);
 	if (s == NATS_OK)
 		s = set_auth_options(opts);
 	free(urls);

@@ -23,11 +23,12 @@
 struct SheAckBatch;
 
 /*
- * A connection.  nc, js, key and max_payload belong to the owning
- * process's main thread.  mu guards what nats threads write: current and
- * late_acks (the ack handler, nats_publish.c), and up, payload_stale and
- * last_error (the connection callbacks), so the state is known without a
- * nats call, which can block while nats.c is reconnecting.
+ * A connection.  nc, js, key, max_payload and no_reconnect_buffer belong
+ * to the owning process's main thread.  mu guards what nats threads write:
+ * current and late_acks (the ack handler, nats_publish.c), denied and
+ * denied_subject (the error handler), and up, payload_stale and last_error
+ * (the connection callbacks), so the state is known without a nats call,
+ * which can block while nats.c is reconnecting.
  */
 typedef struct SheConn
 {
@@ -35,9 +36,15 @@ typedef struct SheConn
 	jsCtx	   *js;
 	char	   *key;			/* malloc'd: the settings nc was made with */
 	int			max_payload;	/* the server's, once connected; else 0 */
+	bool		no_reconnect_buffer;	/* set before the first ensure: a
+										 * publish while reconnecting fails at
+										 * once instead of waiting in nats.c's
+										 * buffer (the durable worker) */
 	pthread_mutex_t mu;
 	struct SheAckBatch *current;	/* under mu: the batch acks belong to */
 	uint64_t	late_acks;		/* under mu: acks of batches given up on */
+	uint64_t	denied;			/* under mu: publish permission violations */
+	char		denied_subject[256];	/* under mu: the last one's subject */
 	natsConnection *cb_nc;		/* under mu: callbacks of other connections
 								 * are ignored; -1 while connecting */
 	bool		up;				/* under mu: connected, per nats.c's callbacks */

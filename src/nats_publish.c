@@ -21,6 +21,15 @@
  * texts (plain malloc'd memory), and calls SetLatch (safe anywhere).  The
  * caller's thread reads them under the same mutex.  No palloc, no elog.
  *
+ * Permissions.  The server drops a message whose subject the user may not
+ * publish to and says so only with an asynchronous -ERR naming the subject
+ * (nats_conn.c's error handler); JetStream never answers it.  The server
+ * handles one connection's messages in order, so the -ERR belongs to the
+ * first message of that subject still pending: she_publish_denied refuses
+ * it for good.  (A late -ERR for a batch given up on can only hit a message
+ * of the same subject, which the server refuses for the same reason, unless
+ * the permissions changed in between.)
+ *
  * The stream.  Nothing is looked up before publishing: if JetStream answers
  * "no responders" (no stream captures the subject) and create_stream is
  * set, the stream is created and those messages are published again within
@@ -48,6 +57,8 @@ typedef struct SheAckBatch
 	int		   *vals;
 	int			mask;			/* capacity - 1 (a power of two) */
 	SheMsgOutcome *out;
+	const SheEvent *events;		/* their subjects, for she_publish_denied */
+	int			n;
 	natsMsg   **kept;			/* "no responders" messages, to send again */
 	int			pending;		/* sent and not answered */
 	int			no_responders;	/* kept[] entries */
@@ -95,7 +106,7 @@ map_take(SheAckBatch *b, natsMsg *m)
 
 /* malloc'd (safe after a commit record); NULL when out of memory. */
 static SheAckBatch *
-batch_create(int n, SheMsgOutcome *out, SheBatchOutcome *sum)
+batch_create(const SheEvent *events, int n, SheMsgOutcome *out, SheBatchOutcome *sum)
 {
 	SheAckBatch *b = calloc(1, sizeof(SheAckBatch));
 	int			cap = 16;
@@ -117,6 +128,8 @@ batch_create(int n, SheMsgOutcome *out, SheBatchOutcome *sum)
 	}
 	b->mask = cap - 1;
 	b->out = out;
+	b->events = events;
+	b->n = n;
 	b->sum = sum;
 	b->latch = MyLatch;
 	return b;
@@ -167,6 +180,8 @@ set_refused(SheBatchOutcome *sum, SheMsgOutcome *o, natsStatus s, int code, cons
 
 	if (code != 0)
 		snprintf(text, sizeof(text), "JetStream refused a message: %s (error code %d)", what, code);
+	else if (s == NATS_NOT_PERMITTED || s == NATS_MAX_PAYLOAD)
+		snprintf(text, sizeof(text), "NATS refused a message: %s", what);
 	else
 		snprintf(text, sizeof(text), "JetStream refused a message: %s", what);
 	o->state = SHE_MSG_REFUSED;
@@ -220,6 +235,30 @@ she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *c
 	pthread_mutex_unlock(&c->mu);
 	if (msg != NULL)
 		natsMsg_Destroy(msg);
+}
+
+/*
+ * The server refused to let us publish to subject (text: its -ERR).  Under
+ * SheConn.mu, on a nats thread: refuse the first message of the current
+ * batch with that subject that is still pending.
+ */
+void
+she_publish_denied(SheConn *c, const char *subject, const char *text)
+{
+	SheAckBatch *b = c->current;
+	int			i;
+
+	if (b == NULL)
+		return;
+	for (i = 0; i < b->n; i++)
+	{
+		if (b->out[i].state != SHE_MSG_PENDING || strcmp(b->events[i].subject, subject) != 0)
+			continue;
+		set_refused(b->sum, &b->out[i], NATS_NOT_PERMITTED, 0, text);
+		if (--b->pending == 0)
+			SetLatch(b->latch);
+		return;
+	}
 }
 
 /* The message of one event.  Signals blocked. */
@@ -487,6 +526,24 @@ detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
 	pthread_mutex_unlock(&c->mu);
 }
 
+/*
+ * Did the server refuse to let us publish to subject since the error
+ * handler's count was "before"?  (A request the server drops for lack of
+ * permission times out: the -ERR is the only answer.)
+ */
+static bool
+denied_meanwhile(SheConn *c, uint64_t before, const char *subject, char *text, size_t textlen)
+{
+	bool		denied;
+
+	pthread_mutex_lock(&c->mu);
+	denied = c->denied != before && strcmp(c->denied_subject, subject) == 0;
+	pthread_mutex_unlock(&c->mu);
+	if (denied)
+		snprintf(text, textlen, "Permissions Violation for Publish to \"%s\"", subject);
+	return denied;
+}
+
 /* Publish one message with a single request (one round trip, no flush). */
 static void
 publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *ev,
@@ -499,7 +556,11 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	natsStatus	s;
 	bool		created = false;
 	char		reason[200] = "";
+	uint64_t	denied;
 
+	pthread_mutex_lock(&c->mu);
+	denied = c->denied;
+	pthread_mutex_unlock(&c->mu);
 	s = make_msg(&msg, ev, stream);
 	if (s != NATS_OK)
 	{
@@ -525,6 +586,10 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 		o->state = pa->Duplicate ? SHE_MSG_DUPLICATE : SHE_MSG_STORED;
 		jsPubAck_Destroy(pa);
 	}
+	else if (s == NATS_MAX_PAYLOAD)
+		set_refused(sum, o, s, 0, "the message exceeds the server's max payload");
+	else if (s == NATS_TIMEOUT && denied_meanwhile(c, denied, ev->subject, reason, sizeof(reason)))
+		set_refused(sum, o, NATS_NOT_PERMITTED, 0, reason);
 	else if (s == NATS_TIMEOUT)
 	{
 		snprintf(reason, sizeof(reason), "no acknowledgement from JetStream within %d ms",
@@ -543,6 +608,9 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	{
 		const char *t = nats_GetLastError(NULL);
 
+		/* nats.c prefixes its own source location: "(js.c:535): ..." */
+		if (t != NULL && t[0] == '(' && strstr(t, "): ") != NULL)
+			t = strstr(t, "): ") + 3;
 		set_refused(sum, o, s, (int) ec, t ? t : natsStatus_GetText(s));
 	}
 }
@@ -618,7 +686,7 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 	she_nats_block_signals(&saved);
 	if (n == 1)
 		publish_one(c, stream, create_stream, &events[0], deadline, &out[0], sum);
-	else if ((b = batch_create(n, out, sum)) == NULL)
+	else if ((b = batch_create(events, n, out, sum)) == NULL)
 	{
 		for (i = 0; i < n; i++)
 			out[i].text = add_text(sum, "out of memory");

@@ -36,7 +36,7 @@ typedef struct SheMsgOutcome
 	int			text;			/* index into SheBatchOutcome.texts, or -1 */
 } SheMsgOutcome;
 
-#define SHE_OUTCOME_TEXTS	4
+#define SHE_OUTCOME_TEXTS	16		/* more distinct texts share the last one */
 
 /* The sums over a batch, and the distinct error texts its messages met. */
 typedef struct SheBatchOutcome
@@ -66,6 +66,9 @@ extern void she_publish_events(SheConn *c, const char *stream, bool create_strea
 
 /* The error text of one message's outcome ("" if none). */
 extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);
+
+/* The server refused a publish to subject (nats threads, under SheConn.mu). */
+extern void she_publish_denied(SheConn *c, const char *subject, const char *text);
 
 /* nats.c's ack handler for SheConn's JetStream context (nats threads). */
 extern void she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa,

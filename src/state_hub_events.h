@@ -84,6 +84,7 @@ extern char *she_database;
 extern int	she_max_backlog_events;
 extern int	she_backlog_overflow;
 extern int	she_durable_dup_window_s;
+extern int	she_worker_batch_kb;
 
 typedef enum SheOverflow
 {
@@ -167,6 +168,7 @@ extern void she_stats_add_published(uint64 n, uint64 duplicates);
 extern void she_stats_add_failed(uint64 n);
 extern void she_stats_add_unconfirmed(uint64 n);
 extern void she_stats_add_dropped(uint64 n);
+extern void she_stats_add_rejected(uint64 n);
 extern void she_stats_add_buffered(uint64 n);
 extern void she_stats_record_commit_time(uint64 usec);
 extern void she_stats_set_last_error(const char *msg);

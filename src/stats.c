@@ -51,6 +51,7 @@ typedef struct SheStats
 	pg_atomic_uint64 failed;
 	pg_atomic_uint64 unconfirmed;
 	pg_atomic_uint64 dropped;
+	pg_atomic_uint64 rejected;	/* moved to the dead-letter table (worker) */
 	pg_atomic_uint64 commits;
 	pg_atomic_uint64 publisher_batches;	/* groups the publisher sent */
 	pg_atomic_uint64 publisher_events;	/* events in them */
@@ -71,7 +72,7 @@ static void
 clear_stats(SheStats *s, bool init)
 {
 	pg_atomic_uint64 *counters[] = {&s->buffered, &s->published, &s->duplicates,
-	&s->failed, &s->unconfirmed, &s->dropped, &s->commits, &s->publisher_batches,
+	&s->failed, &s->unconfirmed, &s->dropped, &s->rejected, &s->commits, &s->publisher_batches,
 	&s->publisher_events};
 	int			i;
 
@@ -149,6 +150,13 @@ void
 she_stats_add_dropped(uint64 n)
 {
 	pg_atomic_fetch_add_u64(&stats->dropped, n);
+}
+
+/* The durable worker moved n events to state_hub_events.rejected. */
+void
+she_stats_add_rejected(uint64 n)
+{
+	pg_atomic_fetch_add_u64(&stats->rejected, n);
 }
 
 /* Called on nats threads: atomics only. */
@@ -248,14 +256,17 @@ hist_quantile(const uint64 *counts, uint64 total, double q)
  * stats() RETURNS TABLE (scope text, buffered bigint, published bigint,
  *	 duplicates bigint, failed bigint, unconfirmed bigint, dropped bigint,
  *	 commits bigint, commit_publish_p50_ms float8, commit_publish_p99_ms float8,
- *	 last_error text, last_error_at timestamptz)
+ *	 last_error text, last_error_at timestamptz, rejected bigint)
+ *
+ * Before version 1.2 the function has no rejected column: the tuple is
+ * built for the columns the installed version declares.
  */
 Datum
 she_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[12];
-	bool		nulls[12];
+	Datum		values[13];
+	bool		nulls[13];
 	uint64		counts[HIST_BUCKETS];
 	uint64		total = 0;
 	char		last_error[256];
@@ -265,6 +276,8 @@ she_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts != 12 && tupdesc->natts != 13)
+		elog(ERROR, "stats() must return 12 or 13 columns, not %d", tupdesc->natts);
 
 	for (i = 0; i < HIST_BUCKETS; i++)
 	{
@@ -295,6 +308,7 @@ she_stats(PG_FUNCTION_ARGS)
 	nulls[10] = (last_error[0] == '\0');
 	values[11] = TimestampTzGetDatum(last_time);
 	nulls[11] = (last_time == 0);
+	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->rejected));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -3,17 +3,34 @@
  * worker.c
  *	  The durable-delivery background worker: publishes the outbox of the
  *	  database named by state_hub_events.database, in sequence order, and
- *	  deletes exactly the rows whose batch JetStream acknowledged.
+ *	  deletes exactly the acknowledged prefix of each batch.
  *
- * Loop: read the oldest batch (ORDER BY seq), publish it with its ids as
- * Nats-Msg-Id and wait for the acknowledgements; all acknowledged: delete
- * those rows by seq (never by a high-water mark, so a row that became
- * visible late is not skipped); anything missing: keep the whole batch and
- * try again after retry_interval (re-publishes collapse by Nats-Msg-Id).
- * Woken by committing backends through its latch, and polls every second
- * for what no commit callback sees (COMMIT PREPARED, a restart).  The
- * launcher (launcher.c) starts it for one database and asks it to stop
- * through shared memory; it stops between batches.
+ * Loop: read the oldest batch (ORDER BY seq; at most 1000 events and
+ * worker_batch_bytes of envelopes, at least one event), publish it with
+ * its ids as Nats-Msg-Id, and walk the outcomes in sequence order:
+ * acknowledged events are deleted, events refused for good (too large,
+ * captured by another stream, no permission) move to the dead-letter table
+ * state_hub_events.rejected, both in one transaction; the walk stops at the
+ * first other failure, which stays in the outbox with everything behind
+ * it, and is retried after retry_interval.  Woken by committing backends
+ * through its latch, and polls every second for what no commit callback
+ * sees (COMMIT PREPARED, a restart, requeue_rejected()).  The launcher
+ * (launcher.c) starts it for one database and asks it to stop through
+ * shared memory; it stops between batches.
+ *
+ * Order.  A batch is sent in sequence order on one connection, whose
+ * messages the server handles in order, and nats.c buffers nothing while
+ * reconnecting (SheConn.no_reconnect_buffer): what a broken connection
+ * lost is never overtaken by what followed it.  The retry starts from the
+ * first event not acknowledged (the events behind it that were stored are
+ * collapsed by Nats-Msg-Id), so each event first appears in the stream in
+ * sequence order.  One case is beyond reach while a batch is pipelined:
+ * JetStream refusing an event for a reason that does not hold for the
+ * events behind it (a stream full with discard new: a large event refused,
+ * small ones still fitting); those are stored ahead of it, and this is
+ * LOGged.  To keep that to the one batch where the failure appeared, every
+ * attempt after a failure publishes the first event alone, until it is
+ * acknowledged; then full batches again.
  *
  * IDENTIFICATION
  *	  src/worker.c
@@ -49,6 +66,7 @@
 #define WORKER_BATCH	1000
 #define WORKER_POLL_MS	1000
 #define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
+#define REJECT_LOG_MAX	10		/* rejections LOGged one by one per batch */
 
 PGDLLEXPORT void she_worker_main(Datum arg);
 
@@ -90,11 +108,12 @@ connect_spi(void)
 }
 
 /*
- * The worker's two statements, planned once.  SPI keeps them across
- * transactions; PostgreSQL replans them when the outbox changes.
+ * The worker's statements, planned once.  SPI keeps them across
+ * transactions; PostgreSQL replans them when the tables change.
  */
 static SPIPlanPtr read_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
+static SPIPlanPtr reject_plan = NULL;
 
 static SPIPlanPtr
 keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
@@ -110,57 +129,97 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 	return *plan;
 }
 
+/* One batch read from the outbox, oldest first. */
+typedef struct WorkerBatch
+{
+	SheEvent   *events;
+	int64	   *seqs;
+	int			n;
+	int64		ahead;			/* outbox rows among the first `limit` */
+	int64		bytes;			/* envelope bytes of the batch */
+	bool		exists;			/* the outbox exists in this database */
+	bool		can_reject;		/* and the dead-letter table (1.2) */
+} WorkerBatch;
+
 /*
- * Read the oldest batch into cxt.  Returns the number of rows; *exists is
- * false when the extension is not installed in this database.  The backlog
- * is counted exactly when it fits in one batch, else with count(*) at most
- * once per WORKER_POLL_MS (a large backlog makes count(*) costly).
+ * The oldest events of the outbox: at most limit rows, and at most
+ * worker_batch_bytes of envelopes (but at least one row).  The byte bound
+ * is applied to the sizes (octet_length reads a TOASTed value's size
+ * without fetching it), so only the events of the batch are read.
  */
-static int
-read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
+#define READ_SQL \
+	"SELECT b.seq, b.id::pg_catalog.text, b.subject, b.envelope, b.ahead FROM (" \
+	" SELECT o.seq, o.id, o.subject, o.envelope," \
+	"  pg_catalog.sum(pg_catalog.octet_length(o.envelope)) OVER w AS upto," \
+	"  pg_catalog.row_number() OVER w AS rn," \
+	"  pg_catalog.count(*) OVER () AS ahead" \
+	" FROM (SELECT seq, id, subject, envelope FROM state_hub_events.outbox" \
+	"       ORDER BY seq LIMIT $2) o" \
+	" WINDOW w AS (ORDER BY o.seq)) b " \
+	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
+
+/* Is there a table called name in schema state_hub_events? */
+static bool
+table_exists(const char *name)
+{
+	return OidIsValid(get_relname_relid(name, get_namespace_oid("state_hub_events", true)));
+}
+
+/*
+ * Read the oldest batch (at most limit rows) into cxt.  The backlog is
+ * counted exactly when it is within the first limit rows, else with
+ * count(*) at most once per WORKER_POLL_MS (a large backlog makes count(*)
+ * costly).
+ */
+static void
+read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 {
 	static TimestampTz last_count = 0;
-	int			n = 0;
 	int64		backlog = -1;
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Datum		args[2];
 
+	memset(b, 0, sizeof(*b));
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading the outbox");
 
-	*exists = OidIsValid(get_relname_relid("outbox",
-										   get_namespace_oid("state_hub_events", true)));
-	if (*exists &&
-		SPI_execute_plan(keep_plan(&read_plan,
-								   "SELECT seq, id::text, subject, envelope FROM state_hub_events.outbox "
-								   "ORDER BY seq LIMIT " CppAsString2(WORKER_BATCH), 0, NULL),
-						 NULL, NULL, true, 0) == SPI_OK_SELECT)
+	b->exists = table_exists("outbox");
+	b->can_reject = b->exists && table_exists("rejected");
+	args[0] = Int64GetDatum((int64) she_worker_batch_kb * 1024);
+	args[1] = Int32GetDatum(limit);
+	if (b->exists &&
+		SPI_execute_plan(keep_plan(&read_plan, READ_SQL, 2, argtypes),
+						 args, NULL, true, 0) == SPI_OK_SELECT)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
+		TupleDesc	d = SPI_tuptable->tupdesc;
 		uint64		i;
 
-		n = (int) SPI_processed;
-		*events = palloc0(Max(n, 1) * sizeof(SheEvent));
-		*seqs = palloc(Max(n, 1) * sizeof(int64));
+		b->n = (int) SPI_processed;
+		b->events = palloc0(Max(b->n, 1) * sizeof(SheEvent));
+		b->seqs = palloc(Max(b->n, 1) * sizeof(int64));
 		for (i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
-			TupleDesc	d = SPI_tuptable->tupdesc;
+			SheEvent   *ev = &b->events[i];
 			bool		isnull;
 			char	   *id = SPI_getvalue(t, d, 2);
-			char	   *env = SPI_getvalue(t, d, 4);
 
-			(*seqs)[i] = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
-			strlcpy((*events)[i].id, id, sizeof((*events)[i].id));
-			(*events)[i].subject = SPI_getvalue(t, d, 3);
-			(*events)[i].envelope = env;
-			(*events)[i].envelope_len = strlen(env);
+			b->seqs[i] = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+			strlcpy(ev->id, id, sizeof(ev->id));
+			ev->subject = SPI_getvalue(t, d, 3);
+			ev->envelope = SPI_getvalue(t, d, 4);
+			ev->envelope_len = strlen(ev->envelope);
+			b->bytes += ev->envelope_len;
+			b->ahead = DatumGetInt64(SPI_getbinval(t, d, 5, &isnull));
 		}
 		MemoryContextSwitchTo(old);
 
-		if (n < WORKER_BATCH)
-			backlog = n;
+		if (b->ahead < limit)
+			backlog = b->ahead;
 		else if (TimestampDifferenceExceeds(last_count, GetCurrentTimestamp(), WORKER_POLL_MS) &&
 				 SPI_execute("SELECT count(*) FROM state_hub_events.outbox", true, 1) == SPI_OK_SELECT)
 		{
@@ -170,42 +229,134 @@ read_batch(MemoryContext cxt, SheEvent **events, int64 **seqs, bool *exists)
 			last_count = GetCurrentTimestamp();
 		}
 	}
-	set_status(*exists ? backlog : 0, false, NULL);
+	set_status(b->exists ? backlog : 0, false, NULL);
 
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return n;
 }
 
-/* Delete exactly the acknowledged rows. */
-static void
-delete_rows(int64 *seqs, int n)
+/* An int8[], int4[] or text[] of the n Datums elems. */
+static Datum
+make_array(Oid elemtype, Datum *elems, int n)
 {
-	Datum	   *d = palloc(n * sizeof(Datum));
-	Datum		arg;
-	Oid			argtype = INT8ARRAYOID;
-	int			i;
+	if (elemtype == INT8OID)
+		return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (elemtype == INT4OID)
+		return PointerGetDatum(construct_array(elems, n, INT4OID, 4, true, TYPALIGN_INT));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
 
-	for (i = 0; i < n; i++)
-		d[i] = Int64GetDatum(seqs[i]);
-	arg = PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+#define REJECT_SQL \
+	"WITH moved AS (DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) " \
+	"  RETURNING seq, id, subject, envelope, enqueued_at) " \
+	"INSERT INTO state_hub_events.rejected " \
+	"  (seq, id, subject, envelope, enqueued_at, error_code, error) " \
+	"SELECT m.seq, m.id, m.subject, m.envelope, m.enqueued_at, NULLIF(e.code, 0), e.error " \
+	"  FROM moved m JOIN ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) " \
+	"    AS e(seq, code, error) ON e.seq = m.seq"
+
+/*
+ * In one transaction: delete the acknowledged events (seqs acked[0..nacked-1])
+ * and move the refused ones (indexes rej[0..nrej-1] of batch b) from the
+ * outbox to state_hub_events.rejected with their errors.  Returns how many
+ * were moved (fewer than nrej only if rows vanished meanwhile, e.g. a
+ * TRUNCATE).
+ */
+static int
+settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
+	   int64 *acked, int nacked, const int *rej, int nrej)
+{
+	int			moved = 0;
+	int			i;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
-	if (SPI_execute_plan(keep_plan(&delete_plan,
-								   "DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
-								   1, &argtype),
-						 &arg, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "deleting from state_hub_events.outbox failed");
+	if (nacked > 0)
+	{
+		Datum	   *d = palloc(nacked * sizeof(Datum));
+		Datum		arg;
+		Oid			argtype = INT8ARRAYOID;
+
+		for (i = 0; i < nacked; i++)
+			d[i] = Int64GetDatum(acked[i]);
+		arg = make_array(INT8OID, d, nacked);
+		if (SPI_execute_plan(keep_plan(&delete_plan,
+									   "DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
+									   1, &argtype),
+							 &arg, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "deleting from state_hub_events.outbox failed");
+	}
+	if (nrej > 0)
+	{
+		Datum	   *seqs = palloc(nrej * sizeof(Datum));
+		Datum	   *codes = palloc(nrej * sizeof(Datum));
+		Datum	   *errors = palloc(nrej * sizeof(Datum));
+		Datum		args[3];
+		Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+
+		for (i = 0; i < nrej; i++)
+		{
+			seqs[i] = Int64GetDatum(b->seqs[rej[i]]);
+			codes[i] = Int32GetDatum(out[rej[i]].err_code);
+			errors[i] = CStringGetTextDatum(she_outcome_text(sum, &out[rej[i]]));
+		}
+		args[0] = make_array(INT8OID, seqs, nrej);
+		args[1] = make_array(INT4OID, codes, nrej);
+		args[2] = make_array(TEXTOID, errors, nrej);
+		if (SPI_execute_plan(keep_plan(&reject_plan, REJECT_SQL, 3, argtypes),
+							 args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "moving refused events to state_hub_events.rejected failed");
+		moved = (int) SPI_processed;
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return moved;
+}
+
+/* The SQLSTATE that fits a refusal for good, for the LOG line. */
+static int
+refusal_errcode(const SheBatchOutcome *sum, const SheMsgOutcome *o)
+{
+	if (o->err_code == 10060)	/* captured by another stream */
+		return ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+	if (strstr(she_outcome_text(sum, o), "Permissions Violation") != NULL)
+		return ERRCODE_INSUFFICIENT_PRIVILEGE;
+	return ERRCODE_PROGRAM_LIMIT_EXCEEDED;	/* too large */
+}
+
+/*
+ * LOG the events moved to the dead-letter table: one line each for the
+ * first REJECT_LOG_MAX of a batch, then one line for the rest.
+ */
+static void
+log_rejected(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
+			 const int *rej, int nrej)
+{
+	int			i;
+
+	for (i = 0; i < nrej && i < REJECT_LOG_MAX; i++)
+	{
+		const SheEvent *ev = &b->events[rej[i]];
+
+		ereport(LOG,
+				(errcode(refusal_errcode(sum, &out[rej[i]])),
+				 errmsg("state_hub_events worker: event %s (seq %lld, subject \"%s\") was refused for good and moved to state_hub_events.rejected",
+						ev->id, (long long) b->seqs[rej[i]], ev->subject),
+				 errdetail("%s", she_outcome_text(sum, &out[rej[i]])),
+				 errhint("Once the cause is fixed, put it back: SELECT state_hub_events.requeue_rejected();")));
+	}
+	if (nrej > REJECT_LOG_MAX)
+		ereport(LOG,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("state_hub_events worker: %d more events of the batch were refused for good and moved to state_hub_events.rejected",
+						nrej - REJECT_LOG_MAX)));
 }
 
 static void
@@ -233,24 +384,127 @@ stop_requested(void)
 }
 
 /*
- * Publish one batch through the engine and count its outcomes.  The
- * per-message outcomes (and whether a refusal is permanent) are in out.
+ * Publish batch b through the engine; out[i] is event i's outcome.  No
+ * connection: every event is NOT_SENT.
  */
 static void
-publish_batch(SheEvent *events, int n, SheBatchOutcome *res)
+publish_batch(WorkerBatch *b, SheMsgOutcome *out, SheBatchOutcome *res)
 {
-	SheMsgOutcome *out = palloc(n * sizeof(SheMsgOutcome));
+	int			i;
 
 	memset(res, 0, sizeof(*res));
-	if (!she_conn_ensure(&conn, res->reason, sizeof(res->reason)))
-		res->not_sent = n;
-	else
-		she_publish_events(&conn, she_stream, she_create_stream, events, n,
+	if (she_conn_ensure(&conn, res->reason, sizeof(res->reason)))
+	{
+		she_publish_events(&conn, she_stream, she_create_stream, b->events, b->n,
 						   she_now_usec() + (uint64) she_publish_timeout_ms * 1000, out, res);
+		return;
+	}
+	for (i = 0; i < b->n; i++)
+	{
+		out[i].state = SHE_MSG_NOT_SENT;
+		out[i].permanent = false;
+		out[i].err_code = 0;
+		out[i].text = -1;
+	}
+	res->not_sent = b->n;
+}
+
+/*
+ * Walk the outcomes in sequence order up to the first event that is
+ * neither acknowledged nor refused for good: delete the acknowledged ones,
+ * move the refused ones to the dead-letter table (when it exists), count,
+ * and LOG.  Returns the index of that first failure (b->n if none); the
+ * events from there on stay in the outbox, so a retry starts from it.
+ */
+static int
+settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
+			 int *ndeleted, int *nmoved)
+{
+	int64	   *acked = palloc(Max(b->n, 1) * sizeof(int64));
+	int		   *rej = palloc(Max(b->n, 1) * sizeof(int));
+	int			nacked = 0;
+	int			nrej = 0;
+	int			first;
+
+	for (first = 0; first < b->n; first++)
+	{
+		const SheMsgOutcome *o = &out[first];
+
+		if (o->state == SHE_MSG_STORED || o->state == SHE_MSG_DUPLICATE)
+			acked[nacked++] = b->seqs[first];
+		else if (o->state == SHE_MSG_REFUSED && o->permanent && b->can_reject)
+			rej[nrej++] = first;
+		else
+			break;
+	}
+	*ndeleted = nacked;
+	*nmoved = (nacked > 0 || nrej > 0) ? settle(b, out, res, acked, nacked, rej, nrej) : 0;
+	if (nrej > 0)
+	{
+		log_rejected(b, out, res, rej, nrej);
+		set_status(-1, false, she_outcome_text(res, &out[rej[nrej - 1]]));
+	}
+
+	/*
+	 * Every outcome of the attempt is counted, those behind the first
+	 * failure too (they are counted again when they are retried).  Refused
+	 * for good and moved: rejected, not failed.
+	 */
 	she_stats_atomic_published(res->stored, res->duplicates);
-	she_stats_add_failed(res->refused + res->not_sent);
+	she_stats_add_failed(res->refused + res->not_sent - *nmoved);
 	she_stats_add_unconfirmed(res->unconfirmed);
-	pfree(out);
+	she_stats_add_rejected(*nmoved);
+	return first;
+}
+
+/*
+ * The first failure of an attempt: LOG it (the first of a run, then once a
+ * minute; with a hint when it was refused for good but this database has
+ * no dead-letter table yet), and say so when JetStream refused it but
+ * stored events behind it, which then appear in the stream ahead of it.
+ */
+static void
+log_failure(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
+			int first, int failed_attempts, TimestampTz *last_failure_log, int retry_ms)
+{
+	const SheMsgOutcome *o = &out[first];
+	TimestampTz now = GetCurrentTimestamp();
+	int			ahead = 0;
+	int			i;
+
+	for (i = first + 1; i < b->n; i++)
+		if (out[i].state == SHE_MSG_STORED)
+			ahead++;
+	if (o->state == SHE_MSG_REFUSED && ahead > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_WARNING),
+				 errmsg_plural("state_hub_events worker: %d event behind event %s (seq %lld) was stored ahead of it",
+							   "state_hub_events worker: %d events behind event %s (seq %lld) were stored ahead of it",
+							   ahead, ahead, b->events[first].id, (long long) b->seqs[first]),
+				 errdetail("JetStream refused that event but not the events sent behind it in the same batch: %s",
+						   she_outcome_text(res, o))));
+
+	if (failed_attempts == 0 ||
+		TimestampDifferenceExceeds(*last_failure_log, now, FAILURE_LOG_MS))
+	{
+		if (o->state == SHE_MSG_REFUSED && o->permanent && !b->can_reject)
+			ereport(LOG,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("state_hub_events worker: event %s (seq %lld) was refused for good, and there is no table state_hub_events.rejected to move it to",
+							b->events[first].id, (long long) b->seqs[first]),
+					 errdetail("%s", she_outcome_text(res, o)),
+					 errhint("Update the extension: ALTER EXTENSION state_hub_events UPDATE.")));
+		ereport(LOG,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying from seq %lld every %d ms",
+						b->n - first, b->n, (long long) b->seqs[first], retry_ms),
+				 errdetail("%s (refused %d, of which %d for good; unconfirmed %d; not sent %d; %d failed attempts so far)",
+						   she_outcome_text(res, o)[0] ? she_outcome_text(res, o) : res->reason,
+						   res->refused, res->refused_permanent,
+						   res->unconfirmed, res->not_sent, failed_attempts + 1)));
+		*last_failure_log = now;
+	}
+	set_status(-1, false, she_outcome_text(res, o)[0] ? she_outcome_text(res, o) : res->reason);
 }
 
 /*
@@ -264,6 +518,7 @@ she_worker_main(Datum arg)
 	TimestampTz next_attempt_at = 0;
 	TimestampTz last_failure_log = 0;
 	int			failed_attempts = 0;
+	bool		probe = false;	/* the last attempt failed */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -298,6 +553,7 @@ she_worker_main(Datum arg)
 		she_conn_set_name(name);
 	}
 	she_conn_init(&conn);
+	conn.no_reconnect_buffer = true;	/* see "Order" above */
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events worker",
 								ALLOCSET_DEFAULT_SIZES);
@@ -307,10 +563,8 @@ she_worker_main(Datum arg)
 
 	for (;;)
 	{
-		SheEvent   *events = NULL;
-		int64	   *seqs = NULL;
-		bool		exists;
-		int			n;
+		WorkerBatch b;
+		int			limit;
 		long		wait_ms = WORKER_POLL_MS;
 		TimestampTz now;
 
@@ -348,51 +602,47 @@ she_worker_main(Datum arg)
 		next_attempt_at = 0;
 		MemoryContextReset(cxt);
 
-		n = read_batch(cxt, &events, &seqs, &exists);
-		if (n > 0 && she_nats_url[0] == '\0')
+		/* after a failure, one event at a time until one is acknowledged */
+		limit = probe ? 1 : WORKER_BATCH;
+		read_batch(cxt, limit, &b);
+		if (b.n > 0 && she_nats_url[0] == '\0')
 			next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
-		else if (n > 0)
+		else if (b.n > 0)
 		{
 			SheBatchOutcome res;
+			SheMsgOutcome *out = MemoryContextAlloc(cxt, b.n * sizeof(SheMsgOutcome));
+			int			first;
+			int			deleted;
+			int			moved;
 
-			publish_batch(events, n, &res);
-			if (res.stored == n)
-			{
-				delete_rows(seqs, n);
+			ereport(DEBUG1,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
+									 b.n, (long long) b.bytes, (long long) b.seqs[0])));
+			publish_batch(&b, out, &res);
+			first = settle_batch(&b, out, &res, &deleted, &moved);
+			if (deleted > 0)
 				set_status(-1, true, NULL);
+			if (first == b.n)
+			{
 				if (failed_attempts > 0)
 					ereport(LOG,
 							(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 							 errmsg("state_hub_events worker: publishing again after %d failed attempts",
 									failed_attempts)));
 				failed_attempts = 0;
-				if (n == WORKER_BATCH)
+				probe = false;
+				if (b.ahead > b.n || b.ahead == limit)
 					continue;	/* more to do */
 			}
 			else
 			{
 				int			retry_ms = Max(she_retry_interval_ms, 100);
 
-				now = GetCurrentTimestamp();	/* the attempt took time */
-
-				/*
-				 * Keep the batch; re-publishes collapse by Nats-Msg-Id.  Log
-				 * the first failure of a run, then once a minute.
-				 */
-				if (failed_attempts == 0 ||
-					TimestampDifferenceExceeds(last_failure_log, now, FAILURE_LOG_MS))
-				{
-					ereport(LOG,
-							(errcode(ERRCODE_CONNECTION_FAILURE),
-							 errmsg("state_hub_events worker: %d of %d events not acknowledged, retrying every %d ms",
-									n - res.stored, n, retry_ms),
-							 errdetail("%s (refused %d, of which %d for good; unconfirmed %d; not sent %d; %d failed attempts so far)",
-									   res.reason, res.refused, res.refused_permanent,
-									   res.unconfirmed, res.not_sent, failed_attempts + 1)));
-					last_failure_log = now;
-				}
+				log_failure(&b, out, &res, first, failed_attempts, &last_failure_log, retry_ms);
 				failed_attempts++;
-				set_status(-1, false, res.reason);
+				probe = true;
+				now = GetCurrentTimestamp();	/* the attempt took time */
 				next_attempt_at = TimestampTzPlusMilliseconds(now, retry_ms);
 				wait_ms = retry_ms;
 			}

@@ -12,7 +12,10 @@
  *	  natsdump URL info STREAM              the stream's config and state as JSON
  *	  natsdump URL purge STREAM             remove every message
  *	  natsdump URL delete STREAM            delete the stream
- *	  natsdump URL create STREAM SUBJECT [DUP_WINDOW_S]  create a stream
+ *	  natsdump URL create STREAM SUBJECT [DUP_WINDOW_S [LIMIT=N ...]]
+ *			create a stream
+ *	  natsdump URL update STREAM LIMIT=N ...  change a stream's limits
+ *			(LIMIT: max_msg_size, max_bytes, max_msgs, discard=old|new)
  *	  natsdump URL fill STREAM SUBJECT[,SUBJECT...] N
  *			publish N small messages {"n": i}, taking the subjects in turn
  *
@@ -507,6 +510,37 @@ cmd_fill(natsConnection *nc, const char *subjects, uint64_t n)
 	free(list);
 }
 
+/*
+ * Apply "name=value" limits to a stream config; exits with a usage error on
+ * an unknown name.
+ */
+static void
+set_limits(jsStreamConfig *cfg, char **args, int nargs)
+{
+	int			i;
+
+	for (i = 0; i < nargs; i++)
+	{
+		const char *eq = strchr(args[i], '=');
+		const char *v = eq ? eq + 1 : "";
+		size_t		len = eq ? (size_t) (eq - args[i]) : strlen(args[i]);
+
+		if (len == 12 && strncmp(args[i], "max_msg_size", len) == 0)
+			cfg->MaxMsgSize = (int32_t) atol(v);
+		else if (len == 9 && strncmp(args[i], "max_bytes", len) == 0)
+			cfg->MaxBytes = atoll(v);
+		else if (len == 8 && strncmp(args[i], "max_msgs", len) == 0)
+			cfg->MaxMsgs = atoll(v);
+		else if (len == 7 && strncmp(args[i], "discard", len) == 0)
+			cfg->Discard = strcmp(v, "new") == 0 ? js_DiscardNew : js_DiscardOld;
+		else
+		{
+			fprintf(stderr, "natsdump: unknown limit \"%s\"\n", args[i]);
+			exit(EXIT_USAGE);
+		}
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -519,17 +553,17 @@ main(int argc, char **argv)
 	const char *cmd;
 	const char *stream;
 	DumpOpts	o;
-	char	   *pos[3] = {NULL, NULL, NULL};
+	char	   *pos[8] = {NULL};
 	int			npos;
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: natsdump URL dump|envelopes|count|info|purge|delete|create|fill STREAM [...]\n");
+		fprintf(stderr, "usage: natsdump URL dump|envelopes|count|info|purge|delete|create|update|fill STREAM [...]\n");
 		return EXIT_USAGE;
 	}
 	cmd = argv[2];
 	stream = argv[3];
-	npos = parse_args(argc - 4, argv + 4, &o, pos, 3);
+	npos = parse_args(argc - 4, argv + 4, &o, pos, 8);
 	if ((strcmp(cmd, "dump") == 0 || strcmp(cmd, "envelopes") == 0) && npos > 0)
 	{
 		if (npos > 1)
@@ -594,6 +628,8 @@ main(int argc, char **argv)
 		cfg.Storage = js_FileStorage;
 		if (npos > 1)
 			cfg.Duplicates = (int64_t) number_arg("DUP_WINDOW_S", pos[1]) * 1000000000;
+		if (npos > 2)
+			set_limits(&cfg, pos + 2, npos - 2);
 		s = js_AddStream(&si, js, &cfg, NULL, &ec);
 		if (s != NATS_OK)
 			die("create", s);
@@ -616,7 +652,17 @@ main(int argc, char **argv)
 	if (s != NATS_OK)
 		die("stream info", s);
 
-	if (strcmp(cmd, "info") == 0)
+	if (strcmp(cmd, "update") == 0)
+	{
+		jsStreamInfo *nsi = NULL;
+
+		set_limits(si->Config, pos, npos);
+		s = js_UpdateStream(&nsi, js, si->Config, NULL, &ec);
+		if (s != NATS_OK)
+			die("update", s);
+		jsStreamInfo_Destroy(nsi);
+	}
+	else if (strcmp(cmd, "info") == 0)
 	{
 		jsStreamConfig *c = si->Config;
 		int			i;
@@ -625,10 +671,12 @@ main(int argc, char **argv)
 		for (i = 0; i < c->SubjectsLen; i++)
 			printf("%s\"%s\"", i ? "," : "", c->Subjects[i]);
 		printf("],\"storage\":\"%s\",\"replicas\":%lld,\"duplicate_window_s\":%lld,"
-			   "\"max_age_s\":%lld,\"messages\":%llu,\"first_seq\":%llu,\"last_seq\":%llu}\n",
+			   "\"max_age_s\":%lld,\"max_msg_size\":%lld,\"max_bytes\":%lld,"
+			   "\"messages\":%llu,\"first_seq\":%llu,\"last_seq\":%llu}\n",
 			   c->Storage == js_FileStorage ? "file" : "memory",
 			   (long long) c->Replicas, (long long) (c->Duplicates / 1000000000),
 			   (long long) (c->MaxAge / 1000000000),
+			   (long long) c->MaxMsgSize, (long long) c->MaxBytes,
 			   (unsigned long long) si->State.Msgs,
 			   (unsigned long long) si->State.FirstSeq,
 			   (unsigned long long) si->State.LastSeq);

@@ -371,10 +371,20 @@ sub delete_stream
     $self->_run('delete', $stream // 'ACTIVITY_EVENTS');
 }
 
+# create_stream($stream, $subject, $dup_window_s, 'max_msg_size=N', ...):
+# limits as natsdump takes them (max_msg_size, max_bytes, max_msgs,
+# discard=old|new)
 sub create_stream
 {
-    my ($self, $stream, $subject, $dup) = @_;
-    $self->_run('create', $stream, $subject, $dup // ());
+    my ($self, $stream, $subject, $dup, @limits) = @_;
+    $self->_run('create', $stream, $subject, $dup // (@limits ? 120 : ()), @limits);
+}
+
+# update_stream($stream, 'max_msg_size=N', ...): change a stream's limits
+sub update_stream
+{
+    my ($self, $stream, @limits) = @_;
+    $self->_run('update', $stream, @limits);
 }
 
 sub DESTROY
