@@ -1,5 +1,5 @@
 
-# 020_durable_rejected.pl
+# 022_durable_rejected.pl
 #    Durable delivery when the stream refuses: an event refused for good
 #    (over the stream's max_msg_size, captured by another stream, no
 #    permission to publish its subject) moves to state_hub_events.rejected
