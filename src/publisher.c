@@ -35,6 +35,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/bgworker_internals.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -63,6 +64,7 @@ void
 she_publisher_register(void)
 {
 	BackgroundWorker bgw;
+	slist_iter	iter;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
@@ -73,6 +75,23 @@ she_publisher_register(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "state_hub_events publisher");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "state_hub_events publisher");
 	RegisterBackgroundWorker(&bgw);
+
+	/* RegisterBackgroundWorker only LOGs when max_worker_processes is full */
+	slist_foreach(iter, &BackgroundWorkerList)
+	{
+		RegisteredBgWorker *rw = slist_container(RegisteredBgWorker, rw_lnode, iter.cur);
+
+		if (strcmp(rw->rw_worker.bgw_function_name, "she_publisher_main") == 0 &&
+			strcmp(rw->rw_worker.bgw_library_name, "state_hub_events") == 0)
+			she_publisher_registered = true;
+	}
+	if (!she_publisher_registered)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("state_hub_events: cannot register the publisher process"),
+				 errdetail("max_worker_processes (%d) leaves no background worker slot for it.",
+						   max_worker_processes),
+				 errhint("Raise max_worker_processes.  Until then every event of immediate mode is lost and counted failed.")));
 }
 
 static void
