@@ -15,9 +15,11 @@
  * request; take what is queued; publish; report; sleep on the latch that
  * committing backends set.
  *
- * A batch that met a hung server (unconfirmed at its deadline) starts a
- * back-off of retry_interval during which batches are refused at once, so
- * later commits do not each pay publish_timeout again.
+ * A group the server answered not at all within a real budget (a hung
+ * server) starts a back-off of retry_interval during which batches are
+ * refused at once, so later commits do not each pay publish_timeout
+ * again.  Unconfirmed events of a group that was partly answered, or
+ * whose budget was short, start none.
  *
  * Crash: killed by a signal, the postmaster reinitialises the cluster
  * (every backend, the queue, the counters).  Exiting with an ERROR, it is
@@ -155,17 +157,22 @@ refuse_group(SheMsgOutcome *out, int n, SheBatchOutcome *sum, const char *reason
 	}
 }
 
-/* The earliest deadline of a group, at least a few ms ahead. */
+/*
+ * How long the publisher waits for a group's acknowledgements: the latest
+ * deadline of its events, so one session's short publish_timeout never
+ * shortens another's (a backend that stops waiting earlier counts its own
+ * events; the publisher's later outcome is not counted again).  Events
+ * nobody waits for got a fresh budget in she_queue_take.
+ */
 static uint64
 group_deadline(const SheTaken *meta, int n)
 {
 	uint64		d = meta[0].deadline;
-	uint64		floor = she_now_usec() + 20 * 1000;
 	int			i;
 
 	for (i = 1; i < n; i++)
-		d = Min(d, meta[i].deadline);
-	return Max(d, floor);
+		d = Max(d, meta[i].deadline);
+	return d;
 }
 
 /* Publish one group (same stream and create flag) and report it. */
@@ -192,9 +199,18 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	}
 	else
 	{
+		uint64		deadline = group_deadline(meta, n);
+
 		she_publish_events(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-						   group_deadline(meta, n), out, &sum);
-		if (sum.unconfirmed > 0)
+						   deadline, out, &sum);
+
+		/*
+		 * Back off only when the server answered nothing within a real
+		 * budget (a hung server), never because a short deadline left a
+		 * few events unconfirmed while NATS is healthy.
+		 */
+		if (sum.unconfirmed + sum.not_sent == n && sum.unconfirmed > 0 &&
+			deadline >= now + (uint64) Min(she_publish_timeout_ms, 1000) * 1000)
 		{
 			backoff_until = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));

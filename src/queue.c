@@ -604,6 +604,7 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 	uint64		pos = pg_atomic_read_u64(&q->tail);
 	uint64		head = pg_atomic_read_u64(&q->head);
 	uint64		bytes = 0;
+	uint64		now = she_now_usec();
 	int			n = 0;
 
 	pg_read_barrier();
@@ -615,9 +616,9 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		ring_read(pos, &r, sizeof(r));
 		p = pos + sizeof(r);
 		pos += r.len;
-		bytes += r.len;
 		if (!claim(&r))
-			continue;
+			continue;			/* abandoned: freed, not counted in max_bytes */
+		bytes += r.len;
 		memset(&evs[n], 0, sizeof(SheEvent));
 		memcpy(evs[n].id, r.id, sizeof(r.id));
 		meta[n].stream = read_string(p, r.stream_len, cxt);
@@ -627,7 +628,11 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		meta[n].create_stream = r.create_stream;
 		meta[n].waiter = r.waiter;
 		meta[n].ticket = r.ticket;
-		meta[n].deadline = r.deadline;
+		/* nobody waits (wait_for_ack = off, or gave up): a fresh budget */
+		if (r.waiter < 0 || r.deadline <= now)
+			meta[n].deadline = now + (uint64) she_publish_timeout_ms * 1000;
+		else
+			meta[n].deadline = r.deadline;
 		n++;
 	}
 	pg_memory_barrier();
