@@ -85,6 +85,7 @@ she_ping_answer(SheConn *c)
 {
 	ShePingAsk	ask;
 	uint64		req;
+	uint64		answered;
 	StringInfoData json;
 	char		err[512] = "";
 	bool		no_js = false;
@@ -93,8 +94,9 @@ she_ping_answer(SheConn *c)
 	SpinLockAcquire(&ping->mutex);
 	req = ping->requested;
 	ask = ping->ask;
+	answered = ping->answered;
 	SpinLockRelease(&ping->mutex);
-	if (req == ping->answered)
+	if (req == answered)
 		return;
 
 	initStringInfo(&json);
@@ -208,7 +210,7 @@ she_ping_sql(PG_FUNCTION_ARGS)
 		(uint64) (she_connect_timeout_ms + 2 * she_publish_timeout_ms + 1000) * 1000;
 	if (!wait_answer(post_request(), deadline, &ok, &no_js, err, json))
 		ereport(ERROR,
-				(errcode(ERRCODE_QUERY_CANCELED),
+				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("cannot ping NATS: the publisher process did not answer in time")));
 	if (!ok && no_js)
 		ereport(ERROR,

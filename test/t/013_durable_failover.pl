@@ -51,8 +51,8 @@ for (1 .. 300)
 }
 is(scalar @m, 100, 'after promotion the new primary\'s worker delivered the whole backlog');
 is_deeply([ map { $_->{body}{attributes}{i} } @m ], [ 1 .. 100 ], 'in order');
-$standby->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()');
-ok(1, 'the backlog drained on the new primary');
+ok($standby->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()'),
+    'the backlog drained on the new primary');
 
 $standby->stop;
 $nats->stop;
