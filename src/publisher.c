@@ -287,9 +287,15 @@ she_publisher_main(Datum arg)
 		}
 		ResetLatch(MyLatch);
 		refresh_connection();
-		she_ping_answer(&conn);
 
+		/* whatever a ping answer or a take allocates lives until the next turn */
 		MemoryContextReset(cxt);
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			she_ping_answer(&conn);
+			MemoryContextSwitchTo(old);
+		}
 		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
 		if (n > 0)
 		{
