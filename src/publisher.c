@@ -206,11 +206,12 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 
 		/*
 		 * Back off only when the server answered nothing within a real
-		 * budget (a hung server), never because a short deadline left a
-		 * few events unconfirmed while NATS is healthy.
+		 * budget (at least half of publish_timeout, capped at 500 ms: a
+		 * hung server), never because a short deadline left a few events
+		 * unconfirmed while NATS is healthy.
 		 */
 		if (sum.unconfirmed + sum.not_sent == n && sum.unconfirmed > 0 &&
-			deadline >= now + (uint64) Min(she_publish_timeout_ms, 1000) * 1000)
+			deadline >= now + (uint64) Min(she_publish_timeout_ms, 1000) * 500)
 		{
 			backoff_until = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));

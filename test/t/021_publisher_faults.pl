@@ -4,7 +4,8 @@
 #    backend on the same PGPROC must not inherit the previous backend's
 #    abandoned records (accounting == WARNINGs == the stream, exactly);
 #    without a publisher process (max_worker_processes too low) every
-#    commit's events are refused at once, counted, and WARNed about.
+#    commit's events are refused at once, counted, and WARNed about; the
+#    postmaster dying while a committed transaction waits is no PANIC.
 
 use strict;
 use warnings;
@@ -125,6 +126,66 @@ is($w, 50, '50 commits, 50 WARNINGs');
 @s1 = stats($np);
 is($s1[1] - $s0[1], 52, 'stats() failed counts all 52');
 $np->stop;
+
+# ------------------------------------------------------------------
+# 4. commit order when writers wait for room: a queue of 256kB, events of
+#    60kB, four sessions updating one row; admission is first come first
+#    served, so the stream holds the events in commit order
+my $oq = she_node('order', $nats, conf => q{
+state_hub_events.queue_size = '256kB'
+state_hub_events.publish_timeout = '30s'
+});
+$oq->safe_psql('postgres', q{CREATE TABLE counter (id int PRIMARY KEY, n int); INSERT INTO counter VALUES (1, 0)});
+my $oscript = $oq->basedir . '/order.sql';
+open my $ofh, '>', $oscript or die $!;
+print $ofh q{BEGIN;
+WITH u AS (UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n)
+SELECT state_hub_events.publish('org.t.qorder', jsonb_build_object('n', n, 'pad', repeat('x', 60000))) FROM u;
+COMMIT;
+};
+close $ofh;
+$oq->command_ok([ 'pgbench', '-n', '-c', '4', '-j', '4', '-t', '50', '-f', $oscript, $oq->connstr('postgres') ],
+    'four sessions update one row 200 times, 60kB events through a 256kB queue');
+my @qo;
+for (1 .. 300)
+{
+    @qo = grep { $_->{subject} eq 'org.t.qorder' } $nats->messages;
+    last if @qo >= 200;
+    usleep(100_000);
+}
+my @qn = map { $_->{body}{attributes}{n} } @qo;
+is(scalar @qn, 200, 'all 200 events are in the stream');
+is_deeply(\@qn, [ 1 .. 200 ], 'in the order their transactions committed');
+$oq->stop;
+
+# ------------------------------------------------------------------
+# 3. the postmaster dies while a committed transaction waits for its acks:
+#    the backend stops waiting and exits, never aborting the committed
+#    transaction (that would be a PANIC)
+my $pm = she_node('pmdeath', $nats, conf => q{
+state_hub_events.publish_timeout = '60s'
+});
+$pm->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.pm.setup')});
+my $w8 = $pm->background_psql('postgres', on_error_stop => 0);
+my $wpid = $w8->query_safe('SELECT pg_backend_pid()');
+$nats->pause;
+$w8->{stdin} .= "SELECT state_hub_events.publish('org.t.pm');\n";
+$w8->{run}->pump_nb;
+ok($pm->poll_query_until('postgres', qq{SELECT wait_event_type = 'Extension' FROM pg_stat_activity WHERE pid = $wpid}),
+    'a committed transaction waits for its acks');
+kill 'KILL', $pm->{_pid};
+my $gone = 0;
+for (1 .. 300)
+{
+    if (!kill(0, $wpid)) { $gone = 1; last; }
+    usleep(100_000);
+}
+ok($gone, 'the waiting backend exits after the postmaster died (well before publish_timeout)');
+unlike(slurp_file($pm->logfile), qr/PANIC|cannot abort transaction/,
+    'no PANIC: the committed transaction was not aborted');
+$nats->resume;
+eval { $w8->quit };
+$pm->{_pid} = undef;		# the postmaster is gone; nothing to stop
 
 $nats->stop;
 done_testing();
