@@ -12,6 +12,7 @@ SELECT name, setting, unit, context, vartype FROM pg_settings
 
 SET state_hub_events.stream = 'bad.name';
 SET state_hub_events.stream = '';
+SET state_hub_events.stream = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx';
 SET state_hub_events.stream_subjects = 'org..x';
 SET state_hub_events.stream_subjects = 'org.>.x';
 SET state_hub_events.stream_subjects = '';

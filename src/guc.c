@@ -89,6 +89,12 @@ check_stream(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("The stream name must not be empty.");
 		return false;
 	}
+	/* JetStream's limit (JSMaxNameLen); the queue stores it in 16 bits */
+	if (strlen(p) > 255)
+	{
+		GUC_check_errdetail("A stream name cannot be longer than 255 bytes.");
+		return false;
+	}
 	for (; *p; p++)
 	{
 		if (*p <= ' ' || *p == 0x7f || strchr(".*>/\\", *p) != NULL)

@@ -64,6 +64,7 @@ typedef struct SheAckBatch
 	int			no_responders;	/* kept[] entries */
 	Latch	   *latch;			/* set when pending reaches 0 */
 	SheBatchOutcome *sum;		/* texts */
+	uint64_t	deadline;		/* she_now_usec() time: MaxWait of each send */
 } SheAckBatch;
 
 static inline uint32
@@ -219,6 +220,8 @@ she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *c
 
 		if (pa != NULL)
 			o->state = pa->Duplicate ? SHE_MSG_DUPLICATE : SHE_MSG_STORED;
+		else if (pae != NULL && pae->Err == NATS_TIMEOUT)
+			o->state = SHE_MSG_UNCONFIRMED; /* no ack by MaxWait: may be stored */
 		else if (pae != NULL && pae->Err == NATS_NO_RESPONDERS)
 		{
 			o->state = SHE_MSG_NO_RESPONDERS;
@@ -286,6 +289,7 @@ send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
 {
 	natsStatus	s;
 	bool		answered;
+	jsPubOptions po;
 
 	pthread_mutex_lock(&c->mu);
 	map_insert(b, msg, i);
@@ -293,7 +297,14 @@ send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
 	b->pending++;
 	pthread_mutex_unlock(&c->mu);
 
-	s = js_PublishMsgAsync(c->js, &msg, NULL);
+	/*
+	 * MaxWait: nats.c drops the message from its pending map (and calls the
+	 * handler with NATS_TIMEOUT) when no ack comes, so unanswered messages
+	 * do not pile up in the process for ever.
+	 */
+	jsPubOptions_Init(&po);
+	po.MaxWait = Max(she_ms_left(b->deadline), 1);
+	s = js_PublishMsgAsync(c->js, &msg, &po);
 	if (s == NATS_OK)
 		return true;
 
@@ -693,6 +704,7 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 	}
 	else
 	{
+		b->deadline = deadline;
 		pthread_mutex_lock(&c->mu);
 		c->current = b;
 		pthread_mutex_unlock(&c->mu);

@@ -295,7 +295,9 @@ she_outbox_wake(void)
 
 	if (she_durable == NULL)
 		return;
+	SpinLockAcquire(&she_durable->mutex);
 	latch = she_durable->worker_latch;
+	SpinLockRelease(&she_durable->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
 }

@@ -41,16 +41,50 @@ typedef struct PingFacts
 	uint64_t	last_seq;
 } PingFacts;
 
-/* Append the stream's subjects to f->subjects as a JSON array body (no palloc). */
+/*
+ * Append the stream's subjects to f->subjects as a JSON array body (no
+ * palloc): each one escaped, and only whole strings (the list ends with
+ * the last subject that fits).
+ */
 static void
 copy_subjects(PingFacts *f, jsStreamConfig *c)
 {
 	size_t		o = 0;
 	int			i;
 
-	for (i = 0; i < c->SubjectsLen && o + 4 < sizeof(f->subjects); i++)
-		o += snprintf(f->subjects + o, sizeof(f->subjects) - o, "%s\"%s\"",
-					  i > 0 ? "," : "", c->Subjects[i]);
+	f->subjects[0] = '\0';
+	for (i = 0; i < c->SubjectsLen; i++)
+	{
+		char		one[sizeof(f->subjects)];
+		size_t		k = 0;
+		const char *p;
+
+		if (i > 0)
+			one[k++] = ',';
+		one[k++] = '"';
+		for (p = c->Subjects[i]; *p && k + 8 < sizeof(one); p++)
+		{
+			unsigned char ch = (unsigned char) *p;
+
+			if (ch == '"' || ch == '\\')
+			{
+				one[k++] = '\\';
+				one[k++] = ch;
+			}
+			else if (ch < 0x20)
+				k += snprintf(one + k, sizeof(one) - k, "\\u%04x", ch);
+			else
+				one[k++] = ch;
+		}
+		if (*p)
+			break;				/* too long for the answer: stop here */
+		one[k++] = '"';
+		if (o + k + 1 > sizeof(f->subjects))
+			break;
+		memcpy(f->subjects + o, one, k);
+		o += k;
+		f->subjects[o] = '\0';
+	}
 }
 
 /*

@@ -18,7 +18,7 @@
 /* What one ping asks about (the asking session's settings). */
 typedef struct ShePingAsk
 {
-	char		stream[128];
+	char		stream[256];
 	bool		create_stream;
 	int			want_dup_window_s;	/* what the asking mode asks for */
 	bool		durable;

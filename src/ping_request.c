@@ -47,6 +47,7 @@ typedef struct PingShared
 	uint64		requested;
 	uint64		answered;
 	ShePingAsk	ask;			/* of the latest request */
+	ShePingAsk	answered_ask;	/* what the answer below is about */
 	bool		ok;
 	bool		no_jetstream;
 	char		err[512];
@@ -85,6 +86,7 @@ she_ping_answer(SheConn *c)
 {
 	ShePingAsk	ask;
 	uint64		req;
+	uint64		answered;
 	StringInfoData json;
 	char		err[512] = "";
 	bool		no_js = false;
@@ -93,8 +95,9 @@ she_ping_answer(SheConn *c)
 	SpinLockAcquire(&ping->mutex);
 	req = ping->requested;
 	ask = ping->ask;
+	answered = ping->answered;
 	SpinLockRelease(&ping->mutex);
-	if (req == ping->answered)
+	if (req == answered)
 		return;
 
 	initStringInfo(&json);
@@ -112,6 +115,7 @@ she_ping_answer(SheConn *c)
 	}
 	SpinLockAcquire(&ping->mutex);
 	ping->answered = req;
+	ping->answered_ask = ask;
 	ping->ok = ok;
 	ping->no_jetstream = no_js;
 	strlcpy(ping->err, err, sizeof(ping->err));
@@ -122,39 +126,67 @@ she_ping_answer(SheConn *c)
 	ConditionVariableBroadcast(&ping->cv);
 }
 
+/* This session's request. */
+static void
+fill_ask(ShePingAsk *ask)
+{
+	memset(ask, 0, sizeof(*ask));
+	strlcpy(ask->stream, she_stream, sizeof(ask->stream));
+	ask->create_stream = she_create_stream;
+	ask->durable = (she_delivery == SHE_DELIVERY_DURABLE);
+	ask->want_dup_window_s = ask->durable ?
+		Max(she_duplicate_window_s, she_durable_dup_window_s) : she_duplicate_window_s;
+}
+
 /* Post a request with this session's settings; returns its number. */
 static uint64
 post_request(void)
 {
 	uint64		my;
 
+	ShePingAsk	ask;
+
+	fill_ask(&ask);
 	SpinLockAcquire(&ping->mutex);
 	my = ++ping->requested;
-	memset(&ping->ask, 0, sizeof(ping->ask));
-	strlcpy(ping->ask.stream, she_stream, sizeof(ping->ask.stream));
-	ping->ask.create_stream = she_create_stream;
-	ping->ask.durable = (she_delivery == SHE_DELIVERY_DURABLE);
-	ping->ask.want_dup_window_s = ping->ask.durable ?
-		Max(she_duplicate_window_s, she_durable_dup_window_s) : she_duplicate_window_s;
+	ping->ask = ask;
 	SpinLockRelease(&ping->mutex);
 	she_queue_wake_publisher();
 	return my;
 }
 
+/* Do two requests ask for the same facts? */
+static bool
+same_ask(const ShePingAsk *a, const ShePingAsk *b)
+{
+	return strcmp(a->stream, b->stream) == 0 &&
+		a->create_stream == b->create_stream &&
+		a->want_dup_window_s == b->want_dup_window_s &&
+		a->durable == b->durable;
+}
+
 /*
- * Wait (cancellable) for the answer to request my; copies it into the
- * caller's buffers.  Returns false at the deadline.
+ * Wait (cancellable) for an answer to request my, or to a later one that
+ * asked for the same facts; copies it into the caller's buffers.  A later
+ * request with other settings overwrites ours: then ask again.  Returns
+ * false at the deadline.
  */
 static bool
 wait_answer(uint64 my, uint64 deadline, bool *ok, bool *no_js, char *err, char *json)
 {
 	bool		got = false;
+	bool		repost;
+	ShePingAsk	mine;
 
+	fill_ask(&mine);
 	ConditionVariablePrepareToSleep(&ping->cv);
 	for (;;)
 	{
+		repost = false;
 		SpinLockAcquire(&ping->mutex);
-		if (ping->answered >= my)
+		if (ping->answered >= my && !same_ask(&ping->answered_ask, &mine))
+			repost = true;
+		else if (ping->answered >= my)
 		{
 			got = true;
 			*ok = ping->ok;
@@ -164,6 +196,8 @@ wait_answer(uint64 my, uint64 deadline, bool *ok, bool *no_js, char *err, char *
 				strlcpy(json, ping->json, PING_JSON_MAX);
 		}
 		SpinLockRelease(&ping->mutex);
+		if (repost)
+			my = post_request();
 		if (got || she_ms_left(deadline) <= 0)
 			break;
 		(void) ConditionVariableTimedSleep(&ping->cv, Max(she_ms_left(deadline), 1),
@@ -208,7 +242,7 @@ she_ping_sql(PG_FUNCTION_ARGS)
 		(uint64) (she_connect_timeout_ms + 2 * she_publish_timeout_ms + 1000) * 1000;
 	if (!wait_answer(post_request(), deadline, &ok, &no_js, err, json))
 		ereport(ERROR,
-				(errcode(ERRCODE_QUERY_CANCELED),
+				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("cannot ping NATS: the publisher process did not answer in time")));
 	if (!ok && no_js)
 		ereport(ERROR,

@@ -15,9 +15,11 @@
  * request; take what is queued; publish; report; sleep on the latch that
  * committing backends set.
  *
- * A batch that met a hung server (unconfirmed at its deadline) starts a
- * back-off of retry_interval during which batches are refused at once, so
- * later commits do not each pay publish_timeout again.
+ * A group the server answered not at all within a real budget (a hung
+ * server) starts a back-off of retry_interval during which batches are
+ * refused at once, so later commits do not each pay publish_timeout
+ * again.  Unconfirmed events of a group that was partly answered, or
+ * whose budget was short, start none.
  *
  * Crash: killed by a signal, the postmaster reinitialises the cluster
  * (every backend, the queue, the counters).  Exiting with an ERROR, it is
@@ -35,6 +37,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/bgworker_internals.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -63,6 +66,7 @@ void
 she_publisher_register(void)
 {
 	BackgroundWorker bgw;
+	slist_iter	iter;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
@@ -73,6 +77,23 @@ she_publisher_register(void)
 	snprintf(bgw.bgw_name, BGW_MAXLEN, "state_hub_events publisher");
 	snprintf(bgw.bgw_type, BGW_MAXLEN, "state_hub_events publisher");
 	RegisterBackgroundWorker(&bgw);
+
+	/* RegisterBackgroundWorker only LOGs when max_worker_processes is full */
+	slist_foreach(iter, &BackgroundWorkerList)
+	{
+		RegisteredBgWorker *rw = slist_container(RegisteredBgWorker, rw_lnode, iter.cur);
+
+		if (strcmp(rw->rw_worker.bgw_function_name, "she_publisher_main") == 0 &&
+			strcmp(rw->rw_worker.bgw_library_name, "state_hub_events") == 0)
+			she_publisher_registered = true;
+	}
+	if (!she_publisher_registered)
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("state_hub_events: cannot register the publisher process"),
+				 errdetail("max_worker_processes (%d) leaves no background worker slot for it.",
+						   max_worker_processes),
+				 errhint("Raise max_worker_processes.  Until then every event of immediate mode is lost and counted failed.")));
 }
 
 static void
@@ -136,17 +157,22 @@ refuse_group(SheMsgOutcome *out, int n, SheBatchOutcome *sum, const char *reason
 	}
 }
 
-/* The earliest deadline of a group, at least a few ms ahead. */
+/*
+ * How long the publisher waits for a group's acknowledgements: the latest
+ * deadline of its events, so one session's short publish_timeout never
+ * shortens another's (a backend that stops waiting earlier counts its own
+ * events; the publisher's later outcome is not counted again).  Events
+ * nobody waits for got a fresh budget in she_queue_take.
+ */
 static uint64
 group_deadline(const SheTaken *meta, int n)
 {
 	uint64		d = meta[0].deadline;
-	uint64		floor = she_now_usec() + 20 * 1000;
 	int			i;
 
 	for (i = 1; i < n; i++)
-		d = Min(d, meta[i].deadline);
-	return Max(d, floor);
+		d = Max(d, meta[i].deadline);
+	return d;
 }
 
 /* Publish one group (same stream and create flag) and report it. */
@@ -173,9 +199,19 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	}
 	else
 	{
+		uint64		deadline = group_deadline(meta, n);
+
 		she_publish_events(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-						   group_deadline(meta, n), out, &sum);
-		if (sum.unconfirmed > 0)
+						   deadline, out, &sum);
+
+		/*
+		 * Back off only when the server answered nothing within a real
+		 * budget (at least half of publish_timeout, capped at 500 ms: a
+		 * hung server), never because a short deadline left a few events
+		 * unconfirmed while NATS is healthy.
+		 */
+		if (sum.unconfirmed + sum.not_sent == n && sum.unconfirmed > 0 &&
+			deadline >= now + (uint64) Min(she_publish_timeout_ms, 1000) * 500)
 		{
 			backoff_until = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));
@@ -252,9 +288,15 @@ she_publisher_main(Datum arg)
 		}
 		ResetLatch(MyLatch);
 		refresh_connection();
-		she_ping_answer(&conn);
 
+		/* whatever a ping answer or a take allocates lives until the next turn */
 		MemoryContextReset(cxt);
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			she_ping_answer(&conn);
+			MemoryContextSwitchTo(old);
+		}
 		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
 		if (n > 0)
 		{

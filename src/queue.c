@@ -59,6 +59,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "tcop/tcopprot.h"
 
 #include "queue.h"
 
@@ -94,30 +95,43 @@ typedef struct WaitSlot
 
 typedef struct QueueShared
 {
-	LWLock	   *lock;			/* writers: head, stream_owner */
-	ConditionVariable space_cv; /* the publisher freed space */
-	int			stream_owner;	/* pgprocno streaming a big batch, or -1 */
+	LWLock	   *lock;			/* writers: head, nwaiting, waitq */
+	ConditionVariable space_cv; /* space freed, or the admission turn moved */
+	int			nwaiting;		/* writers in waitq */
 	pg_atomic_uint64 head;
 	pg_atomic_uint64 tail;
+	pg_atomic_uint64 next_ticket;	/* batch tickets, unique cluster-wide */
 	uint64		size;
 	pg_atomic_uint32 max_payload;
 	slock_t		mutex;			/* the four fields below */
 	Latch	   *publisher_latch;
 	int			publisher_pid;
 	bool		connected;
+	bool		publisher_started;	/* it attached since shmem init */
 	char		conn_error[256];
 	int			nslots;
 	WaitSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } QueueShared;
 
 static QueueShared *q = NULL;
+static int *waitq = NULL;		/* MaxBackends pgprocnos, FIFO, under lock */
 static char *ring = NULL;
-static uint64 next_ticket = 0;
+static bool in_waitq = false;	/* this backend is in waitq */
 
+/* Set in the postmaster by _PG_init, inherited by every backend. */
+bool		she_publisher_registered = false;
+
+static Size
+header_size(void)
+{
+	return MAXALIGN(offsetof(QueueShared, slots) + MaxBackends * sizeof(WaitSlot));
+}
+
+/* The header, the wait slots and the admission FIFO (the ring follows). */
 static Size
 slots_size(void)
 {
-	return MAXALIGN(offsetof(QueueShared, slots) + MaxBackends * sizeof(WaitSlot));
+	return header_size() + MAXALIGN(MaxBackends * sizeof(int));
 }
 
 /* shmem_request_hook */
@@ -143,9 +157,10 @@ she_queue_startup_shmem(void)
 		memset(q, 0, slots_size());
 		q->lock = &(GetNamedLWLockTranche("state_hub_events queue"))->lock;
 		ConditionVariableInit(&q->space_cv);
-		q->stream_owner = -1;
+		q->nwaiting = 0;
 		pg_atomic_init_u64(&q->head, 0);
 		pg_atomic_init_u64(&q->tail, 0);
+		pg_atomic_init_u64(&q->next_ticket, 1);
 		q->size = (uint64) she_queue_size_kb * 1024;
 		pg_atomic_init_u32(&q->max_payload, 0);
 		SpinLockInit(&q->mutex);
@@ -153,6 +168,7 @@ she_queue_startup_shmem(void)
 		for (i = 0; i < q->nslots; i++)
 			SpinLockInit(&q->slots[i].mutex);
 	}
+	waitq = (int *) ((char *) q + header_size());
 	ring = (char *) q + slots_size();
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -235,9 +251,32 @@ record_len(const SheEvent *ev, const char *stream)
 	return sizeof(QueueRecord) + strlen(stream) + strlen(ev->subject) + ev->envelope_len;
 }
 
+/* Remove this backend from the admission FIFO (caller holds the lock). */
+static void
+leave_waitq(void)
+{
+	int			me = MyProc->pgprocno;
+	int			k;
+
+	for (k = 0; k < q->nwaiting; k++)
+		if (waitq[k] == me)
+			break;
+	if (k < q->nwaiting)
+	{
+		memmove(&waitq[k], &waitq[k + 1], (q->nwaiting - k - 1) * sizeof(int));
+		q->nwaiting--;
+	}
+	in_waitq = false;
+}
+
 /*
- * Copy as many of events[*i..n-1] as fit.  Returns false when another
- * writer owns the ring's tail (nothing copied).  Under no lock on entry.
+ * Copy as many of events[*i..n-1] as fit, in admission order: writers
+ * that found no room wait in a FIFO (waitq), and a writer may append only
+ * when the FIFO is empty or it is at its head; one that arrives while
+ * others wait joins the tail even if its batch would fit.  The head stays
+ * there while it streams a batch bigger than the free space, so no other
+ * batch interleaves.  Returns true when the turn moved on (others must be
+ * woken).  Under no lock on entry.
  */
 static bool
 append_some(const SheEvent *events, int n, int *i, const char *stream, bool create,
@@ -246,9 +285,17 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 	int			me = MyProc->pgprocno;
 	uint64		head;
 	uint64		free_bytes;
+	bool		turn_moved = false;
 
 	LWLockAcquire(q->lock, LW_EXCLUSIVE);
-	if (q->stream_owner >= 0 && q->stream_owner != me)
+	if (!in_waitq && q->nwaiting > 0)
+	{
+		waitq[q->nwaiting++] = me;
+		in_waitq = true;
+		LWLockRelease(q->lock);
+		return false;
+	}
+	if (in_waitq && waitq[0] != me)
 	{
 		LWLockRelease(q->lock);
 		return false;
@@ -267,18 +314,31 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 	}
 	pg_write_barrier();
 	pg_atomic_write_u64(&q->head, head);
-	/* the rest follows in chunks: no other batch may come between */
-	q->stream_owner = (*i < n) ? me : -1;
+	if (*i < n && !in_waitq)
+	{
+		/* the FIFO was empty: this writer is its head */
+		waitq[q->nwaiting++] = me;
+		in_waitq = true;
+	}
+	else if (*i == n && in_waitq)
+	{
+		leave_waitq();
+		turn_moved = true;
+	}
 	LWLockRelease(q->lock);
-	return true;
+	return turn_moved;
 }
 
-/* Start a batch in this backend's slot; returns its ticket. */
+/*
+ * Start a batch in this backend's slot; returns its ticket.  Tickets come
+ * from one shared counter: the next backend on the same PGPROC must never
+ * reuse a ticket whose records an earlier backend abandoned in the ring.
+ */
 static uint64
 start_slot(int n)
 {
 	WaitSlot   *slot = &q->slots[MyProc->pgprocno];
-	uint64		ticket = ++next_ticket;
+	uint64		ticket = pg_atomic_fetch_add_u64(&q->next_ticket, 1);
 
 	SpinLockAcquire(&slot->mutex);
 	slot->ticket = ticket;
@@ -292,50 +352,108 @@ start_slot(int n)
 }
 
 /*
+ * Is the publisher process there to take a batch?  Not when it could not
+ * be registered (max_worker_processes), nor when it ran and exited (crash
+ * loop, restart): then batches are refused at once instead of each waiting
+ * publish_timeout, and the ring cannot fill up behind a missing reader.
+ * Before its first start (server start-up) batches queue as usual.
+ */
+static bool
+publisher_missing(void)
+{
+	bool		missing;
+
+	if (!she_publisher_registered)
+		return true;
+	SpinLockAcquire(&q->mutex);
+	missing = (q->publisher_pid == 0 && q->publisher_started);
+	SpinLockRelease(&q->mutex);
+	return missing;
+}
+
+/*
  * Hand a committed batch to the publisher (at XACT_EVENT_COMMIT: no ERROR,
  * no allocation, every wait bounded by timeout_ms).  With wait, the slot
  * is set up for she_queue_wait.  Returns how many events were queued; the
  * others are counted lost in res (and in stats()).
+ *
+ * If the postmaster dies meanwhile, stop waiting (like SyncRepWaitForLSN:
+ * exiting here would turn the committed transaction into an abort, a
+ * PANIC): count the rest lost and let the backend exit after the commit.
  */
 int
 she_queue_put(const SheEvent *events, int n, const char *stream, bool create_stream,
 			  bool wait, int timeout_ms, SheHandOff *res)
 {
 	uint64		deadline = she_now_usec() + (uint64) timeout_ms * 1000;
-	bool		use_slot = wait && MyProc->pgprocno < q->nslots;
-	uint64		ticket = use_slot ? start_slot(n) : 0;
-	int			waiter = use_slot ? MyProc->pgprocno : -1;
+	bool		use_slot;
+	uint64		ticket;
+	int			waiter;
 	int			i = 0;
+	bool		pm_dead = false;
+	bool		reset = false;
 
 	memset(res, 0, sizeof(*res));
 	res->nevents = n;
+	if (publisher_missing())
+	{
+		res->lost = n;
+		snprintf(res->reason, sizeof(res->reason),
+				 "the publisher process is not running%s",
+				 she_publisher_registered ? "" :
+				 " (it could not be registered: raise max_worker_processes)");
+		she_stats_add_failed(n);
+		return 0;
+	}
+	use_slot = wait && MyProc->pgprocno < q->nslots;
+	ticket = use_slot ? start_slot(n) : 0;
+	waiter = use_slot ? MyProc->pgprocno : -1;
 	for (;;)
 	{
 		int			before = i;
-		bool		owner_ok = append_some(events, n, &i, stream, create_stream,
-										   waiter, ticket, deadline);
+		int			rc;
 
+		/* on the wake-up list before looking, so no broadcast is missed */
+		ConditionVariablePrepareToSleep(&q->space_cv);
+		if (append_some(events, n, &i, stream, create_stream,
+						waiter, ticket, deadline))
+			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
 		if (i > before)
 			she_queue_wake_publisher();
 		if (i == n || she_ms_left(deadline) <= 0)
 			break;
-		/* first call prepares and returns at once; then we re-check */
-		(void) ConditionVariableTimedSleep(&q->space_cv, Max(she_ms_left(deadline), 1),
-										   PG_WAIT_EXTENSION);
-		(void) owner_ok;
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
+					   (long) Max(she_ms_left(deadline), 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		reset = true;
+		if (rc & WL_POSTMASTER_DEATH)
+		{
+			pm_dead = true;
+			break;
+		}
 	}
 	ConditionVariableCancelSleep();
+	if (reset)
+		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
+	if (in_waitq)
+	{
+		/* gave up: pass the turn to the next writer */
+		LWLockAcquire(q->lock, LW_EXCLUSIVE);
+		leave_waitq();
+		LWLockRelease(q->lock);
+		ConditionVariableBroadcast(&q->space_cv);
+	}
 	if (i < n)
 	{
-		LWLockAcquire(q->lock, LW_EXCLUSIVE);
-		if (q->stream_owner == MyProc->pgprocno)
-			q->stream_owner = -1;
-		LWLockRelease(q->lock);
-		ConditionVariableBroadcast(&q->space_cv);	/* writers waiting for us */
 		res->lost = n - i;
-		snprintf(res->reason, sizeof(res->reason),
-				 "the publisher's queue (state_hub_events.queue_size) had no room for %d events within %d ms",
-				 n - i, timeout_ms);
+		if (pm_dead)
+			snprintf(res->reason, sizeof(res->reason),
+					 "the postmaster died while %d events waited for room in the publisher's queue",
+					 n - i);
+		else
+			snprintf(res->reason, sizeof(res->reason),
+					 "the publisher's queue (state_hub_events.queue_size) had no room for %d events within %d ms",
+					 n - i, timeout_ms);
 		she_stats_add_failed(n - i);
 		if (use_slot)
 		{
@@ -345,6 +463,11 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 			slot->nevents = i;
 			SpinLockRelease(&slot->mutex);
 		}
+	}
+	if (pm_dead)
+	{
+		ProcDiePending = true;
+		whereToSendOutput = DestNone;
 	}
 	return i;
 }
@@ -393,16 +516,26 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 	WaitSlot   *slot;
 	uint64		limit = deadline + (uint64) Min(she_connect_timeout_ms, 1000) * 1000;
 	bool		reset = false;
+	bool		pm_dead = false;
 
 	if (MyProc->pgprocno >= q->nslots)
 		return;
 	slot = &q->slots[MyProc->pgprocno];
-	while (!collect(slot, she_ms_left(limit) <= 0, res))
+	while (!collect(slot, she_ms_left(limit) <= 0 || pm_dead, res))
 	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) Max(she_ms_left(limit), 1), PG_WAIT_EXTENSION);
+		int			rc;
+
+		/* never exit here on postmaster death: the transaction committed */
+		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
+					   (long) Max(she_ms_left(limit), 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		reset = true;
+		if (rc & WL_POSTMASTER_DEATH)
+		{
+			pm_dead = true;
+			ProcDiePending = true;
+			whereToSendOutput = DestNone;
+		}
 	}
 	if (reset)
 		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
@@ -415,6 +548,7 @@ she_queue_attach_publisher(void)
 	SpinLockAcquire(&q->mutex);
 	q->publisher_latch = MyLatch;
 	q->publisher_pid = MyProcPid;
+	q->publisher_started = true;
 	SpinLockRelease(&q->mutex);
 }
 
@@ -470,6 +604,7 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 	uint64		pos = pg_atomic_read_u64(&q->tail);
 	uint64		head = pg_atomic_read_u64(&q->head);
 	uint64		bytes = 0;
+	uint64		now = she_now_usec();
 	int			n = 0;
 
 	pg_read_barrier();
@@ -481,9 +616,9 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		ring_read(pos, &r, sizeof(r));
 		p = pos + sizeof(r);
 		pos += r.len;
-		bytes += r.len;
 		if (!claim(&r))
-			continue;
+			continue;			/* abandoned: freed, not counted in max_bytes */
+		bytes += r.len;
 		memset(&evs[n], 0, sizeof(SheEvent));
 		memcpy(evs[n].id, r.id, sizeof(r.id));
 		meta[n].stream = read_string(p, r.stream_len, cxt);
@@ -493,7 +628,11 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		meta[n].create_stream = r.create_stream;
 		meta[n].waiter = r.waiter;
 		meta[n].ticket = r.ticket;
-		meta[n].deadline = r.deadline;
+		/* nobody waits (wait_for_ack = off, or gave up): a fresh budget */
+		if (r.waiter < 0 || r.deadline <= now)
+			meta[n].deadline = now + (uint64) she_publish_timeout_ms * 1000;
+		else
+			meta[n].deadline = r.deadline;
 		n++;
 	}
 	pg_memory_barrier();

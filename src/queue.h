@@ -37,6 +37,7 @@ typedef struct SheTaken
 } SheTaken;
 
 extern int	she_queue_size_kb;
+extern bool she_publisher_registered;
 
 extern void she_queue_request_shmem(void);
 extern void she_queue_startup_shmem(void);

@@ -134,7 +134,10 @@ my $bench = IPC::Run::start([ 'pgbench', '-n', '-c', '2', '-j', '2', '-T', '4', 
 usleep(1_000_000);
 kill 'KILL', $ppid;
 $bench->finish;
-ok(1, 'pgbench ended (sessions were disconnected by the crash restart)');
+like($berr, qr/server closed the connection|terminating connection|connection to server .* lost|crash/i,
+    'pgbench ended because the crash restart disconnected its sessions');
+like(slurp_file($node->logfile), qr/state_hub_events publisher.*terminated by signal 9/,
+    'the postmaster saw the publisher killed and restarted the cluster');
 my $up = 0;
 for (1 .. 300)
 {
