@@ -12,14 +12,16 @@
  * positions that only grow; free space is size - (head - tail).
  *
  * Who touches what, under which lock:
- *	- head, stream_owner: writers (backends at XACT_EVENT_COMMIT) under
- *	  the queue LWLock; a writer copies its records, then a write barrier,
+ *	- head, nwaiting, waitq (the admission FIFO): writers (backends at
+ *	  XACT_EVENT_COMMIT) under the queue LWLock; a writer copies its records, then a write barrier,
  *	  then publishes head.  The publisher reads head without the lock
  *	  (read barrier after), so [tail, head) is complete records.
  *	- tail: written only by the publisher, after it copied the records
  *	  out; writers read it.  space_cv is broadcast after each advance.
  *	- a WaitSlot: its backend and the publisher, under the slot's
- *	  spinlock.  The backend starts a batch (new ticket), the publisher
+ *	  spinlock.  The backend starts a batch (a new ticket from a shared
+ *	  counter, so a later backend on the same PGPROC never matches an
+ *	  earlier one's abandoned records), the publisher
  *	  counts what it takes and what it reports, the backend may abandon it
  *	  at its deadline.  Every event is counted in stats() exactly once: by
  *	  the publisher when it reports an outcome to a backend still waiting
@@ -27,17 +29,26 @@
  *	  abandons (not taken yet: lost, and the publisher will skip it; taken
  *	  but not reported: unconfirmed, and the publisher's later outcome is
  *	  not counted again).
- *	- publisher_latch, publisher_pid, connected, conn_error: the mutex.
+ *	- publisher_latch, publisher_pid, publisher_started, connected,
+ *	  conn_error: the mutex.
  *	  max_payload: an atomic, read by every backend at publish().
  *
  * Order.  Records enter the ring in the order their writers got the
  * LWLock at XACT_EVENT_COMMIT, when row locks are still held, so
- * transactions that touched the same rows enter in commit order.  A batch
- * bigger than the free space is streamed in chunks at COMMIT, the writer
- * owning the ring's tail (stream_owner) so no other batch interleaves;
- * each wait for space is bounded by the batch's publish_timeout, after
- * which the rest of the batch is lost (counted, WARNING).  Other writers
- * wait for the owner, bounded by their own publish_timeout.
+ * transactions that touched the same rows enter in commit order.  Writers
+ * that find no room line up in waitq and enter first come first served (a
+ * newcomer joins the line even if its batch would fit; one that gives up
+ * leaves and passes its turn).  A batch bigger than the free space is
+ * streamed in chunks at COMMIT by the head of the line, so no other batch
+ * interleaves; each writer's waits are bounded by its own publish_timeout
+ * from its commit, after which the rest of its batch is lost (counted,
+ * WARNING).  Not covered: PostgreSQL leaves the proc array just before
+ * XACT_EVENT_COMMIT, so a transaction that saw the rows in that window
+ * without waiting for the row lock can enter first (see the README).
+ *
+ * Without a publisher (not registered, or exited after it ran) batches are
+ * refused at once.  Postmaster death ends every wait without exiting: the
+ * transaction committed; the backend exits after the commit.
  *
  * Nothing here ERRORs or allocates on the backend side: it runs after the
  * commit record.

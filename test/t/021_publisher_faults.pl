@@ -169,7 +169,9 @@ $pm->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.pm.setup')})
 my $w8 = $pm->background_psql('postgres', on_error_stop => 0);
 my $wpid = $w8->query_safe('SELECT pg_backend_pid()');
 $nats->pause;
-$w8->{stdin} .= "SELECT state_hub_events.publish('org.t.pm');\n";
+# txid_current(): the transaction has an xid, so aborting it after its
+# commit record would be the PANIC "cannot abort transaction"
+$w8->{stdin} .= "SELECT txid_current(), state_hub_events.publish('org.t.pm');\n";
 $w8->{run}->pump_nb;
 ok($pm->poll_query_until('postgres', qq{SELECT wait_event_type = 'Extension' FROM pg_stat_activity WHERE pid = $wpid}),
     'a committed transaction waits for its acks');
