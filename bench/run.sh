@@ -250,10 +250,16 @@ versions="PostgreSQL $($PSQL -d postgres -At -c 'SHOW server_version'), nats-ser
 settings=$($PSQL -d postgres -At -c "SELECT string_agg(name || ' = ' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'state_hub_events.queue_size', 'state_hub_events.publish_timeout')")
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 
-if [ -n "$QUICK" ]; then out="$top/bench/results/quick.md"; mkdir -p "$top/bench/results"; else out="$top/bench/RESULTS.md"; fi
-perl "$top/bench/report.pl" "$RAW" "$COMMIT_LAT" "$BIGT" \
-    "$(date -u +%Y-%m-%d)" "$(nproc) cores, $cpu" "$versions" "$settings" \
-    "$R" "$BIG" "$T2 $T10 $T32 $TC $THOT $T1" "$LOAD_START" "$LOAD_END" "$MINUTES" >"$out"
+if [ -n "$QUICK" ]; then out="$top/bench/results/quick.md"; else out="$top/bench/RESULTS.md"; fi
+# keep the measurements: bench/results/last/report.sh rewrites the report
+# from them (after editing bench/analysis.md, say)
+keep="$top/bench/results/last"
+mkdir -p "$keep"; cp "$RAW" "$COMMIT_LAT" "$BIGT" "$keep/"
+args=("$keep/raw.tsv" "$keep/commit_lat.tsv" "$keep/big.tsv"
+      "$(date -u +%Y-%m-%d)" "$(nproc) cores, $cpu" "$versions" "$settings"
+      "$R" "$BIG" "$T2 $T10 $T32 $TC $THOT $T1" "$LOAD_START" "$LOAD_END" "$MINUTES")
+{ echo "# bench/results/last/report.sh > $out"; printf 'perl %q' "$top/bench/report.pl"; printf ' %q' "${args[@]}"; echo; } >"$keep/report.sh"
+perl "$top/bench/report.pl" "${args[@]}" >"$out"
 echo "== results: $out ($MINUTES min; load average $LOAD_START at the start, $LOAD_END at the end)"
 cat "$out"
 
