@@ -181,7 +181,7 @@ for my $x (@t)
     my ($name, $bar, $lim, $v, $per) = @$x;
     my $met = !defined $v ? undef : $lim >= 0 ? $v >= $lim : $v <= -$lim;
     $met = 0 if $name =~ /transaction vs raw/ && !$all_big;
-    $out .= sprintf("| %s | %s | %s | %s | %s |\n", $name, $bar, fmt('%.2fx', $v), $per // '',
+    $out .= sprintf("| %s | %s | %s | %s | %s |\n", $name, $bar, fmt('%.3fx', $v), $per // '',
         !defined $met ? '—' : $met ? 'yes' : '**no**');
 }
 {

@@ -4,12 +4,13 @@
 set -euo pipefail
 
 pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
-      libipc-run-perl python3 python3-pydantic openssl make gcc)
+      libipc-run-perl python3 python3-pydantic openssl make gcc gdb)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # Python 3 with pydantic validates envelopes in the state hub kit's test when present.
+# gdb: make bench finds the publisher's batch counters in shared memory with it.
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
