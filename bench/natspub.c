@@ -5,7 +5,8 @@
  *	  extension's shape, with Nats-Msg-Id, to the same stream.
  *
  *	  natspub URL async N    N async publishes, then wait for every ack;
- *	                         prints "msgs_per_s <rate> seconds <s>"
+ *	                         prints "msgs_per_s <rate> seconds <s>
+ *	                         maxrss_kb <peak resident memory>"
  *	  natspub URL rtt N      N synchronous publish+ack round trips (after
  *	                         100 warm-up); prints "rtt_p50_us <x> rtt_p99_us <y>"
  *
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <uuid/uuid.h>
 
 #include <nats/nats.h>
@@ -86,6 +88,7 @@ main(int argc, char **argv)
 	if (strcmp(argv[2], "async") == 0)
 	{
 		jsPubOptions po;
+		struct rusage ru;
 		double		t0 = now_s(), t;
 
 		for (i = 0; i < n; i++)
@@ -106,7 +109,8 @@ main(int argc, char **argv)
 			return 1;
 		}
 		t = now_s() - t0;
-		printf("msgs_per_s %.0f seconds %.3f\n", n / t, t);
+		getrusage(RUSAGE_SELF, &ru);
+		printf("msgs_per_s %.0f seconds %.3f maxrss_kb %ld\n", n / t, t, ru.ru_maxrss);
 	}
 	else
 	{

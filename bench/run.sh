@@ -4,23 +4,39 @@
 # Measures the commit path of state_hub_events against what users already
 # know, side by side in one run on this machine: no trigger, a NOTIFY
 # trigger, a hand-written outbox trigger, emit() in immediate mode (acks
-# waited for, and not), and raw nats.c.  Starts its own nats-server and
-# PostgreSQL on loopback, stops them, and writes bench/RESULTS.md (or
-# bench/results/quick.md with QUICK=1) with medians, min-max and the exact
-# commands; a full run also refreshes the README's performance section.
+# waited for, and not) and in durable mode, and raw nats.c; with 2 clients,
+# 32 clients, and a new connection per transaction (pgbench -C).  Every
+# pgbench run is bounded by its transaction count (-t), never by time.
+# Starts its own nats-server and PostgreSQL on loopback (fsync and
+# synchronous_commit on), stops them, and writes bench/RESULTS.md (or
+# bench/results/quick.md with QUICK=1) with medians, min-max, the ratios the
+# issue sets as targets and the exact commands; a full run also refreshes
+# the README's performance section.
+#
+# PG_CONFIG picks the PostgreSQL to install into and run (a private copy
+# made by test/private-pg.sh keeps the system's installation untouched).
+# The publisher's batch sizes are read from its counters in shared memory
+# with gdb, when gdb is installed.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=${QUICK:-}
-if [ -n "$QUICK" ]; then T=3; R=1; BIG=10000; else T=${BENCH_SECONDS:-30}; R=${BENCH_RUNS:-3}; BIG=100000; fi
-CLIENTS=2
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-PGBENCH=/usr/lib/postgresql/15/bin/pgbench
+# transactions per client: 2 clients (1-row and 10-row), 32 clients, new
+# connection per transaction (2 clients), hot row, one client; rounds
+if [ -n "$QUICK" ]; then
+    T2=500; T10=150; T32=30; TC=40; THOT=300; T1=500; R=1; BIG=10000
+else
+    T2=3000; T10=1000; T32=150; TC=150; THOT=1500; T1=2000; R=${BENCH_RUNS:-3}; BIG=100000
+fi
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+PGBENCH=$("$PG_CONFIG" --bindir)/pgbench
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED=$(date +%s)
 
-echo "== build and install"
-make -C "$top" -s PG_CONFIG=$PG_CONFIG with_llvm=no all test/natsdump
-$SUDO make -C "$top" -s PG_CONFIG=$PG_CONFIG with_llvm=no install
+echo "== build and install ($PG_CONFIG)"
+make -C "$top" -s PG_CONFIG="$PG_CONFIG" with_llvm=no all test/natsdump
+$SUDO make -C "$top" -s PG_CONFIG="$PG_CONFIG" with_llvm=no install
 cc -O2 -Wall -o "$top/bench/natspub" "$top/bench/natspub.c" -lnats -luuid
 
 . "$top/examples/servers.sh"
@@ -28,12 +44,14 @@ servers_start "shared_preload_libraries = 'state_hub_events'
 state_hub_events.database = 'bench'
 state_hub_events.max_backlog_events = 0
 state_hub_events.max_events_per_transaction = 1000000
-max_connections = 50"
-echo "== servers: $NATS_URL, PostgreSQL port $PGPORT, $T s per run, $R alternating runs"
+max_connections = 50
+fsync = on
+synchronous_commit = on"
+echo "== servers: $NATS_URL, PostgreSQL port $PGPORT, $R round(s), load average $LOAD_START"
 BENCH_DB=bench
 $PSQL -d postgres -c "CREATE DATABASE $BENCH_DB" >/dev/null
 $PSQL -d $BENCH_DB -f "$top/bench/setup.sql" >/dev/null
-PB="$AS_USER env PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres $PGBENCH"
+PM_PID=$(head -1 "$WORK/pg/postmaster.pid")
 
 # pgbench scripts
 for v in plain notify outbox emit; do
@@ -50,22 +68,46 @@ echo "UPDATE hot_plain SET n = n + 1 WHERE id = 1;" >"$WORK/hot_plain.sql"
 echo "UPDATE hot_emit SET n = n + 1 WHERE id = 1;" >"$WORK/hot_emit.sql"
 [ -z "$AS_USER" ] || chown postgres: "$WORK"/*.sql
 
-RAW="$WORK/raw.tsv"    # variant shape run tps lat_ms p99_ms xacts landed
+RAW="$WORK/raw.tsv"    # group variant shape run tps lat_ms p99_ms xacts landed batches events
 : >"$RAW"
+
+# The publisher's counters (publisher_batches, publisher_events in stats.c's
+# shared struct), which stats() does not show: gdb finds their addresses
+# once; then they are read from the postmaster's mapping of the same shared
+# memory through /proc, without stopping any process.
+PUB_ADDR=
+if command -v gdb >/dev/null; then
+    PUB_ADDR=$(gdb -nx -batch -p "$PM_PID" -iex "set auto-solib-add off" \
+        -ex "sharedlibrary state_hub_events" \
+        -ex "printf \"%lu %lu\\n\", &'stats.c'::stats->publisher_batches.value, &'stats.c'::stats->publisher_events.value" \
+        2>/dev/null | grep -E '^[0-9]+ [0-9]+$' | tail -1 || true)
+fi
+[ -n "$PUB_ADDR" ] || echo "   (no gdb, or no symbols: the publisher's batch sizes are not reported)"
+publisher_counters() {
+    if [ -z "$PUB_ADDR" ]; then echo "- -"; return; fi
+    perl -e 'open my $m, "<", "/proc/$ARGV[0]/mem" or die "$!\n"; my @v;
+             for my $a (@ARGV[1, 2]) { sysseek($m, $a, 0); sysread($m, my $b, 8) == 8 or die; push @v, unpack("Q", $b); }
+             print "@v\n"' "$PM_PID" $PUB_ADDR
+}
+
+outbox_empty() {
+    [ "$($PSQL -d $BENCH_DB -At -c 'SELECT count(*) FROM state_hub_events.outbox')" = 0 ]
+}
 
 reset_tables() {
     # the durable outbox must have drained before the next run starts
-    for _ in $(seq 1 1200); do
-        [ "$($PSQL -d $BENCH_DB -At -c 'SELECT count(*) FROM state_hub_events.outbox')" = 0 ] && break
-        sleep 0.1
-    done
+    for _ in $(seq 1 1200); do outbox_empty && break; sleep 0.1; done
     $PSQL -d $BENCH_DB -c "TRUNCATE t_plain, t_notify, t_outbox, t_emit, outbox; CHECKPOINT;" >/dev/null
     "$NATSDUMP" "$NATS_URL" purge ACTIVITY_EVENTS >/dev/null 2>&1 || true
 }
 
+stream_messages() {
+    "$NATSDUMP" "$NATS_URL" info ACTIVITY_EVENTS | sed -n 's/.*"messages":\([0-9]*\).*/\1/p'
+}
+
 # worker_publishing on|off: with nats_url empty the durable worker only
-# counts the backlog (once a second), so a run measures the committing side
-# alone; the backlog is published once the URL is back.
+# counts the backlog, so a run measures the committing side alone; the
+# backlog is published once the URL is back.
 worker_publishing() {
     if [ "$1" = off ]; then
         $PSQL -d postgres -c "ALTER SYSTEM SET state_hub_events.nats_url = ''" -c "SELECT pg_reload_conf()" >/dev/null
@@ -75,60 +117,78 @@ worker_publishing() {
     sleep 0.5
 }
 
-# run_pgbench VARIANT SCRIPT SHAPE RUN [PGOPTIONS] [CLIENTS]
+# run_pgbench GROUP VARIANT SCRIPT SHAPE RUN CLIENTS XACTS_PER_CLIENT [PGOPTIONS] [-C]
 run_pgbench() {
-    local variant=$1 script=$2 shape=$3 run=$4 opts=${5:-} clients=${6:-$CLIENTS}
-    local logdir="$WORK/log_${variant}_${shape}_$run"
+    local group=$1 variant=$2 script=$3 shape=$4 run=$5 clients=$6 t=$7 opts=${8:-} connect=${9:-}
+    local logdir="$WORK/log_${group}_${variant}_${shape}_$run"
     mkdir -p "$logdir"; [ -z "$AS_USER" ] || chown postgres: "$logdir"
     reset_tables
-    local out
+    local out before after
     [[ $variant != *_paused ]] || worker_publishing off
+    before=$(publisher_counters)
     out=$(cd "$logdir" && $AS_USER env PGOPTIONS="$opts" PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres \
-        $PGBENCH -n -c "$clients" -j "$clients" -T "$T" -f "$WORK/$script" -l --log-prefix="$logdir/pgbench" $BENCH_DB 2>&1) ||
-        { echo "pgbench failed for $variant x$shape run $run:"; echo "$out" | tail -20; exit 1; }
+        $PGBENCH -n $connect -c "$clients" -j "$(( clients < 2 ? clients : 2 ))" -t "$t" -f "$WORK/$script" \
+        -l --log-prefix="$logdir/pgbench" $BENCH_DB 2>&1) ||
+        { echo "pgbench failed for $group $variant x$shape run $run:"; echo "$out" | tail -20; exit 1; }
     [[ $variant != *_paused ]] || worker_publishing on
     local tps lat xacts p99 landed=-
-    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
+    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     xacts=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
     p99=$(cat "$logdir"/pgbench* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000}')
-    if [[ $variant == emit* ]]; then
+    if [[ $variant == emit* || $variant == hot_emit* ]]; then
         local want=$(( xacts * shape )) have=0
         for _ in $(seq 1 1200); do
-            have=$("$NATSDUMP" "$NATS_URL" info ACTIVITY_EVENTS | sed -n 's/.*"messages":\([0-9]*\).*/\1/p')
+            have=$(stream_messages)
             [ "${have:-0}" -ge "$want" ] && break
             sleep 0.1
         done
         landed="$have/$want"
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$variant" "$shape" "$run" "$tps" "$lat" "$p99" "$xacts" "$landed" >>"$RAW"
-    echo "   $variant x$shape run $run: $tps tps, $lat ms mean, $p99 ms p99${landed:+, landed $landed}"
+    after=$(publisher_counters)
+    local pb=- pe=-
+    if [[ $before != "- -" && $variant != emit_durable* ]]; then
+        read -r b0 e0 <<<"$before"; read -r b1 e1 <<<"$after"
+        pb=$(( b1 - b0 )); pe=$(( e1 - e0 ))
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$variant" "$shape" "$run" "$tps" "$lat" "$p99" "$xacts" "$landed" "$pb" "$pe" >>"$RAW"
+    local per=""
+    [ "$pb" = - ] || [ "$pb" -eq 0 ] || per=", $(awk -v e="$pe" -v b="$pb" 'BEGIN {printf "%.1f", e / b}') events per publisher write"
+    echo "   $group $variant x$shape run $run: $tps tps, $lat ms mean, $p99 ms p99${landed:+, landed $landed}$per"
 }
 
-echo "== pgbench: -c$CLIENTS -j$CLIENTS -T$T, alternating variants"
-for run in $(seq 1 "$R"); do
-    for shape in 1 10; do
-        run_pgbench plain "ins${shape}_plain.sql" $shape $run
-        run_pgbench notify "ins${shape}_notify.sql" $shape $run
-        run_pgbench outbox "ins${shape}_outbox.sql" $shape $run
-        run_pgbench emit_ack "ins${shape}_emit.sql" $shape $run "-c state_hub_events.wait_for_ack=on"
-        run_pgbench emit_noack "ins${shape}_emit.sql" $shape $run "-c state_hub_events.wait_for_ack=off"
-        run_pgbench emit_durable "ins${shape}_emit.sql" $shape $run "-c state_hub_events.delivery=durable"
-        run_pgbench emit_durable_paused "ins${shape}_emit.sql" $shape $run "-c state_hub_events.delivery=durable"
-    done
-done
+ACK="-c state_hub_events.wait_for_ack=on"
+NOACK="-c state_hub_events.wait_for_ack=off"
+DURABLE="-c state_hub_events.delivery=durable"
 
-echo "== lock hold: one hot row"
+# one_round GROUP SHAPE CLIENTS XACTS [-C] [with_paused]: every variant once
+one_round() {
+    local group=$1 shape=$2 clients=$3 t=$4 connect=$5 paused=$6 run=$7
+    run_pgbench "$group" plain "ins${shape}_plain.sql" "$shape" "$run" "$clients" "$t" "" "$connect"
+    run_pgbench "$group" notify "ins${shape}_notify.sql" "$shape" "$run" "$clients" "$t" "" "$connect"
+    run_pgbench "$group" outbox "ins${shape}_outbox.sql" "$shape" "$run" "$clients" "$t" "" "$connect"
+    run_pgbench "$group" emit_ack "ins${shape}_emit.sql" "$shape" "$run" "$clients" "$t" "$ACK" "$connect"
+    run_pgbench "$group" emit_noack "ins${shape}_emit.sql" "$shape" "$run" "$clients" "$t" "$NOACK" "$connect"
+    run_pgbench "$group" emit_durable "ins${shape}_emit.sql" "$shape" "$run" "$clients" "$t" "$DURABLE" "$connect"
+    [ "$paused" = no ] ||
+        run_pgbench "$group" emit_durable_paused "ins${shape}_emit.sql" "$shape" "$run" "$clients" "$t" "$DURABLE" "$connect"
+}
+
+echo "== pgbench, -t per client: 2 clients ($T2; $T10 for 10 rows), 32 clients ($T32), -C ($TC); variants alternate"
 for run in $(seq 1 "$R"); do
-    run_pgbench hot_plain hot_plain.sql 1 $run
-    run_pgbench hot_emit_ack hot_emit.sql 1 $run "-c state_hub_events.wait_for_ack=on"
+    one_round c2 1 2 "$T2" "" yes "$run"
+    one_round c2 10 2 "$T10" "" yes "$run"
+    one_round c32 1 32 "$T32" "" yes "$run"
+    one_round connect 1 2 "$TC" -C no "$run"
+    run_pgbench hot hot_plain hot_plain.sql 1 "$run" 2 "$THOT"
+    run_pgbench hot hot_emit_ack hot_emit.sql 1 "$run" 2 "$THOT" "$ACK"
 done
 
 echo "== commit publish time of a 1-event transaction (one client), and the raw round trip"
 COMMIT_LAT="$WORK/commit_lat.tsv"; : >"$COMMIT_LAT"
 for run in $(seq 1 "$R"); do
     $PSQL -d $BENCH_DB -c "SELECT state_hub_events.stats_reset()" >/dev/null
-    run_pgbench emit_ack1c "ins1_emit.sql" 1 $run "-c state_hub_events.wait_for_ack=on" 1
+    run_pgbench c1 emit_ack "ins1_emit.sql" 1 "$run" 1 "$T1" "$ACK"
     stats=$($PSQL -d $BENCH_DB -At -F ' ' -c "SELECT round(commit_publish_p50_ms::numeric * 1000), round(commit_publish_p99_ms::numeric * 1000) FROM state_hub_events.stats()")
     rtt=$("$top/bench/natspub" "$NATS_URL" rtt 2000)
     echo "   run $run: COMMIT publish p50/p99 us: $stats; raw nats.c publish+ack: $rtt"
@@ -137,44 +197,70 @@ done
 
 echo "== one transaction of $BIG events vs raw nats.c async"
 BIGT="$WORK/big.tsv"; : >"$BIGT"
-# big_script TABLE FILE: one INSERT of $BIG rows, timed, then the backend's peak RSS
+# big_script TABLE FILE: one INSERT of $BIG rows, timed (BEGIN to COMMIT's return)
 big_script() {
     cat >"$2" <<SQL
-SELECT pg_backend_pid() AS pid \gset
 \timing on
 INSERT INTO $1 (repo_id, slug, payload) SELECT g, 'repo-' || g, repeat('x', 100) FROM generate_series(1, $BIG) g;
-\timing off
-SELECT 'hwm', (regexp_match(pg_read_file('/proc/' || :pid || '/status'), 'VmHWM:\s+(\d+)'))[1];
 SQL
 }
 big_script t_emit "$WORK/big.sql"
 big_script t_plain "$WORK/big_plain.sql"
 [ -z "$AS_USER" ] || chown postgres: "$WORK"/big*.sql
+# memwatched CMD...: run CMD while memwatch.pl samples; sets MEM
+memwatched() {
+    local stop="$WORK/memwatch.stop" out="$WORK/memwatch.out"
+    rm -f "$stop"
+    perl "$top/bench/memwatch.pl" "$PM_PID" "$stop" >"$out" &
+    local watcher=$!
+    CMD_OUT=$("$@" 2>&1)
+    touch "$stop"; wait "$watcher"
+    MEM=$(cat "$out")
+}
 for run in $(seq 1 "$R"); do
     reset_tables
     $PSQL -d $BENCH_DB -c "SELECT state_hub_events.stats_reset()" >/dev/null
-    e=$($PSQL -d $BENCH_DB -At -f "$WORK/big.sql" 2>&1)
+    before=$(publisher_counters)
+    memwatched $AS_USER env PGOPTIONS="-c state_hub_events.publish_timeout=60000 $ACK" \
+        psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U postgres -d $BENCH_DB -At -f "$WORK/big.sql"
+    e=$CMD_OUT; e_mem=$MEM
+    after=$(publisher_counters)
     e_pub=$($PSQL -d $BENCH_DB -At -c "SELECT round(commit_publish_p50_ms::numeric) FROM state_hub_events.stats()")
-    e_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$e"); e_kb=$(sed -n 's/^hwm|//p' <<<"$e")
+    e_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$e")
+    e_kb=$(awk '{print $2}' <<<"$e_mem"); pub_kb=$(awk '{print $4}' <<<"$e_mem")
+    landed=$(stream_messages)
+    nb=-
+    if [ "$before" != "- -" ]; then
+        read -r b0 e0 <<<"$before"; read -r b1 e1 <<<"$after"; nb="$(( b1 - b0 ))"
+    fi
     reset_tables
-    p=$($PSQL -d $BENCH_DB -At -f "$WORK/big_plain.sql" 2>&1)
-    p_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$p"); p_kb=$(sed -n 's/^hwm|//p' <<<"$p")
+    memwatched $PSQL -d $BENCH_DB -At -f "$WORK/big_plain.sql"
+    p_ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$CMD_OUT"); p_kb=$(awk '{print $2}' <<<"$MEM")
     reset_tables
     raw=$("$top/bench/natspub" "$NATS_URL" async "$BIG")
-    raw_rate=$(awk '{print $2}' <<<"$raw")
+    raw_rate=$(awk '{print $2}' <<<"$raw"); raw_s=$(awk '{print $4}' <<<"$raw"); raw_kb=$(awk '{print $6}' <<<"$raw")
     ext_rate=$(awk -v n="$BIG" -v ms="$e_ms" 'BEGIN {printf "%.0f", n / (ms / 1000)}')
-    raw_s=$(awk '{print $4}' <<<"$raw")
-    echo "   run $run: extension $ext_rate events/s (${e_ms} ms, ${e_pub} ms publishing at COMMIT, backend peak RSS ${e_kb} kB; plain insert ${p_ms} ms, ${p_kb} kB); raw nats.c $raw_rate msgs/s (${raw_s} s)"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ext_rate" "$e_ms" "$e_kb" "$p_ms" "$p_kb" "$raw_rate" "$e_pub" "$raw_s" >>"$BIGT"
+    echo "   run $run: extension $ext_rate events/s (${e_ms} ms, ${e_pub} ms publishing at COMMIT, $landed landed, $nb publisher writes; peak private memory: backend ${e_kb} kB, publisher ${pub_kb} kB; plain insert ${p_ms} ms, ${p_kb} kB); raw nats.c $raw_rate msgs/s (${raw_s} s, ${raw_kb} kB)"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ext_rate" "$e_ms" "$e_kb" "$p_ms" "$p_kb" "$raw_rate" "$e_pub" "$raw_s" "$pub_kb" "$raw_kb" "$landed" "$nb" >>"$BIGT"
 done
 
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+MINUTES=$(( ($(date +%s) - STARTED + 30) / 60 ))
 versions="PostgreSQL $($PSQL -d postgres -At -c 'SHOW server_version'), nats-server $(nats-server --version | awk '{print $NF}'), nats.c $(dpkg-query -W -f='${Version}' libnats3.4 2>/dev/null || echo '?')"
+settings=$($PSQL -d postgres -At -c "SELECT string_agg(name || ' = ' || setting, ', ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'state_hub_events.queue_size', 'state_hub_events.publish_timeout')")
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 
-if [ -n "$QUICK" ]; then out="$top/bench/results/quick.md"; mkdir -p "$top/bench/results"; else out="$top/bench/RESULTS.md"; fi
-perl "$top/bench/report.pl" "$RAW" "$COMMIT_LAT" "$BIGT" \
-    "$(date -u +%Y-%m-%d)" "$(nproc) cores, $cpu" "$versions" "$T" "$R" "$CLIENTS" "$BIG" >"$out"
-echo "== results: $out"
+if [ -n "$QUICK" ]; then out="$top/bench/results/quick.md"; else out="$top/bench/RESULTS.md"; fi
+# keep the measurements: bench/results/last/report.sh rewrites the report
+# from them (after editing bench/analysis.md, say)
+keep="$top/bench/results/last"
+mkdir -p "$keep"; cp "$RAW" "$COMMIT_LAT" "$BIGT" "$keep/"
+args=("$keep/raw.tsv" "$keep/commit_lat.tsv" "$keep/big.tsv"
+      "$(date -u +%Y-%m-%d)" "$(nproc) cores, $cpu" "$versions" "$settings"
+      "$R" "$BIG" "$T2 $T10 $T32 $TC $THOT $T1" "$LOAD_START" "$LOAD_END" "$MINUTES")
+{ echo "# bench/results/last/report.sh > $out"; printf 'perl %q' "$top/bench/report.pl"; printf ' %q' "${args[@]}"; echo; } >"$keep/report.sh"
+perl "$top/bench/report.pl" "${args[@]}" >"$out"
+echo "== results: $out ($MINUTES min; load average $LOAD_START at the start, $LOAD_END at the end)"
 cat "$out"
 
 if [ -z "$QUICK" ]; then

@@ -7,7 +7,7 @@
 #    After servers_start: $WORK, $NATS_URL, $PGHOST (a socket directory),
 #    $PGPORT, $PSQL (a psql command line), $NATSDUMP.
 
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_BIN=$("${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}" --bindir)
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NATSDUMP="$TOP/test/natsdump"
 

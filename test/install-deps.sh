@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
       libipc-run-perl libjson-xs-perl python3 python3-pydantic openssl make gcc
-      clang libclang-rt-dev)
+      clang libclang-rt-dev gdb)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +14,7 @@ done
 # JSON::XS (libjson-xs-perl) decodes messages in the TAP tests ~100 times
 # faster than JSON::PP, which they fall back to.
 # clang with its runtime (libFuzzer, sanitizers) builds the fuzz harnesses.
+# gdb: make bench finds the publisher's batch counters in shared memory with it.
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
