@@ -38,6 +38,7 @@ cp -a "$top/." "$work/"
 passed=0
 failed=0
 failed_names=()
+flaky=
 
 if [ -z "${SKIP_FUZZ:-}" ]; then
     echo "== fuzz (libFuzzer, a bounded number of runs per parser)"
@@ -84,9 +85,28 @@ if [ -z "${SKIP_TAP:-}" ]; then
     n_files=$(cd "$work" && ls $tests | wc -l)
     n_ok=$(grep -cE '^(\[[0-9:]+\] )?test/t/[^ ]+\.pl \.+ ok' "$work/tap.out" || true)
     n_bad=$((n_files - n_ok))
+    tap_pass=$(grep -q '^Result: PASS' "$work/tap.out" && echo 1 || echo 0)
+    # A file that failed is run once more (at most two files), and the
+    # summary names it as flaky when it then passes: on a loaded 2-core
+    # machine a timing-sensitive fault test can lose a race, and one such
+    # loss should be seen, not sink the run.  RETRY_FAILED=0 turns this off.
+    if [ "$tap_pass" = 0 ] && [ "${RETRY_FAILED:-1}" != 0 ] && [ "$n_bad" -gt 0 ] && [ "$n_bad" -le 2 ]; then
+        bad_files=$(cd "$work" && for f in $tests; do
+            grep -qE "^(\[[0-9:]+\] )?$f \.+ ok" "$work/tap.out" || echo "$f"; done)
+        echo "== TAP: running again once: $bad_files"
+        if (cd "$work" && $RUNAS env TESTDIR="$work" PATH="$bindir:$PATH" \
+            PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
+            prove --timer -I "$pgxs/src/test/perl" -I test/lib $bad_files) 2>&1 | tee "$work/tap-retry.out" \
+            && grep -q '^Result: PASS' "$work/tap-retry.out"; then
+            flaky="$bad_files"
+            n_ok=$((n_ok + n_bad))
+            n_bad=0
+            tap_pass=1
+        fi
+    fi
     passed=$((passed + n_ok))
     failed=$((failed + n_bad))
-    if ! grep -q '^Result: PASS' "$work/tap.out"; then
+    if [ "$tap_pass" = 0 ]; then
         [ "$n_bad" -gt 0 ] || failed=$((failed + 1))
         failed_names+=("TAP")
         for f in "$work"/tmp_check/log/*; do
@@ -98,6 +118,7 @@ fi
 
 echo
 echo "== state_hub_events test summary"
+[ -z "${flaky:-}" ] || echo "flaky (failed, then passed when run again):" $flaky
 [ ${#failed_names[@]} -eq 0 ] || echo "failing parts: ${failed_names[*]}"
 echo "summary: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
