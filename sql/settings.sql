@@ -21,10 +21,14 @@ SET state_hub_events.publisher = '';
 SET state_hub_events.nats_url = 'nats://a:4222';
 ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222, nats://b:4222';
 ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222,,nats://b:4222';
+-- a password holding ',' would split the list (and show its pieces): refused
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://u:p,q@h:4222';
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://h:x';
 SET state_hub_events.delivery = 'sometimes';
 SET state_hub_events.no_such_setting = 1;
 -- good values
 ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222,nats://b:4222';
+ALTER SYSTEM SET state_hub_events.nats_url = 'Tk4@Tk9@127.0.0.1:1,tls://Uq7:a@b:c@[::1]:2,localhost,nats://h_1.example/';
 ALTER SYSTEM RESET state_hub_events.nats_url;
 SET state_hub_events.stream_subjects = 'org.>,activity.*.created';
 SET state_hub_events.publish_timeout = '250ms';

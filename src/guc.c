@@ -145,6 +145,66 @@ check_publisher(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * Does every comma-separated URL end in a plausible host[:port]?  The host
+ * part starts after the URL's last '@' (where nats.c ends user info), else
+ * after "://".  Refuses, for example, a password holding ',' (the list is
+ * split there, and the pieces would be printed unmasked).
+ */
+static bool
+nats_url_hosts_valid(const char *url)
+{
+	const char *seg = url;
+
+	while (*seg)
+	{
+		const char *end = strchr(seg, ',');
+		const char *host = seg;
+		const char *p;
+
+		if (end == NULL)
+			end = seg + strlen(seg);
+		for (p = seg; p + 2 < end; p++)
+			if (p[0] == ':' && p[1] == '/' && p[2] == '/')
+			{
+				host = p + 3;
+				break;
+			}
+		for (p = host; p < end; p++)
+			if (*p == '@')
+				host = p + 1;
+		p = host;
+		if (p < end && *p == '[')
+		{
+			while (p < end && *p != ']')
+				p++;
+			if (p == end)
+				return false;
+			p++;
+		}
+		else
+			while (p < end && (isalnum((unsigned char) *p) || *p == '.' || *p == '-' || *p == '_'))
+				p++;
+		if (p == host)
+			return false;
+		if (p < end && *p == ':')
+		{
+			const char *digits = ++p;
+
+			while (p < end && isdigit((unsigned char) *p))
+				p++;
+			if (p == digits)
+				return false;
+		}
+		if (p < end && *p == '/')
+			p = end;			/* a trailing path is nats.c's to judge */
+		if (p != end)
+			return false;
+		seg = (*end == ',') ? end + 1 : end;
+	}
+	return true;
+}
+
+/*
  * nats_url: empty, or comma-separated URLs without whitespace.
  */
 static bool
@@ -166,6 +226,13 @@ check_nats_url(char **newval, void **extra, GucSource source)
 		(**newval != '\0' && (*newval)[strlen(*newval) - 1] == ','))
 	{
 		GUC_check_errdetail("The list of server URLs has an empty entry.");
+		return false;
+	}
+	if (!nats_url_hosts_valid(*newval))
+	{
+		/* never echo the value: it may hold a password */
+		GUC_check_errdetail("Each server URL must end in host or host:port (digits); a password in a URL may contain '@' and ':' but not ','.");
+		GUC_check_errhint("Put the password in state_hub_events.password, or use creds_file.");
 		return false;
 	}
 	return true;
