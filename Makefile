@@ -36,7 +36,7 @@ $(OBJS): src/state_hub_events.h
 test/natsdump: test/natsdump.c
 	$(CC) -O2 -Wall -o $@ $< -lnats
 
-.PHONY: deps demo test bench
+.PHONY: deps demo test test-matrix deb bench
 
 # Install what is missing (Debian packages), as root or through sudo.
 deps:
@@ -46,6 +46,20 @@ deps:
 # nats-server; ends with a pass/fail summary.
 test: deps
 	@bash test/run-tests.sh
+
+# The suites on PostgreSQL 15, 17 and 18 and nats-server 2.9 to the newest,
+# in Debian roots made with debootstrap and cached (test/matrix.sh says
+# which); one summary line per combination.  As root.
+#   make test-matrix MATRIX="sid" MATRIX_TAP="test/t/001_publish.pl"
+test-matrix:
+	@bash test/install-deps.sh matrix
+	@MATRIX="$(MATRIX)" MATRIX_TAP="$(MATRIX_TAP)" MATRIX_CACHE="$(MATRIX_CACHE)" \
+		bash test/matrix.sh
+
+# Debian packages, one per installed PostgreSQL version (build/deb/).
+deb:
+	@bash test/install-deps.sh deb
+	@bash test/deb.sh build/deb
 
 # Measure the commit path against NOTIFY, an outbox table and raw nats.c
 # (QUICK=1: a smoke run under a minute).

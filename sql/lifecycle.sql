@@ -7,13 +7,19 @@ CREATE DATABASE she_lifecycle;
 \c she_lifecycle
 \set SHOW_CONTEXT never
 
--- the member objects of the installed version, described
+-- the member objects of the installed version, described (PostgreSQL 17
+-- also records a table's row type and its array type as members: they are
+-- left out, so that every version lists the same)
 CREATE TEMP VIEW members AS
 SELECT pg_describe_object(classid, objid, objsubid) AS member
   FROM pg_depend
  WHERE refclassid = 'pg_extension'::regclass
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'state_hub_events')
-   AND deptype = 'e';
+   AND deptype = 'e'
+   AND NOT (classid = 'pg_type'::regclass
+            AND objid IN (SELECT oid FROM pg_type WHERE typrelid <> 0
+                          UNION ALL
+                          SELECT typarray FROM pg_type WHERE typrelid <> 0));
 
 CREATE EXTENSION state_hub_events;
 SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';

@@ -46,9 +46,10 @@ if [ -z "${SKIP_REGRESS:-}" ]; then
         :
     fi
     cat "$work/regress.out"
-    # pg_regress 15 prints "test NAME ... ok" / "... FAILED"
-    n_ok=$(grep -cE '^test .* \.\.\. ok' "$work/regress.out" || true)
-    n_bad=$(grep -cE '^test .* \.\.\. FAILED' "$work/regress.out" || true)
+    # pg_regress 15 prints "test NAME ... ok" / "... FAILED", 16 and later
+    # "ok N - NAME" / "not ok N - NAME" (TAP)
+    n_ok=$(grep -cE '^test .* \.\.\. ok|^ok +[0-9]+ +[-+] ' "$work/regress.out" || true)
+    n_bad=$(grep -cE '^test .* \.\.\. FAILED|^not ok +[0-9]+ +[-+] ' "$work/regress.out" || true)
     passed=$((passed + n_ok))
     failed=$((failed + n_bad))
     if [ "$n_bad" -gt 0 ] || [ "$n_ok" -eq 0 ]; then

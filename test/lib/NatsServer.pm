@@ -23,6 +23,11 @@ use Time::HiRes qw(usleep);
 
 my $natsdump = File::Spec->rel2abs(dirname(__FILE__) . '/../natsdump');
 
+# The server binary: NATS_SERVER (a path, e.g. another version's binary) or
+# nats-server on PATH.
+my $server_bin = $ENV{NATS_SERVER} || 'nats-server';
+my $server_version;
+
 # NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N,
 #                 auth_conf => 'authorization {...}' (user/password then name
 #                 the identity the test tools use), extra_conf => '...',
@@ -70,6 +75,28 @@ sub url
 
 sub port { return $_[0]->{port}; }
 
+# NatsServer->version: the server binary's version as [major, minor, patch]
+# (nats-server --version prints "nats-server: v2.9.10").
+sub version
+{
+    if (!$server_version)
+    {
+        my $out = `$server_bin --version`;
+        die "$server_bin --version: $?" if $? != 0;
+        $out =~ /v(\d+)\.(\d+)\.(\d+)/ or die "cannot parse nats-server version: $out";
+        $server_version = [ $1, $2, $3 ];
+    }
+    return @$server_version;
+}
+
+# NatsServer->at_least(2, 10): the server binary is that version or newer.
+sub at_least
+{
+    my ($class, $major, $minor) = @_;
+    my ($ma, $mi) = $class->version;
+    return $ma > $major || ($ma == $major && $mi >= $minor);
+}
+
 # Start the server and wait until it accepts connections and JetStream
 # answers (start(no_wait => 1): return at once, e.g. for cluster members that
 # need their peers; then wait_ready).
@@ -82,7 +109,7 @@ sub start
     {
         open STDOUT, '>>', $self->{log} or die $!;
         open STDERR, '>&', \*STDOUT or die $!;
-        exec('nats-server', '-c', "$self->{dir}/nats.conf") or die "exec nats-server: $!";
+        exec($server_bin, '-c', "$self->{dir}/nats.conf") or die "exec $server_bin: $!";
     }
     $self->{pid} = $pid;
     return $self if $opt{no_wait};
