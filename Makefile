@@ -30,11 +30,11 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # Every file includes the shared header (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h
+$(OBJS): src/state_hub_events.h src/compat.h
 
 # The test helper that reads messages back from the stream.
-test/natsdump: test/natsdump.c
-	$(CC) -O2 -Wall -o $@ $< -lnats
+test/natsdump: test/natsdump.c src/compat.h
+	$(CC) -O2 -Wall -I$(srcdir)/src -o $@ $< -lnats
 
 .PHONY: deps demo test test-matrix deb bench
 

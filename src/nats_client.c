@@ -56,6 +56,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
+#include "compat.h"
 #include "state_hub_events.h"
 
 /* The session's connection; backend thread only. */
@@ -234,13 +235,14 @@ make_conn_key(const char *url)
 
 	len = strlen(url) + strlen(she_token) + strlen(she_user) + strlen(she_password) +
 		strlen(she_creds_file) + strlen(she_nkey) + strlen(she_nkey_seed_file) +
-		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 16;
+		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 18;
 	key = malloc(len);
 	if (key == NULL)
 		return NULL;
-	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s",
+	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d",
 			 url, she_token, she_user, she_password, she_creds_file, she_nkey,
-			 she_nkey_seed_file, she_tls_ca_file, she_tls_cert_file, she_tls_key_file);
+			 she_nkey_seed_file, she_tls_ca_file, she_tls_cert_file, she_tls_key_file,
+			 (int) she_tls_handshake_first);
 	return key;
 }
 
@@ -347,6 +349,9 @@ make_options(natsOptions **optsp, const char *url, int connect_timeout_ms,
 		if (s == NATS_OK)
 			s = natsOptions_LoadCertificatesChain(opts, she_tls_cert_file, she_tls_key_file);
 	}
+	/* the setting's check hook refuses "on" where nats.c cannot do it */
+	if (s == NATS_OK && she_tls_handshake_first)
+		s = she_nats_tls_handshake_first(opts);
 
 	free(urls);
 	if (s != NATS_OK)
@@ -907,6 +912,7 @@ she_ping(void)
 	char		masked[512];
 	char		connected_url[512] = "";
 	char		server_id[128] = "";
+	char		server_name[256] = "";
 	int64_t		rtt_ns = 0;
 	int64_t		max_payload = 0;
 	bool		stream_found = false;
@@ -942,6 +948,7 @@ she_ping(void)
 	{
 		(void) natsConnection_GetConnectedUrl(nc, connected_url, sizeof(connected_url));
 		(void) natsConnection_GetConnectedServerId(nc, server_id, sizeof(server_id));
+		she_nats_server_name(nc, server_name, sizeof(server_name));
 		(void) natsConnection_GetRTT(nc, &rtt_ns);
 		max_payload = natsConnection_GetMaxPayload(nc);
 		jsOptions_Init(&jo);
@@ -978,6 +985,14 @@ she_ping(void)
 		escape_json(&buf, url2);
 		appendStringInfoString(&buf, ",\"server_id\":");
 		escape_json(&buf, server_id);
+		/* null where nats.c cannot tell (before 3.14) */
+		appendStringInfoString(&buf, ",\"server_name\":");
+		if (server_name[0] != '\0')
+			escape_json(&buf, server_name);
+		else
+			appendStringInfoString(&buf, "null");
+		appendStringInfoString(&buf, ",\"nats_client\":");
+		escape_json(&buf, nats_GetVersion());
 		appendStringInfo(&buf, ",\"rtt_us\":%lld,\"connect_ms\":%.3f,\"max_payload\":%lld,\"jetstream\":true",
 						 (long long) (rtt_ns / 1000), (now_usec() - t0) / 1000.0,
 						 (long long) max_payload);
@@ -1022,9 +1037,11 @@ she_ping(void)
 		}
 		else
 			appendStringInfo(&buf, ",\"will_create\":%s", she_create_stream ? "true" : "false");
-		appendStringInfo(&buf, ",\"tls\":%s,\"auth\":",
+		appendStringInfo(&buf, ",\"tls\":%s,\"tls_handshake_first\":%s,\"auth\":",
 						 (she_tls_ca_file[0] != '\0' || she_tls_cert_file[0] != '\0' ||
-						  strstr(she_nats_url, "tls://") != NULL) ? "true" : "false");
+						  she_tls_handshake_first ||
+						  strstr(she_nats_url, "tls://") != NULL) ? "true" : "false",
+						 she_tls_handshake_first ? "true" : "false");
 		if (she_creds_file[0] != '\0')
 			appendStringInfoString(&buf, "\"creds file\"");
 		else if (she_nkey[0] != '\0')

@@ -30,8 +30,9 @@ else
     (cd "$top" && tar --exclude=.git --exclude=./build -cf - .) | tar -C "$src" -xf -
 fi
 cd "$src"
-dpkg-checkbuilddeps
 # debian/control lists the packages of the versions this machine builds
-PG_UPDATECONTROL=yes dpkg-buildpackage -us -uc -b
+pg_buildext updatecontrol
+dpkg-checkbuilddeps
+dpkg-buildpackage -us -uc -b
 cp "$tmp"/*.deb "$out"/
 ls -l "$out"/*.deb

@@ -14,7 +14,8 @@
  *											{"Nats-Msg-Id": ..., "envelope": <body>}
  *
  *	  Credentials come from the environment: NATS_TOKEN, NATS_USER and
- *	  NATS_PASSWORD, NATS_CA (turns TLS on), NATS_CERT and NATS_KEY, NATS_CREDS.
+ *	  NATS_PASSWORD, NATS_CA (turns TLS on), NATS_CERT and NATS_KEY, NATS_CREDS;
+ *	  NATS_TLS_FIRST=1 starts TLS before the server's INFO.
  *
  *	  Exit status 2 with the error on stderr when NATS cannot be used; a
  *	  missing stream on dump/info prints nothing (info prints null).
@@ -30,6 +31,8 @@
 #include <time.h>
 
 #include <nats/nats.h>
+
+#include "compat.h"
 
 static void
 die(const char *what, natsStatus s)
@@ -137,6 +140,9 @@ main(int argc, char **argv)
 	}
 	if (s == NATS_OK && getenv("NATS_CERT"))
 		s = natsOptions_LoadCertificatesChain(opts, getenv("NATS_CERT"), getenv("NATS_KEY"));
+	/* a server with tls { handshake_first: true } (nats.c 3.9 and later) */
+	if (s == NATS_OK && getenv("NATS_TLS_FIRST"))
+		s = she_nats_tls_handshake_first(opts);
 	if (s == NATS_OK && getenv("NATS_CREDS"))
 		s = natsOptions_SetUserCredentialsFromFiles(opts, getenv("NATS_CREDS"), NULL);
 	if (s == NATS_OK)

@@ -62,7 +62,9 @@ fi
 if [ -z "${SKIP_TAP:-}" ]; then
     echo "== TAP tests (real nats-server)"
     tests=${PROVE_TESTS:-test/t/*.pl}
-    (cd "$work" && $RUNAS env TESTDIR="$work" PATH="$bindir:$PATH" \
+    # TESTDIR: PostgreSQL 15's test modules; TESTDATADIR and TESTLOGDIR: 16 and later
+    (cd "$work" && $RUNAS env TESTDIR="$work" TESTDATADIR="$work/tmp_check" \
+        TESTLOGDIR="$work/tmp_check/log" PATH="$bindir:$PATH" \
         PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
         prove -I "$pgxs/src/test/perl" -I test/lib $tests) 2>&1 | tee "$work/tap.out"
     # one line per test file: "test/t/NNN_x.pl .. ok" (prove) or a failure

@@ -32,7 +32,8 @@ my $server_version;
 #                 auth_conf => 'authorization {...}' (user/password then name
 #                 the identity the test tools use), extra_conf => '...',
 #                 tool_ca/tool_cert/tool_key/tool_creds => files the test
-#                 tools connect with)
+#                 tools connect with, tool_tls_first => 1: they start TLS
+#                 before the server's INFO)
 sub new
 {
     my ($class, %args) = @_;
@@ -148,6 +149,7 @@ sub _tool_env
     $env{NATS_CA} = $self->{tool_ca} if $self->{tool_ca};
     @env{qw(NATS_CERT NATS_KEY)} = ($self->{tool_cert}, $self->{tool_key}) if $self->{tool_cert};
     $env{NATS_CREDS} = $self->{tool_creds} if $self->{tool_creds};
+    $env{NATS_TLS_FIRST} = 1 if $self->{tool_tls_first};
     return %env;
 }
 
