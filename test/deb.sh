@@ -20,6 +20,9 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 out=$(mkdir -p "${1:-$top/build/deb}" && cd "${1:-$top/build/deb}" && pwd)
 tmp=$(mktemp -d /tmp/state_hub_events_deb.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
+# as root, the build's test cluster runs as postgres and reads the package
+# tree from here
+chmod 755 "$tmp"
 
 src=$tmp/state-hub-events
 mkdir -p "$src"

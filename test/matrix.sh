@@ -57,12 +57,23 @@ suite_pg() {
     esac
 }
 
+# (postgresql-all and build-essential: the Debian package's build
+# dependencies, as debian/control names them)
 root_packages() {
     local v
     v=$(suite_pg "$1") || return 1
-    echo "postgresql-$v postgresql-server-dev-$v postgresql-server-dev-all" \
-         "libnats-dev nats-server uuid-dev libipc-run-perl make gcc libc6-dev" \
-         "openssl python3 python3-pydantic debhelper dpkg-dev fakeroot"
+    echo "postgresql-$v postgresql-server-dev-$v postgresql-server-dev-all postgresql-all" \
+         "libnats-dev nats-server uuid-dev libipc-run-perl build-essential" \
+         "openssl python3 python3-pydantic debhelper"
+}
+
+# The nats-server binary of a root (Debian installs it in /usr/sbin).
+root_nats_server() {
+    local f
+    for f in "$1/usr/sbin/nats-server" "$1/usr/bin/nats-server"; do
+        [ -x "$f" ] && { echo "$f"; return 0; }
+    done
+    return 1
 }
 
 # Set ROOT to the cached root of a suite, made when missing, and
@@ -200,20 +211,34 @@ count_warnings() {
     grep -cE 'warning:|error:|build failed' "$log"
 }
 
+# "pgNN/nats-X.Y" from a pg_config and a nats-server binary.
+label_of() {
+    echo "pg$("$@" --version 2>/dev/null | head -n 1 | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')"
+}
+nats_label_of() {
+    echo "nats-$("$@" --version | sed -E 's/.*v([0-9]+\.[0-9]+).*/\1/')"
+}
+
 # pg_regress, then the TAP files, with test/run-tests.sh on this machine
-# (NATS_SERVER chooses the server binary).  Sets the result line.
+# against the nats-server binary $1 (exported as NATS_SERVER).  Sets the
+# result line.
 combo_native() {
-    local label=$1 t0 tr tt r t w pgc passed failed
+    local server=$1 label log t0 tb tr tt w pgc passed failed p2 f2
     pgc=${PG_CONFIG:-$(command -v /usr/lib/postgresql/15/bin/pg_config || command -v pg_config)}
+    label="$(label_of "$pgc")/$(nats_label_of "$server")"
+    log=$work/${label//\//_}
+    echo "== $label: on this machine, $server"
     t0=$SECONDS
-    w=$(count_warnings "$pgc" "$work/$label.build.log")
+    w=$(count_warnings "$pgc" "$log.build.log")
     tb=$((SECONDS - t0)); t0=$SECONDS
-    PG_CONFIG=$pgc SKIP_TAP=1 bash "$top/test/run-tests.sh" 2>&1 | tee "$work/$label.regress.log"
+    NATS_SERVER=$server PG_CONFIG=$pgc SKIP_TAP=1 bash "$top/test/run-tests.sh" 2>&1 |
+        tee "$log.regress.log"
     tr=$((SECONDS - t0)); t0=$SECONDS
-    PG_CONFIG=$pgc SKIP_REGRESS=1 bash "$top/test/run-tests.sh" 2>&1 | tee "$work/$label.tap.log"
+    NATS_SERVER=$server PG_CONFIG=$pgc SKIP_REGRESS=1 bash "$top/test/run-tests.sh" 2>&1 |
+        tee "$log.tap.log"
     tt=$((SECONDS - t0))
-    read -r passed failed < <(summary_of "$work/$label.regress.log")
-    read -r p2 f2 < <(summary_of "$work/$label.tap.log")
+    read -r passed failed < <(summary_of "$log.regress.log")
+    read -r p2 f2 < <(summary_of "$log.tap.log")
     passed=$((passed + p2)); failed=$((failed + f2))
     [ "$w" -eq 0 ] || failed=$((failed + 1))
     result "$label" "$passed" "$failed" \
@@ -222,7 +247,7 @@ combo_native() {
 
 # The suites inside a suite's root, on an overlay of the cached root.
 combo_root() {
-    local suite=$1 v run r t0 tb tr tt td w label passed failed p2 f2 deb
+    local suite=$1 v run r t0 tb tr tt td w label log passed failed p2 f2 deb
     t0=$SECONDS
     if ! root_dir "$suite"; then
         result "$suite" 0 1 "cannot make the root"
@@ -241,23 +266,24 @@ combo_root() {
     local in=(chroot "$r" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
               DEBIAN_FRONTEND=noninteractive PG_CONFIG=/usr/lib/postgresql/$v/bin/pg_config)
     copy_tree "$r/build/state_hub_events"
-    label="pg$v/nats-$("${in[@]}" nats-server --version | sed -E 's/.*v([0-9]+\.[0-9]+).*/\1/')"
+    label="$(label_of "${in[@]}" pg_config)/$(nats_label_of "${in[@]}" nats-server)"
+    log=$work/${label//\//_}
     echo "== $label: in the $suite root"
 
     t0=$SECONDS
     "${in[@]}" make -C /build/state_hub_events -s with_llvm=no all test/natsdump \
-        >"$work/$label.build.log" 2>&1 || echo "build failed" >>"$work/$label.build.log"
-    cat "$work/$label.build.log"
-    w=$(grep -cE 'warning:|error:|build failed' "$work/$label.build.log")
+        >"$log.build.log" 2>&1 || echo "build failed" >>"$log.build.log"
+    cat "$log.build.log"
+    w=$(grep -cE 'warning:|error:|build failed' "$log.build.log")
     tb=$((SECONDS - t0)); t0=$SECONDS
     "${in[@]}" SKIP_TAP=1 bash /build/state_hub_events/test/run-tests.sh 2>&1 |
-        tee "$work/$label.regress.log"
+        tee "$log.regress.log"
     tr=$((SECONDS - t0)); t0=$SECONDS
     "${in[@]}" SKIP_REGRESS=1 PROVE_TESTS="${MATRIX_TAP:-test/t/*.pl}" \
-        bash /build/state_hub_events/test/run-tests.sh 2>&1 | tee "$work/$label.tap.log"
+        bash /build/state_hub_events/test/run-tests.sh 2>&1 | tee "$log.tap.log"
     tt=$((SECONDS - t0)); t0=$SECONDS
-    read -r passed failed < <(summary_of "$work/$label.regress.log")
-    read -r p2 f2 < <(summary_of "$work/$label.tap.log")
+    read -r passed failed < <(summary_of "$log.regress.log")
+    read -r p2 f2 < <(summary_of "$log.tap.log")
     passed=$((passed + p2)); failed=$((failed + f2))
     [ "$w" -eq 0 ] || failed=$((failed + 1))
 
@@ -267,22 +293,16 @@ combo_root() {
         # build), installed over what make install put there, smoke-tested
         if "${in[@]}" bash -c "bash /build/state_hub_events/test/deb.sh /build/deb &&
                 apt-get install -y -q --no-install-recommends /build/deb/postgresql-$v-state-hub-events_*.deb &&
-                bash /build/state_hub_events/test/deb-smoke.sh" >"$work/$label.deb.log" 2>&1; then
+                bash /build/state_hub_events/test/deb-smoke.sh" >"$log.deb.log" 2>&1; then
             deb="postgresql-$v-state-hub-events built, installed, smoke ok"
             passed=$((passed + 1))
         else
-            tail -n 40 "$work/$label.deb.log"
+            tail -n 40 "$log.deb.log"
             deb="Debian package FAILED"
             failed=$((failed + 1))
         fi
     fi
     td=$((SECONDS - t0))
-    if [ "$suite" = sid ]; then
-        # the newest nats-server, for the native run against it
-        mkdir -p "$cache/bin"
-        cp "$r/usr/bin/nats-server" "$cache/bin/nats-server.$suite.tmp" &&
-            mv "$cache/bin/nats-server.$suite.tmp" "$cache/bin/nats-server-$suite"
-    fi
     umount_root "$run"
     result "$label" "$passed" "$failed" \
         "$w build warnings; $deb; root ${troot} s$([ "$ROOT_SECONDS" -gt 0 ] || echo ' (cached)'), build ${tb} s, pg_regress ${tr} s, TAP ${tt} s, deb ${td} s"
@@ -300,20 +320,18 @@ t_all=$SECONDS
 for c in $combos; do
     case $c in
         native)
-            combo_native "pg15/nats-$(nats-server --version | sed -E 's/.*v([0-9]+\.[0-9]+).*/\1/')" ;;
+            combo_native "$(command -v nats-server)" ;;
         native-new)
-            if [ ! -x "$cache/bin/nats-server-sid" ]; then
-                # the sid root holds the newest nats-server
-                if ! root_dir sid; then
-                    result "pg15/nats-sid" 0 1 "cannot make the sid root"
-                    continue
-                fi
-                mkdir -p "$cache/bin"
-                cp "$ROOT/usr/bin/nats-server" "$cache/bin/nats-server-sid"
+            # the newest nats-server is the sid root's (a Go program that
+            # needs only the C library); the test user must be able to run it
+            if ! root_dir sid; then
+                result "pg15/nats-sid" 0 1 "cannot make the sid root"
+                continue
             fi
-            export NATS_SERVER=$cache/bin/nats-server-sid
-            combo_native "pg15/nats-$("$NATS_SERVER" --version | sed -E 's/.*v([0-9]+\.[0-9]+).*/\1/')"
-            unset NATS_SERVER ;;
+            mkdir -p "$cache/bin"
+            cp "$(root_nats_server "$ROOT")" "$cache/bin/nats-server-sid"
+            chmod 755 "$cache" "$cache/bin" "$cache/bin/nats-server-sid"
+            combo_native "$cache/bin/nats-server-sid" ;;
         trixie | sid)
             combo_root "$c" ;;
         *)
