@@ -21,8 +21,13 @@ pkgs=$(dpkg-query -W -f='${Package} ${Status}\n' 'postgresql-*-state-hub-events'
 tmp=$(mktemp -d /tmp/state_hub_events_smoke.XXXXXX)
 nats_pid=
 cleanup() {
-    [ -z "$nats_pid" ] || { kill "$nats_pid" 2>/dev/null; wait "$nats_pid" 2>/dev/null; }
+    local rc=$?
+    if [ -n "$nats_pid" ]; then
+        kill "$nats_pid" 2>/dev/null
+        wait "$nats_pid" 2>/dev/null || true
+    fi
     rm -rf "$tmp"
+    exit "$rc"
 }
 trap cleanup EXIT
 

@@ -10,7 +10,7 @@ pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
       libipc-run-perl python3 python3-pydantic openssl make gcc)
 case ${1:-} in
     matrix) pkgs+=(debootstrap) ;;
-    deb) pkgs+=(debhelper dpkg-dev postgresql-server-dev-all) ;;
+    deb) pkgs+=(debhelper dpkg-dev build-essential postgresql-server-dev-all postgresql-all) ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do

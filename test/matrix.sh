@@ -46,8 +46,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 2
 fi
 
-# Packages every root gets: the server and its headers, nats.c, the
-# nats-server, what the tests and the Debian package build need.
+# The PostgreSQL major version of a Debian suite.
 suite_pg() {
     case $1 in
         bookworm) echo 15 ;;
@@ -57,8 +56,9 @@ suite_pg() {
     esac
 }
 
-# (postgresql-all and build-essential: the Debian package's build
-# dependencies, as debian/control names them)
+# Packages a suite's root gets: the server and its headers, nats.c, the
+# nats-server, what the tests need, and the Debian package's build
+# dependencies (postgresql-all, build-essential, debhelper).
 root_packages() {
     local v
     v=$(suite_pg "$1") || return 1
@@ -87,7 +87,8 @@ root_dir() {
     dir=$cache/roots/$suite-$key
     ROOT=$dir
     ROOT_SECONDS=0
-    if [ -x "$dir/usr/bin/pg_config" ] && [ -z "${MATRIX_REFRESH:-}" ]; then
+    if [ -x "$dir/usr/lib/postgresql/$(suite_pg "$suite")/bin/pg_config" ] &&
+        [ -z "${MATRIX_REFRESH:-}" ]; then
         return 0
     fi
     mkdir -p "$cache/roots"
