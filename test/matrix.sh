@@ -107,7 +107,8 @@ root_dir() {
     fi
     mv "$dir.partial" "$dir"
     ROOT_SECONDS=$((SECONDS - t0))
-    echo "== root $suite made in $ROOT_SECONDS s"
+    echo "== root $suite made in $ROOT_SECONDS s ($(sed -nE 's/^matrix: (.*) took (.*)$/\1 \2/p' \
+        "$cache/roots/$suite.log" | paste -sd, | sed 's/,/, /g'))"
 }
 
 # debootstrap a minimal root and install the packages with apt inside it
@@ -116,7 +117,10 @@ make_root() {
     local suite=$1 dir=$2 pkgs=$3
     local in=(chroot "$dir" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin
               DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8)
+    local t0=$SECONDS
     debootstrap --variant=minbase "$suite" "$dir" "$mirror" || return 1
+    echo "matrix: debootstrap took $((SECONDS - t0)) s"
+    t0=$SECONDS
     # no services start inside the root, and no cluster is made
     printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d" || return 1
     chmod 755 "$dir/usr/sbin/policy-rc.d"
@@ -135,6 +139,7 @@ make_root() {
         -o Dpkg::Options::=--force-confold $pkgs || return 1
     "${in[@]}" apt-get clean
     umount_root "$dir"
+    echo "matrix: packages took $((SECONDS - t0)) s"
 }
 
 mounted=()
