@@ -46,17 +46,22 @@ for pkg in $pkgs; do
     v=$(echo "$pkg" | sed -E 's/^postgresql-([0-9]+)-.*/\1/')
     echo "== $pkg: $(dpkg-query -W -f='${Version}' "$pkg")"
     dpkg -L "$pkg" | grep -E '\.so$|\.control$'
-    NATS_URL=nats://127.0.0.1:$port WANT=$want pg_virtualenv -v "$v" bash -ec '
+    # publishing needs the library preloaded (the publisher process reads
+    # nats_url from postgresql.conf)
+    WANT=$want pg_virtualenv -v "$v" -o "shared_preload_libraries=state_hub_events" \
+        -o "state_hub_events.nats_url=nats://127.0.0.1:$port" bash -ec '
         q() { psql -X -v ON_ERROR_STOP=1 -At "$@"; }
         q -c "CREATE EXTENSION state_hub_events"
         got=$(q -c "SELECT extversion FROM pg_extension WHERE extname = '\''state_hub_events'\''")
         [ "$got" = "$WANT" ] || { echo "extension version $got, want $WANT"; exit 1; }
-        q -c "LOAD '\''state_hub_events'\''" \
-          -c "ALTER SYSTEM SET state_hub_events.nats_url = '\''$NATS_URL'\''" \
-          -c "SELECT pg_reload_conf()" >/dev/null
-        # a new session reads the reloaded setting; COMMIT waits for the ack
         q -c "SELECT state_hub_events.publish('\''org.smoke.tested'\'', '\''{\"ok\": true}'\'')" >/dev/null
-        n=$(q -c "SELECT state_hub_events.ping()->>'\''messages'\''")
+        # the publisher process sends it after COMMIT: ask until it is stored
+        n=
+        for _ in $(seq 100); do
+            n=$(q -c "SELECT state_hub_events.ping()->>'\''messages'\''" 2>/dev/null) || n=
+            [ "$n" = 1 ] && break
+            sleep 0.1
+        done
         [ "$n" = 1 ] || { echo "the stream holds ${n:-no} messages, want 1"; exit 1; }
         echo "extension $got: one event published and stored"
     '
