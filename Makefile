@@ -44,13 +44,14 @@ include $(PGXS)
 # Every file includes the shared header, which includes the plain C ones
 # (PGXS tracks no header dependencies).
 $(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h \
-	src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h
+	src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h \
+	src/compat.h
 
 # The test helper that reads messages back from the stream.
-test/natsdump: test/natsdump.c
-	$(CC) -O2 -Wall -o $@ $< -lnats
+test/natsdump: test/natsdump.c src/compat.h
+	$(CC) -O2 -Wall -I$(srcdir)/src -o $@ $< -lnats
 
-.PHONY: deps demo test bench fuzz test-asan
+.PHONY: deps demo test test-matrix deb bench fuzz test-asan
 
 # Install what is missing (Debian packages), as root or through sudo.
 deps:
@@ -73,6 +74,19 @@ fuzz: deps
 # any report.  Slow (~15 min): not part of `make test`.
 test-asan: deps
 	@bash test/run-asan.sh
+# The suites on PostgreSQL 15, 17 and 18 and nats-server 2.9 to the newest,
+# in Debian roots made with debootstrap and cached (test/matrix.sh says
+# which); one summary line per combination.  As root.
+#   make test-matrix MATRIX="sid" MATRIX_TAP="test/t/001_publish.pl"
+test-matrix:
+	@bash test/install-deps.sh matrix
+	@MATRIX="$(MATRIX)" MATRIX_TAP="$(MATRIX_TAP)" MATRIX_CACHE="$(MATRIX_CACHE)" \
+		bash test/matrix.sh
+
+# Debian packages, one per installed PostgreSQL version (build/deb/).
+deb:
+	@bash test/install-deps.sh deb
+	@bash test/deb.sh build/deb
 
 # Measure the commit path against NOTIFY, an outbox table and raw nats.c
 # (QUICK=1: a smoke run under a minute).

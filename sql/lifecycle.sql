@@ -19,13 +19,19 @@ LANGUAGE sql STABLE AS $$
               FROM aclexplode(coalesce(a, acldefault(kind, owner))) x) s
 $$;
 
--- the member objects of the installed version, described
+-- the member objects of the installed version, described (PostgreSQL 17
+-- also records a table's row type and its array type as members: they are
+-- left out, so that every version lists the same)
 CREATE TEMP VIEW members AS
 SELECT pg_describe_object(classid, objid, objsubid) AS member
   FROM pg_depend
  WHERE refclassid = 'pg_extension'::regclass
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'state_hub_events')
-   AND deptype = 'e';
+   AND deptype = 'e'
+   AND NOT (classid = 'pg_type'::regclass
+            AND objid IN (SELECT oid FROM pg_type WHERE typrelid <> 0
+                          UNION ALL
+                          SELECT typarray FROM pg_type WHERE typrelid <> 0));
 
 -- everything a user relies on: each member with its labels and privileges,
 -- the initial privileges pg_dump compares with, the schema's privileges
@@ -58,6 +64,10 @@ SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
  WHERE d.refclassid = 'pg_extension'::regclass
    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'state_hub_events')
    AND d.deptype = 'e'
+   AND NOT (d.classid = 'pg_type'::regclass
+            AND d.objid IN (SELECT oid FROM pg_type WHERE typrelid <> 0
+                            UNION ALL
+                            SELECT typarray FROM pg_type WHERE typrelid <> 0))
 UNION ALL
 SELECT 'schema state_hub_events | acl=' || pg_temp.acl(n.nspacl, n.nspowner, 'n')
   FROM pg_namespace n WHERE n.nspname = 'state_hub_events';

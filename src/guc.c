@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "compat.h"
 #include "queue.h"
 #include "state_hub_events.h"
 
@@ -48,6 +49,7 @@ char	   *she_nkey_seed_file = NULL;
 char	   *she_tls_ca_file = NULL;
 char	   *she_tls_cert_file = NULL;
 char	   *she_tls_key_file = NULL;
+bool		she_tls_handshake_first = false;
 int			she_max_event_bytes = 1024 * 1024 - SHE_HEADER_ROOM;
 bool		she_create_stream = true;
 int			she_stream_replicas = 1;
@@ -239,6 +241,22 @@ check_nats_url(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * tls_handshake_first: "on" only when the nats.c this library was built
+ * with can do it (3.9 and later).
+ */
+static bool
+check_tls_handshake_first(bool *newval, void **extra, GucSource source)
+{
+	if (*newval && !SHE_HAVE_TLS_HANDSHAKE_FIRST)
+	{
+		GUC_check_errdetail("This build of state_hub_events uses nats.c %s, which cannot start TLS before the server's INFO; nats.c 3.9 and later can.",
+							NATS_VERSION_STRING);
+		return false;
+	}
+	return true;
+}
+
+/*
  * Define every setting.  Called from _PG_init before anything else.
  */
 void
@@ -313,6 +331,10 @@ she_define_settings(void)
 							   "Client private key for mutual TLS.",
 							   NULL, &she_tls_key_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomBoolVariable("state_hub_events.tls_handshake_first",
+							 "Whether to start TLS before the server's INFO (servers with handshake_first).",
+							 NULL, &she_tls_handshake_first, false, PGC_SIGHUP, 0,
+							 check_tls_handshake_first, NULL, NULL);
 	DefineCustomIntVariable("state_hub_events.max_event_bytes",
 							"Largest envelope accepted at the call.",
 							"Clamped to the server's max payload, less header room, once connected.",

@@ -30,6 +30,7 @@
 
 #include "miscadmin.h"
 
+#include "compat.h"
 #include "nats_conn.h"
 #include "nats_publish.h"
 #include "state_hub_events.h"
@@ -170,14 +171,14 @@ make_conn_key(void)
 
 	len = strlen(she_nats_url) + strlen(she_token) + strlen(she_user) + strlen(she_password) +
 		strlen(she_creds_file) + strlen(she_nkey) + strlen(she_nkey_seed_file) +
-		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 48;
+		strlen(she_tls_ca_file) + strlen(she_tls_cert_file) + strlen(she_tls_key_file) + 50;
 	key = malloc(len);
 	if (key == NULL)
 		return NULL;
-	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d",
+	snprintf(key, len, "%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%s\n%d\n%d",
 			 she_nats_url, she_token, she_user, she_password, she_creds_file, she_nkey,
 			 she_nkey_seed_file, she_tls_ca_file, she_tls_cert_file, she_tls_key_file,
-			 she_connect_timeout_ms);
+			 she_connect_timeout_ms, (int) she_tls_handshake_first);
 	return key;
 }
 
@@ -207,6 +208,9 @@ set_auth_options(natsOptions *opts)
 		if (s == NATS_OK)
 			s = natsOptions_LoadCertificatesChain(opts, she_tls_cert_file, she_tls_key_file);
 	}
+	/* the setting's check hook refuses "on" where nats.c cannot do it */
+	if (s == NATS_OK && she_tls_handshake_first)
+		s = she_nats_tls_handshake_first(opts);
 	return s;
 }
 

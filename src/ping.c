@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 
+#include "compat.h"
 #include "nats_conn.h"
 #include "ping.h"
 #include "state_hub_events.h"
@@ -28,6 +29,7 @@ typedef struct PingFacts
 {
 	char		connected_url[512];
 	char		server_id[128];
+	char		server_name[256];	/* empty where nats.c cannot tell */
 	int64_t		rtt_ns;
 	int64_t		max_payload;
 	bool		stream_found;
@@ -102,6 +104,7 @@ gather_facts(SheConn *c, const char *stream, PingFacts *f, char *err, size_t err
 
 	(void) natsConnection_GetConnectedUrl(c->nc, f->connected_url, sizeof(f->connected_url));
 	(void) natsConnection_GetConnectedServerId(c->nc, f->server_id, sizeof(f->server_id));
+	she_nats_server_name(c->nc, f->server_name, sizeof(f->server_name));
 	(void) natsConnection_GetRTT(c->nc, &f->rtt_ns);
 	f->max_payload = natsConnection_GetMaxPayload(c->nc);
 	jsOptions_Init(&jo);
@@ -171,9 +174,11 @@ stream_json(StringInfo buf, const ShePingAsk *ask, const PingFacts *f)
 static void
 identity_json(StringInfo buf)
 {
-	appendStringInfo(buf, ",\"tls\":%s,\"auth\":",
+	appendStringInfo(buf, ",\"tls\":%s,\"tls_handshake_first\":%s,\"auth\":",
 					 (she_tls_ca_file[0] != '\0' || she_tls_cert_file[0] != '\0' ||
-					  strstr(she_nats_url, "tls://") != NULL) ? "true" : "false");
+					  she_tls_handshake_first ||
+					  strstr(she_nats_url, "tls://") != NULL) ? "true" : "false",
+					 she_tls_handshake_first ? "true" : "false");
 	if (she_creds_file[0] != '\0')
 		appendStringInfoString(buf, "\"creds file\"");
 	else if (she_nkey[0] != '\0')
@@ -217,6 +222,14 @@ she_ping_gather(SheConn *c, const ShePingAsk *ask, StringInfo json,
 	escape_json(json, url2);
 	appendStringInfoString(json, ",\"server_id\":");
 	escape_json(json, f->server_id);
+	/* null where nats.c cannot tell (before 3.14) */
+	appendStringInfoString(json, ",\"server_name\":");
+	if (f->server_name[0] != '\0')
+		escape_json(json, f->server_name);
+	else
+		appendStringInfoString(json, "null");
+	appendStringInfoString(json, ",\"nats_client\":");
+	escape_json(json, nats_GetVersion());
 	appendStringInfo(json, ",\"rtt_us\":%lld,\"lookup_ms\":%.3f,\"max_payload\":%lld,\"jetstream\":true,"
 					 "\"publisher_pid\":%d",
 					 (long long) (f->rtt_ns / 1000), (she_now_usec() - t0) / 1000.0,

@@ -72,6 +72,7 @@ extern char *she_nkey_seed_file;
 extern char *she_tls_ca_file;
 extern char *she_tls_cert_file;
 extern char *she_tls_key_file;
+extern bool she_tls_handshake_first;
 extern int	she_max_event_bytes;
 extern bool she_create_stream;
 extern int	she_stream_replicas;

@@ -3,9 +3,16 @@
 # packages, when it is missing.  Runs apt-get as root, or through sudo.
 set -euo pipefail
 
+#
+# install-deps.sh [matrix|deb]: also what make test-matrix (debootstrap) or
+# make deb (Debian's packaging tools) needs.
 pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
       libipc-run-perl libjson-xs-perl python3 python3-pydantic openssl make gcc
       clang libclang-rt-dev gdb)
+case ${1:-} in
+    matrix) pkgs+=(debootstrap) ;;
+    deb) pkgs+=(debhelper dpkg-dev build-essential postgresql-server-dev-all postgresql-all) ;;
+esac
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -36,7 +36,8 @@
  *	  stream's state (one stream-info request), never reads messages.
  *
  *	  Credentials come from the environment: NATS_TOKEN, NATS_USER and
- *	  NATS_PASSWORD, NATS_CA (turns TLS on), NATS_CERT and NATS_KEY, NATS_CREDS.
+ *	  NATS_PASSWORD, NATS_CA (turns TLS on), NATS_CERT and NATS_KEY, NATS_CREDS;
+ *	  NATS_TLS_FIRST=1 starts TLS before the server's INFO.
  *
  *	  Exit status 2 with the error on stderr when NATS cannot be used, 1
  *	  when a deadline passed, 3 for a usage error; a missing stream on
@@ -55,6 +56,8 @@
 #include <stdint.h>
 
 #include <nats/nats.h>
+
+#include "compat.h"
 
 /* exit statuses: 1 a deadline passed, 2 NATS failed, 3 a usage error */
 #define EXIT_TIMEOUT 1
@@ -591,6 +594,9 @@ main(int argc, char **argv)
 	}
 	if (s == NATS_OK && getenv("NATS_CERT"))
 		s = natsOptions_LoadCertificatesChain(opts, getenv("NATS_CERT"), getenv("NATS_KEY"));
+	/* a server with tls { handshake_first: true } (nats.c 3.9 and later) */
+	if (s == NATS_OK && getenv("NATS_TLS_FIRST"))
+		s = she_nats_tls_handshake_first(opts);
 	if (s == NATS_OK && getenv("NATS_CREDS"))
 		s = natsOptions_SetUserCredentialsFromFiles(opts, getenv("NATS_CREDS"), NULL);
 	if (s == NATS_OK)

@@ -62,9 +62,10 @@ if [ -z "${SKIP_REGRESS:-}" ]; then
         :
     fi
     cat "$work/regress.out"
-    # pg_regress 15 prints "test NAME ... ok" / "... FAILED"
-    n_ok=$(grep -cE '^test .* \.\.\. ok' "$work/regress.out" || true)
-    n_bad=$(grep -cE '^test .* \.\.\. FAILED' "$work/regress.out" || true)
+    # pg_regress 15 prints "test NAME ... ok" / "... FAILED", 16 and later
+    # "ok N - NAME" / "not ok N - NAME" (TAP)
+    n_ok=$(grep -cE '^test .* \.\.\. ok|^ok +[0-9]+ +[-+] ' "$work/regress.out" || true)
+    n_bad=$(grep -cE '^test .* \.\.\. FAILED|^not ok +[0-9]+ +[-+] ' "$work/regress.out" || true)
     passed=$((passed + n_ok))
     failed=$((failed + n_bad))
     if [ "$n_bad" -gt 0 ] || [ "$n_ok" -eq 0 ]; then
@@ -77,7 +78,9 @@ fi
 if [ -z "${SKIP_TAP:-}" ]; then
     echo "== TAP tests (real nats-server)"
     tests=${PROVE_TESTS:-test/t/*.pl}
-    (cd "$work" && $RUNAS env TESTDIR="$work" PATH="$bindir:$PATH" \
+    # TESTDIR: PostgreSQL 15's test modules; TESTDATADIR and TESTLOGDIR: 16 and later
+    (cd "$work" && $RUNAS env TESTDIR="$work" TESTDATADIR="$work/tmp_check" \
+        TESTLOGDIR="$work/tmp_check/log" PATH="$bindir:$PATH" \
         PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
         prove --timer -I "$pgxs/src/test/perl" -I test/lib $tests) 2>&1 | tee "$work/tap.out"
     # one line per test file: "[hh:mm:ss] test/t/NNN_x.pl .. ok  1234 ms" (prove

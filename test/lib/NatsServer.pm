@@ -37,12 +37,17 @@ my $natsdump = File::Spec->rel2abs(dirname(__FILE__) . '/../natsdump');
 my $json_class = eval { require JSON::XS; 'JSON::XS' } // 'JSON::PP';
 my $json_line = $json_class->new->utf8(1);
 my $json_body = $json_class->new->utf8(0);
+# The server binary: NATS_SERVER (a path, e.g. another version's binary) or
+# nats-server on PATH.
+my $server_bin = $ENV{NATS_SERVER} || 'nats-server';
+my $server_version;
 
 # NatsServer->new(token => 'x' | user => 'u', password => 'p', port => N,
 #                 auth_conf => 'authorization {...}' (user/password then name
 #                 the identity the test tools use), extra_conf => '...',
 #                 tool_ca/tool_cert/tool_key/tool_creds => files the test
-#                 tools connect with)
+#                 tools connect with, tool_tls_first => 1: they start TLS
+#                 before the server's INFO)
 sub new
 {
     my ($class, %args) = @_;
@@ -87,6 +92,27 @@ sub port { return $_[0]->{port}; }
 
 # The path of the natsdump program.
 sub natsdump { return $natsdump; }
+# NatsServer->version: the server binary's version as [major, minor, patch]
+# (nats-server --version prints "nats-server: v2.9.10").
+sub version
+{
+    if (!$server_version)
+    {
+        my $out = `$server_bin --version`;
+        die "$server_bin --version: $?" if $? != 0;
+        $out =~ /v(\d+)\.(\d+)\.(\d+)/ or die "cannot parse nats-server version: $out";
+        $server_version = [ $1, $2, $3 ];
+    }
+    return @$server_version;
+}
+
+# NatsServer->at_least(2, 10): the server binary is that version or newer.
+sub at_least
+{
+    my ($class, $major, $minor) = @_;
+    my ($ma, $mi) = $class->version;
+    return $ma > $major || ($ma == $major && $mi >= $minor);
+}
 
 # Start the server and wait until it accepts connections and JetStream
 # answers (start(no_wait => 1): return at once, e.g. for cluster members that
@@ -100,7 +126,7 @@ sub start
     {
         open STDOUT, '>>', $self->{log} or die $!;
         open STDERR, '>&', \*STDOUT or die $!;
-        exec('nats-server', '-c', "$self->{dir}/nats.conf") or die "exec nats-server: $!";
+        exec($server_bin, '-c', "$self->{dir}/nats.conf") or die "exec $server_bin: $!";
     }
     $self->{pid} = $pid;
     return $self if $opt{no_wait};
@@ -145,6 +171,7 @@ sub _tool_env
     $env{NATS_CA} = $self->{tool_ca} if $self->{tool_ca};
     @env{qw(NATS_CERT NATS_KEY)} = ($self->{tool_cert}, $self->{tool_key}) if $self->{tool_cert};
     $env{NATS_CREDS} = $self->{tool_creds} if $self->{tool_creds};
+    $env{NATS_TLS_FIRST} = 1 if $self->{tool_tls_first};
     return %env;
 }
 

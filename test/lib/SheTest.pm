@@ -74,7 +74,7 @@ sub she_set_conn
 }
 
 my @conn_settings = qw(nats_url token user password creds_file nkey nkey_seed_file
-  tls_ca_file tls_cert_file tls_key_file);
+  tls_ca_file tls_cert_file tls_key_file tls_handshake_first);
 
 # she_apply_sets($node, "SET state_hub_events.nats_url = '...'; SET ...;")
 # The connection settings among those SETs become the publisher's (the

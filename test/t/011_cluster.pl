@@ -38,6 +38,22 @@ cluster { name: she, listen: 127.0.0.1:$route, routes: [ @{[ join(', ', @routes)
 }
 $_->start(no_wait => 1) for @nodes;
 $_->wait_ready for @nodes;
+# Clustered JetStream answers "temporarily unavailable" until its meta group
+# has a leader, which on a loaded machine can come seconds after every node
+# accepts connections.
+{
+    my $http = HTTP::Tiny->new(timeout => 2);
+    my $leader = '';
+    for (1 .. 600)
+    {
+        my $r = $http->get("http://127.0.0.1:$nodes[0]{http}/jsz");
+        $leader = (eval { decode_json($r->{content})->{meta_cluster}{leader} } // '') if $r->{success};
+        last if $leader ne '';
+        usleep(100_000);
+    }
+    die "the JetStream cluster elected no meta leader within 60 s" if $leader eq '';
+    note("JetStream meta leader: $leader");
+}
 my $urls = join(',', map { $_->url } @nodes);
 
 my $node = she_node('cluster', undef, preload => 1, conf => qq{

@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  What differs between the PostgreSQL and nats.c versions the extension
+ *	  is built against, in one place.
+ *
+ * The extension builds on PostgreSQL 15 to 18 and nats.c 3.4 (Debian
+ * bookworm) to 3.14 (sid) without a version test in any other file: the C
+ * code calls the helpers below, and a helper does what the version at hand
+ * allows.  PostgreSQL 15 to 18 need nothing here yet (the differences
+ * between them are in the tests: see the README's compatibility table).
+ *
+ * nats.c:
+ *	- 3.9 can do the TLS handshake before the server's INFO
+ *	  (natsOptions_TLSHandshakeFirst), which a nats-server 2.10 or later
+ *	  configured with tls { handshake_first: true } requires.
+ *	- 3.14 reports the connected server's name (natsConnection_
+ *	  GetConnectedServerName); older versions only its generated id.
+ *
+ * IDENTIFICATION
+ *	  src/compat.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef STATE_HUB_EVENTS_COMPAT_H
+#define STATE_HUB_EVENTS_COMPAT_H
+
+#include <nats/nats.h>
+
+/* true when the nats.c headers are version major.minor or newer */
+#define SHE_NATS_AT_LEAST(major, minor) \
+	(NATS_VERSION_NUMBER >= (((major) << 16) | ((minor) << 8)))
+
+#define SHE_HAVE_TLS_HANDSHAKE_FIRST	SHE_NATS_AT_LEAST(3, 9)
+#define SHE_HAVE_SERVER_NAME			SHE_NATS_AT_LEAST(3, 14)
+
+/*
+ * Ask for the TLS handshake before the server's INFO.  Callers check
+ * SHE_HAVE_TLS_HANDSHAKE_FIRST first (the setting's check hook refuses
+ * "on" without it); here it only keeps old headers compiling.
+ */
+static inline natsStatus
+she_nats_tls_handshake_first(natsOptions *opts)
+{
+#if SHE_HAVE_TLS_HANDSHAKE_FIRST
+	return natsOptions_TLSHandshakeFirst(opts);
+#else
+	return NATS_ILLEGAL_STATE;
+#endif
+}
+
+/*
+ * Copy the connected server's name (server_name in its INFO) to buf; an
+ * empty string when nats.c cannot tell.
+ */
+static inline void
+she_nats_server_name(natsConnection *nc, char *buf, size_t len)
+{
+	buf[0] = '\0';
+#if SHE_HAVE_SERVER_NAME
+	if (natsConnection_GetConnectedServerName(nc, buf, len) != NATS_OK)
+		buf[0] = '\0';
+#endif
+}
+
+#endif							/* STATE_HUB_EVENTS_COMPAT_H */
