@@ -22,7 +22,7 @@ use File::Spec;
 use IO::Socket::INET;
 use IPC::Run ();
 use JSON::PP;
-use POSIX qw(WNOHANG);
+use POSIX qw(WNOHANG WUNTRACED WIFSTOPPED);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More ();
@@ -267,12 +267,29 @@ sub kill9
     delete $self->{pid};
 }
 
-# SIGSTOP: the server keeps its sockets but answers nothing.
+# SIGSTOP: the server keeps its sockets but answers nothing.  kill()
+# returns before the stop takes effect: the kernel stops the threads one by
+# one as each next enters it (a thread in uninterruptible sleep, such as an
+# fsync, stops only when that ends), and the others meanwhile still read and
+# answer what arrives.  So wait until the parent is told the whole process
+# stopped (waitpid WUNTRACED; the server is our child), else a message sent
+# right after pause() may still be acknowledged.
 sub pause
 {
     my ($self) = @_;
+    my $deadline = time + 10;
     kill 'STOP', $self->{pid};
     $self->{paused} = 1;
+    for (;;)
+    {
+        my $r = waitpid($self->{pid}, WNOHANG | WUNTRACED);
+        last if $r == $self->{pid} && WIFSTOPPED(${^CHILD_ERROR_NATIVE});
+        die "nats-server pid $self->{pid} is not our child or exited while being paused"
+          if $r == -1 || ($r == $self->{pid} && !WIFSTOPPED(${^CHILD_ERROR_NATIVE}));
+        die "nats-server pid $self->{pid} did not stop within 10 s of SIGSTOP"
+          if time >= $deadline;
+        usleep(1_000);
+    }
 }
 
 sub resume
