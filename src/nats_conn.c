@@ -300,31 +300,41 @@ make_options(SheConn *c, natsOptions **optsp, char *err, size_t errlen)
 }
 
 /*
- * natsConnection_Connect, with one more handshake when an nkey was refused.
- * nats.c 3.4 signs about one server nonce in 300 so that nats-server
- * refuses the nkey; a new handshake gets a new nonce.  Signals blocked.
+ * natsConnection_Connect, with up to NKEY_HANDSHAKES handshakes when an
+ * nkey was refused.  nats.c 3.4 signs about one server nonce in 300 so that
+ * nats-server refuses the nkey; a new handshake gets a new nonce (two
+ * refusals in a row were seen under load).  A wrong nkey still fails, after
+ * the last handshake.  Signals blocked.
  */
+#define NKEY_HANDSHAKES 3
+
 static natsStatus
 connect_nats(natsConnection **ncp, natsOptions *opts)
 {
 	natsStatus	s = natsConnection_Connect(ncp, opts);
-	const char *t = NULL;
+	int			attempt;
 
-	if (s == NATS_OK || she_nkey[0] == '\0')
-		return s;
-	/* with retry-on-failed-connect the error is the connection's */
-	if (*ncp != NULL)
-		(void) natsConnection_GetLastError(*ncp, &t);
-	if (t == NULL || t[0] == '\0')
-		t = nats_GetLastError(NULL);
-	if (t == NULL || strstr(t, "Authorization Violation") == NULL)
-		return s;
-	if (*ncp != NULL)
+	for (attempt = 1; attempt < NKEY_HANDSHAKES; attempt++)
 	{
-		natsConnection_Destroy(*ncp);
-		*ncp = NULL;
+		const char *t = NULL;
+
+		if (s == NATS_OK || she_nkey[0] == '\0')
+			return s;
+		/* with retry-on-failed-connect the error is the connection's */
+		if (*ncp != NULL)
+			(void) natsConnection_GetLastError(*ncp, &t);
+		if (t == NULL || t[0] == '\0')
+			t = nats_GetLastError(NULL);
+		if (t == NULL || strstr(t, "Authorization Violation") == NULL)
+			return s;
+		if (*ncp != NULL)
+		{
+			natsConnection_Destroy(*ncp);
+			*ncp = NULL;
+		}
+		s = natsConnection_Connect(ncp, opts);
 	}
-	return natsConnection_Connect(ncp, opts);
+	return s;
 }
 
 /*
