@@ -652,51 +652,58 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 	return n;
 }
 
+/* Count one reported outcome in stats() (atomics only: safe under a spinlock). */
+static void
+count_outcome(SheMsgState state)
+{
+	if (state == SHE_MSG_STORED || state == SHE_MSG_DUPLICATE)
+		she_stats_atomic_published(1, state == SHE_MSG_DUPLICATE ? 1 : 0);
+	else if (state == SHE_MSG_UNCONFIRMED)
+		she_stats_add_unconfirmed(1);
+	else
+		she_stats_add_failed(1);
+}
+
 /*
  * Report one event's outcome to its backend, and count it in stats()
- * unless its backend already did (it gave up on the batch).
+ * unless its backend already did (it gave up on the batch).  The count is
+ * made under the slot's spinlock, before the backend can see the outcome:
+ * once its COMMIT returns, stats() agrees with its WARNING.
  */
 void
 she_queue_report(const SheTaken *t, const SheMsgOutcome *o, const SheBatchOutcome *sum)
 {
 	bool		stored = (o->state == SHE_MSG_STORED || o->state == SHE_MSG_DUPLICATE);
 	bool		unconfirmed = (o->state == SHE_MSG_UNCONFIRMED);
-	bool		count = true;
 	bool		wake = false;
+	WaitSlot   *slot;
 
-	if (t->waiter >= 0)
+	if (t->waiter < 0)
 	{
-		WaitSlot   *slot = &q->slots[t->waiter];
-
-		SpinLockAcquire(&slot->mutex);
-		count = (slot->ticket == t->ticket && !slot->abandoned);
-		if (count)
-		{
-			slot->reported++;
-			if (stored)
-				slot->stored++;
-			else if (unconfirmed)
-				slot->unconfirmed++;
-			else
-				slot->lost++;
-			if (o->state == SHE_MSG_DUPLICATE)
-				slot->duplicates++;
-			if (!stored && slot->reason[0] == '\0')
-				strlcpy(slot->reason, she_outcome_text(sum, o), sizeof(slot->reason));
-			wake = (slot->reported >= slot->nevents);
-		}
-		SpinLockRelease(&slot->mutex);
-		if (wake)
-			SetLatch(&ProcGlobal->allProcs[t->waiter].procLatch);
-	}
-	if (!count)
+		count_outcome((SheMsgState) o->state);
 		return;
-	if (stored)
-		she_stats_atomic_published(1, o->state == SHE_MSG_DUPLICATE ? 1 : 0);
-	else if (unconfirmed)
-		she_stats_add_unconfirmed(1);
-	else
-		she_stats_add_failed(1);
+	}
+	slot = &q->slots[t->waiter];
+	SpinLockAcquire(&slot->mutex);
+	if (slot->ticket == t->ticket && !slot->abandoned)
+	{
+		slot->reported++;
+		if (stored)
+			slot->stored++;
+		else if (unconfirmed)
+			slot->unconfirmed++;
+		else
+			slot->lost++;
+		if (o->state == SHE_MSG_DUPLICATE)
+			slot->duplicates++;
+		if (!stored && slot->reason[0] == '\0')
+			strlcpy(slot->reason, she_outcome_text(sum, o), sizeof(slot->reason));
+		count_outcome((SheMsgState) o->state);
+		wake = (slot->reported >= slot->nevents);
+	}
+	SpinLockRelease(&slot->mutex);
+	if (wake)
+		SetLatch(&ProcGlobal->allProcs[t->waiter].procLatch);
 }
 
 /* The publisher's (or worker's) connection state, for backends and ping(). */
