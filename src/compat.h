@@ -7,8 +7,14 @@
  * The extension builds on PostgreSQL 15 to 18 and nats.c 3.4 (Debian
  * bookworm) to 3.14 (sid) without a version test in any other file: the C
  * code calls the helpers below, and a helper does what the version at hand
- * allows.  PostgreSQL 15 to 18 need nothing here yet (the differences
- * between them are in the tests: see the README's compatibility table).
+ * allows.
+ *
+ * PostgreSQL:
+ *	- 17 replaced PGPROC.pgprocno with the backend's ProcNumber
+ *	  (MyProcNumber): she_my_proc_number() is the index of the backend's
+ *	  PGPROC either way (the queue's wait slots are indexed by it).
+ *	Other differences between 15 and 18 are in the tests (see the README's
+ *	compatibility table).
  *
  * nats.c:
  *	- 3.9 can do the TLS handshake before the server's INFO
@@ -26,6 +32,15 @@
 #define STATE_HUB_EVENTS_COMPAT_H
 
 #include <nats/nats.h>
+
+#include "storage/proc.h"
+
+/* the index of this backend's PGPROC (MyProc must be set) */
+#if PG_VERSION_NUM >= 170000
+#define she_my_proc_number()	((int) MyProcNumber)
+#else
+#define she_my_proc_number()	(MyProc->pgprocno)
+#endif
 
 /* true when the nats.c headers are version major.minor or newer */
 #define SHE_NATS_AT_LEAST(major, minor) \

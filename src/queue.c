@@ -72,6 +72,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 
+#include "compat.h"
 #include "queue.h"
 
 int			she_queue_size_kb = 8192;
@@ -266,7 +267,7 @@ record_len(const SheEvent *ev, const char *stream)
 static void
 leave_waitq(void)
 {
-	int			me = MyProc->pgprocno;
+	int			me = she_my_proc_number();
 	int			k;
 
 	for (k = 0; k < q->nwaiting; k++)
@@ -293,7 +294,7 @@ static bool
 append_some(const SheEvent *events, int n, int *i, const char *stream, bool create,
 			int waiter, uint64 ticket, uint64 deadline)
 {
-	int			me = MyProc->pgprocno;
+	int			me = she_my_proc_number();
 	uint64		head;
 	uint64		free_bytes;
 	bool		turn_moved = false;
@@ -348,7 +349,7 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 static uint64
 start_slot(int n)
 {
-	WaitSlot   *slot = &q->slots[MyProc->pgprocno];
+	WaitSlot   *slot = &q->slots[she_my_proc_number()];
 	uint64		ticket = pg_atomic_fetch_add_u64(&q->next_ticket, 1);
 
 	SpinLockAcquire(&slot->mutex);
@@ -416,9 +417,9 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		she_stats_add_failed(n);
 		return 0;
 	}
-	use_slot = wait && MyProc->pgprocno < q->nslots;
+	use_slot = wait && she_my_proc_number() < q->nslots;
 	ticket = use_slot ? start_slot(n) : 0;
-	waiter = use_slot ? MyProc->pgprocno : -1;
+	waiter = use_slot ? she_my_proc_number() : -1;
 	for (;;)
 	{
 		int			before = i;
@@ -529,9 +530,9 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 	bool		reset = false;
 	bool		pm_dead = false;
 
-	if (MyProc->pgprocno >= q->nslots)
+	if (she_my_proc_number() >= q->nslots)
 		return;
-	slot = &q->slots[MyProc->pgprocno];
+	slot = &q->slots[she_my_proc_number()];
 	while (!collect(slot, she_ms_left(limit) <= 0 || pm_dead, res))
 	{
 		int			rc;
