@@ -13,6 +13,8 @@
  *	- 17 replaced PGPROC.pgprocno with the backend's ProcNumber
  *	  (MyProcNumber): she_my_proc_number() is the index of the backend's
  *	  PGPROC either way (the queue's wait slots are indexed by it).
+ *	- 18 made the postmaster's BackgroundWorkerList a dlist:
+ *	  she_bgworker_registered() walks it either way.
  *	Other differences between 15 and 18 are in the tests (see the README's
  *	compatibility table).
  *
@@ -33,6 +35,9 @@
 
 #include <nats/nats.h>
 
+#ifdef PG_VERSION_NUM			/* the server's part: after postgres.h */
+#include "lib/ilist.h"
+#include "postmaster/bgworker_internals.h"
 #include "storage/proc.h"
 
 /* the index of this backend's PGPROC (MyProc must be set) */
@@ -41,6 +46,35 @@
 #else
 #define she_my_proc_number()	(MyProc->pgprocno)
 #endif
+
+/*
+ * Is a background worker with this library and function registered?  The
+ * postmaster's list is an slist up to 17, a dlist from 18.  Postmaster only.
+ */
+static inline bool
+she_bgworker_registered(const char *library, const char *function)
+{
+#if PG_VERSION_NUM >= 180000
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &BackgroundWorkerList)
+	{
+		RegisteredBgWorker *rw = dlist_container(RegisteredBgWorker, rw_lnode, iter.cur);
+#else
+	slist_iter	iter;
+
+	slist_foreach(iter, &BackgroundWorkerList)
+	{
+		RegisteredBgWorker *rw = slist_container(RegisteredBgWorker, rw_lnode, iter.cur);
+#endif
+
+		if (strcmp(rw->rw_worker.bgw_function_name, function) == 0 &&
+			strcmp(rw->rw_worker.bgw_library_name, library) == 0)
+			return true;
+	}
+	return false;
+}
+#endif							/* PG_VERSION_NUM */
 
 /* true when the nats.c headers are version major.minor or newer */
 #define SHE_NATS_AT_LEAST(major, minor) \

@@ -45,6 +45,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "compat.h"
 #include "nats_publish.h"
 #include "ping_request.h"
 #include "publisher.h"
@@ -66,7 +67,6 @@ void
 she_publisher_register(void)
 {
 	BackgroundWorker bgw;
-	slist_iter	iter;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
@@ -79,14 +79,8 @@ she_publisher_register(void)
 	RegisterBackgroundWorker(&bgw);
 
 	/* RegisterBackgroundWorker only LOGs when max_worker_processes is full */
-	slist_foreach(iter, &BackgroundWorkerList)
-	{
-		RegisteredBgWorker *rw = slist_container(RegisteredBgWorker, rw_lnode, iter.cur);
-
-		if (strcmp(rw->rw_worker.bgw_function_name, "she_publisher_main") == 0 &&
-			strcmp(rw->rw_worker.bgw_library_name, "state_hub_events") == 0)
-			she_publisher_registered = true;
-	}
+	she_publisher_registered = she_bgworker_registered("state_hub_events",
+														"she_publisher_main");
 	if (!she_publisher_registered)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
