@@ -97,6 +97,11 @@ if [ -z "${SKIP_TAP:-}" ]; then
         bad_files=$(cd "$work" && for f in $tests; do
             grep -qE "^(\[[0-9:]+\] )?$f \.+ ok" "$work/tap.out" || echo "$f"; done)
         echo "== TAP: running again once: $bad_files"
+        # a node's data directory is named after its file: clear the first run's
+        for f in $bad_files; do
+            b=$(basename "$f" .pl)
+            rm -rf "$work"/tmp_check/t_"${b}"_*
+        done
         if (cd "$work" && $RUNAS env TESTDIR="$work" PATH="$bindir:$PATH" \
             PG_REGRESS="$pgxs/src/test/regress/pg_regress" \
             prove --timer -I "$pgxs/src/test/perl" -I test/lib $bad_files) 2>&1 | tee "$work/tap-retry.out" \
