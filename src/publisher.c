@@ -62,6 +62,13 @@ static int	last_state = -1;		/* -1 unknown, 0 down, 1 up: for the log */
 static uint64 backoff_until = 0;
 static char backoff_reason[256];
 
+/* Atomic batches: does the stream allow them, as last asked. */
+#define ATOMIC_RECHECK_USEC	(60 * USECS_PER_SEC)
+static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
+static int	atomic_logged = -1; /* the state last LOGged */
+static uint64 atomic_checked_at = 0;
+static char atomic_stream[256];
+
 /* Register the publisher (from _PG_init, when preloaded). */
 void
 she_publisher_register(void)
@@ -169,6 +176,67 @@ group_deadline(const SheTaken *meta, int n)
 	return d;
 }
 
+/*
+ * The most events of one atomic batch for stream, or 0 to publish one by
+ * one: state_hub_events.atomic_batches is off, or the stream does not
+ * allow atomic publish (an older nats-server, or allow_atomic not set),
+ * which is said once (WARNING), as is its return.  Asked again after a
+ * minute, a reload, or a refusal in an atomic group.
+ */
+static int
+atomic_max(const char *stream)
+{
+	uint64		now = she_now_usec();
+	char		why[256] = "";
+
+	if (!she_atomic_batches)
+	{
+		atomic_state = atomic_logged = -1;
+		return 0;
+	}
+	if (atomic_state < 0 || strcmp(stream, atomic_stream) != 0 ||
+		now - atomic_checked_at > ATOMIC_RECHECK_USEC)
+	{
+		int			st = she_atomic_allowed(&conn, stream,
+											Min(she_publish_timeout_ms, 2000), why, sizeof(why));
+
+		strlcpy(atomic_stream, stream, sizeof(atomic_stream));
+		atomic_checked_at = now;
+		atomic_state = st;
+		if (st == 0 && atomic_logged != 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("state_hub_events publisher: state_hub_events.atomic_batches is on, but events are published one by one"),
+					 errdetail("%s", why),
+					 errhint("Use nats-server 2.12 or later and set allow_atomic on the stream, or turn atomic_batches off.")));
+		else if (st == 1 && atomic_logged != 1)
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events publisher: publishing each transaction's events to stream \"%s\" as atomic batches of at most %d events",
+							stream, she_atomic_batch_max)));
+		if (st >= 0)
+			atomic_logged = st;
+	}
+	return atomic_state == 1 ? she_atomic_batch_max : 0;
+}
+
+/* Count and LOG what the atomic batches of a group did. */
+static void
+report_atomic(const SheBatchOutcome *sum, int max_atomic)
+{
+	she_stats_add_atomic(sum->atomic_batches, sum->atomic_splits);
+	if (sum->atomic_splits > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg_plural("state_hub_events publisher: %d transaction was published as several atomic batches",
+							   "state_hub_events publisher: %d transactions were published as several atomic batches",
+							   sum->atomic_splits, sum->atomic_splits),
+				 errdetail("A batch holds at most state_hub_events.atomic_batch_max (%d) events, and the publisher takes at most %d events or %d MB from the queue at a time; consumers see each part whole, not the transaction.",
+						   max_atomic, TAKE_MAX_EVENTS, TAKE_MAX_BYTES / (1024 * 1024))));
+	if (sum->refused > 0)
+		atomic_state = -1;		/* ask the stream again: was it changed? */
+}
+
 /* Publish one group (same stream and create flag) and report it. */
 static void
 publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
@@ -194,9 +262,12 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	else
 	{
 		uint64		deadline = group_deadline(meta, n);
+		int			max_atomic = atomic_max(meta[0].stream);
 
-		she_publish_events(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-						   deadline, out, &sum);
+		she_publish_events_atomic(&conn, meta[0].stream, meta[0].create_stream, evs, n,
+								  deadline, max_atomic, out, &sum);
+		if (max_atomic > 0)
+			report_atomic(&sum, max_atomic);
 
 		/*
 		 * Back off only when the server answered nothing within a real
@@ -278,6 +349,7 @@ she_publisher_main(Datum arg)
 				she_conn_close(&conn);
 				backoff_until = 0;
 			}
+			atomic_state = -1;	/* atomic_batches or the stream may have changed */
 			last_state = -1;	/* log the state after every reload */
 		}
 		ResetLatch(MyLatch);

@@ -88,6 +88,7 @@ typedef struct QueueRecord
 	uint32		envelope_len;
 	bool		create_stream;
 	char		id[SHE_UUID_LEN + 1];
+	SheTxn		txn;			/* the event's transaction, for its headers */
 } QueueRecord;
 
 typedef struct WaitSlot
@@ -250,6 +251,7 @@ append_record(uint64 *head, const SheEvent *ev, const char *stream, bool create,
 	r.deadline = deadline;
 	r.create_stream = create;
 	memcpy(r.id, ev->id, sizeof(r.id));
+	r.txn = ev->txn;
 	ring_write(*head, &r, sizeof(r));
 	ring_write(*head + sizeof(r), stream, r.stream_len);
 	ring_write(*head + sizeof(r) + r.stream_len, ev->subject, r.subject_len);
@@ -633,6 +635,7 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		bytes += r.len;
 		memset(&evs[n], 0, sizeof(SheEvent));
 		memcpy(evs[n].id, r.id, sizeof(r.id));
+		evs[n].txn = r.txn;
 		meta[n].stream = read_string(p, r.stream_len, cxt);
 		evs[n].subject = read_string(p + r.stream_len, r.subject_len, cxt);
 		evs[n].envelope = read_string(p + r.stream_len + r.subject_len, r.envelope_len, cxt);
