@@ -24,7 +24,7 @@ OBJS = \
 
 EXTENSION = state_hub_events
 DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql \
-	state_hub_events--1.1--1.2.sql
+	state_hub_events--1.1--1.2.sql state_hub_events--1.2--1.3.sql
 PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
 
 REGRESS = validation buffer emit security settings lifecycle rejected
