@@ -15,6 +15,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use File::Basename qw(dirname);
+use File::Spec;
+use IPC::Run;
+use JSON::PP;
 
 use NatsServer;
 use SheTest;
@@ -147,6 +151,7 @@ SKIP:
       . join('.', NatsServer->version) . '; run with NATS_SERVER, see test/matrix.sh)', 8
       unless NatsServer->at_least(2, 12);
 
+    diag('atomic batch part: nats-server ' . join('.', NatsServer->version));
     my ($o, $e, $rc) = $nats->allow_atomic;
     is($rc, 0, 'allow_atomic set on the stream') or diag($e);
     $offset = -s $node->logfile;
@@ -173,6 +178,30 @@ SKIP:
     like(PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset),
         qr/1 transaction was published as several atomic batches/, 'the split is LOGged');
 }
+
+# --- docs/consumers.md's example: reassemble transactions, order by commit key
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT state_hub_events.publish('org.t.txn.ex', '{"i": 1}');
+SELECT state_hub_events.publish('org.t.txn.ex', '{"i": 2}');
+COMMIT;
+});
+$nats->wait_for_count(2, subject => 'org.t.txn.ex');
+my $dump = $nats->_run('dump', 'ACTIVITY_EVENTS');
+my ($cout, $cerr) = ('', '');
+my $example = File::Spec->rel2abs(dirname(__FILE__) . '/../../examples/txn_consumer.py');
+IPC::Run::run([ 'python3', $example ], '<', \$dump, '>', \$cout, '2>', \$cerr)
+  or diag("txn_consumer.py: $cerr");
+my @txns = map { JSON::PP::decode_json($_) } split /\n/, $cout;
+my ($ex) = grep { $_->{events}[0]{type} eq 'org.t.txn.ex' } @txns;
+ok($ex, 'the example prints the transaction');
+is_deeply([ map { $_->{attributes}{i} } @{ $ex->{events} } ], [ 1, 2 ], 'with its two events in order');
+is($cerr, '', 'and no incomplete transaction');
+my @lsn_keys = grep { m{^lsn/} } map { $_->{commit_key} } @txns;
+is_deeply(\@lsn_keys, [ sort @lsn_keys ], 'transactions ordered by commit key');
+my $n_txn_msgs = 0;
+$n_txn_msgs += scalar @{ $_->{events} } for @txns;
+is($n_txn_msgs, $nats->count, 'every message of the stream is in a printed transaction');
 
 # exact accounting over the whole file: stats() == the stream
 my @s9 = stats();
