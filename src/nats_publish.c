@@ -326,7 +326,9 @@ static bool send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i);
  * Nats-Batch-Commit on the last).  Members before the last go with a core
  * publish, which the server never answers; the last one goes with
  * send_one and its acknowledgement is the batch's.  Returns false when
- * the connection failed.  Signals blocked.
+ * the connection failed; a member over the server's max payload is refused
+ * and the batch goes on (the server then refuses it as incomplete).
+ * Signals blocked.
  */
 static bool
 send_member(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
@@ -349,6 +351,14 @@ send_member(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
 	if (s == NATS_OK)
 		s = natsConnection_PublishMsg(c->nc, msg);
 	natsMsg_Destroy(msg);
+	if (s == NATS_MAX_PAYLOAD)
+	{
+		/* the server sees a gap and refuses the batch: go on to its commit */
+		pthread_mutex_lock(&c->mu);
+		set_refused(b->sum, &b->out[i], s, 0, "the message exceeds the server's max payload");
+		pthread_mutex_unlock(&c->mu);
+		return true;
+	}
 	if (s != NATS_OK)
 	{
 		const char *t = nats_GetLastError(NULL);
@@ -432,8 +442,84 @@ split_subjects(const char *patterns, char **copy, const char **out, int max)
 	return n;
 }
 
+/* Append s to buf as a JSON string (quotes and backslashes escaped). */
+static void
+json_str(char *buf, size_t len, const char *s)
+{
+	size_t		o = strlen(buf);
+
+	if (o + 1 < len)
+		buf[o++] = '"';
+	for (; *s && o + 3 < len; s++)
+	{
+		if (*s == '"' || *s == '\\')
+			buf[o++] = '\\';
+		buf[o++] = *s;
+	}
+	if (o + 1 < len)
+		buf[o++] = '"';
+	buf[o] = '\0';
+}
+
 /*
- * Create the stream (JetStream said no stream captures our subjects).  A
+ * Create the stream with a raw API request whose configuration is what
+ * js_AddStream sends (the server fills in the same defaults) plus
+ * "allow_atomic":true, which nats.c before 3.14 cannot express.  A server
+ * before 2.12 ignores the field it does not know (nats-server 2.9 was
+ * tested: the stream is created exactly as without it), so this works on
+ * every server.  Returns the NATS status; *ec is JetStream's error code,
+ * etext its description.  Signals blocked.
+ */
+static natsStatus
+create_stream_atomic(SheConn *c, const char *stream, const char **subjects, int nsubjects,
+					 int64_t dup_ns, int wait_ms, jsErrCode *ec, char *etext, size_t elen)
+{
+	char		req[4096] = "{\"name\":";
+	char		subj[300];
+	natsMsg    *reply = NULL;
+	natsStatus	s;
+	const char *data;
+	const char *e;
+	int			i;
+
+	json_str(req, sizeof(req), stream);
+	strlcat(req, ",\"subjects\":[", sizeof(req));
+	for (i = 0; i < nsubjects; i++)
+	{
+		if (i > 0)
+			strlcat(req, ",", sizeof(req));
+		json_str(req, sizeof(req), subjects[i]);
+	}
+	snprintf(subj, sizeof(subj),
+			 "],\"retention\":\"limits\",\"max_consumers\":-1,\"max_msgs\":-1,\"max_bytes\":-1,"
+			 "\"max_age\":%lld,\"max_msgs_per_subject\":-1,\"max_msg_size\":-1,\"discard\":\"old\","
+			 "\"storage\":\"file\",\"num_replicas\":%d,\"duplicate_window\":%lld,\"allow_atomic\":true}",
+			 (long long) she_stream_max_age_s * 1000000000, she_stream_replicas, (long long) dup_ns);
+	if (strlcat(req, subj, sizeof(req)) >= sizeof(req))
+		return NATS_INSUFFICIENT_BUFFER;
+	snprintf(subj, sizeof(subj), "$JS.API.STREAM.CREATE.%s", stream);
+	s = natsConnection_RequestString(&reply, c->nc, subj, req, wait_ms);
+	if (s != NATS_OK)
+		return s;
+	data = natsMsg_GetData(reply);
+	if (data != NULL && strstr(data, "\"error\"") != NULL)
+	{
+		s = NATS_ERR;
+		if ((e = strstr(data, "\"err_code\":")) != NULL)
+			*ec = (jsErrCode) atoi(e + strlen("\"err_code\":"));
+		if ((e = strstr(data, "\"description\":\"")) != NULL)
+		{
+			e += strlen("\"description\":\"");
+			snprintf(etext, elen, "%.*s", (int) strcspn(e, "\""), e);
+		}
+	}
+	natsMsg_Destroy(reply);
+	return s;
+}
+
+/*
+ * Create the stream (JetStream said no stream captures our subjects), with
+ * atomic publish allowed when state_hub_events.atomic_batches is on.  A
  * racing creator (error 10058) counts as success.  Signals blocked.
  */
 static bool
@@ -446,6 +532,7 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 	jsStreamConfig cfg;
 	const char *subjects[64];
 	char	   *copy = NULL;
+	char		etext[200] = "";
 	int			wait_ms = (int) Max(she_ms_left(deadline), 1);
 
 	jsOptions_Init(&jo);
@@ -459,9 +546,13 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
 	cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
 								: she_duplicate_window_s) * 1000000000;
-	s = js_AddStream(&si, c->js, &cfg, &jo, &ec);
+	if (she_atomic_batches)
+		s = create_stream_atomic(c, stream, subjects, cfg.SubjectsLen, cfg.Duplicates, wait_ms,
+								 &ec, etext, sizeof(etext));
+	else
+		s = js_AddStream(&si, c->js, &cfg, &jo, &ec);
 	free(copy);
-	if (s == NATS_OK)
+	if (si != NULL)
 		jsStreamInfo_Destroy(si);
 	if (s == NATS_OK || ec == JSStreamNameExistErr)
 		return true;
@@ -475,7 +566,7 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 		const char *t = nats_GetLastError(NULL);
 
 		snprintf(reason, reasonlen, "no stream captures the subjects, and creating stream \"%s\" failed: %s",
-				 stream, t ? t : natsStatus_GetText(s));
+				 stream, etext[0] ? etext : t ? t : natsStatus_GetText(s));
 	}
 	return false;
 }
@@ -593,6 +684,18 @@ plan_atomic(const SheEvent *ev, int n, int max, int *last, SheBatchOutcome *sum)
  * Give each member of an atomic batch its batch's outcome (that of the
  * commit message): all stored, or none.  A batch whose commit was never
  * sent stays NOT_SENT (the server drops it after its batch timeout).
+ *
+ * A refused batch: the server names no member (a member too large makes
+ * the commit fail as "incomplete", 10176; a message id already stored,
+ * "contains duplicate message id", 10201), so every member, the commit
+ * too, is refused with batch_refused set and never for good: publishing
+ * them one by one (the durable worker does) learns each one's outcome.
+ *
+ * Duplicates.  nats-server (2.12 to 2.15: the atomic path checks every
+ * member's Nats-Msg-Id at the commit) refuses a batch holding an id of
+ * its duplicate window with 10201 rather than acknowledging it, so a
+ * commit acknowledged as a duplicate does not occur; were one to come,
+ * the members would count as duplicates: the batch stored nothing.
  */
 static void
 spread_atomic(SheAckBatch *b, int n)
@@ -609,9 +712,20 @@ spread_atomic(SheAckBatch *b, int n)
 		{
 			if (b->out[l].state == SHE_MSG_STORED || b->out[l].state == SHE_MSG_DUPLICATE)
 				b->sum->atomic_batches++;
+			else if (b->out[l].state == SHE_MSG_REFUSED)
+			{
+				b->out[l].permanent = false;
+				b->out[l].batch_refused = true;
+			}
 			continue;
 		}
-		if (b->out[l].state != SHE_MSG_NOT_SENT)
+		if (b->out[l].state == SHE_MSG_REFUSED)
+		{
+			b->out[i] = b->out[l];
+			b->out[i].permanent = false;
+			b->out[i].batch_refused = true;
+		}
+		else if (b->out[l].state != SHE_MSG_NOT_SENT)
 			b->out[i] = b->out[l];
 		else if (b->out[i].text < 0)
 			b->out[i].text = b->out[l].text;
@@ -894,6 +1008,7 @@ she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 		out[i].permanent = false;
 		out[i].err_code = 0;
 		out[i].text = -1;
+		out[i].batch_refused = false;
 	}
 	if (n == 0)
 		return;

@@ -34,6 +34,8 @@ typedef struct SheMsgOutcome
 								 * no permission (a retry cannot help) */
 	int			err_code;		/* JetStream's error code, 0 if none */
 	int			text;			/* index into SheBatchOutcome.texts, or -1 */
+	bool		batch_refused;	/* refused as a member of an atomic batch: which
+								 * member the server objected to is unknown */
 } SheMsgOutcome;
 
 #define SHE_OUTCOME_TEXTS	16		/* more distinct texts share the last one */

@@ -67,12 +67,36 @@
 #define WORKER_POLL_MS	1000
 #define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
 #define REJECT_LOG_MAX	10		/* rejections LOGged one by one per batch */
+#define ATOMIC_RECHECK_MS	60000	/* ask the stream about allow_atomic again */
+
+/* JetStream's refusals of an atomic batch that do not name the member */
+#define JS_MSG_TOO_LARGE	10054
+#define JS_STREAM_MISMATCH	10060
+#define JS_BATCH_INCOMPLETE	10176
+#define JS_BATCH_TOO_LARGE	10199
+#define JS_BATCH_DUPLICATE	10201
+
+/* What the next attempt publishes after a failure (see "Order" above). */
+typedef enum WorkerProbe
+{
+	PROBE_NONE = 0,				/* full batches */
+	PROBE_HEAD,					/* the first event, or with atomic batches the
+								 * first transaction as one batch */
+	PROBE_HEAD_ALONE			/* the first transaction, one event at a time */
+} WorkerProbe;
 
 PGDLLEXPORT void she_worker_main(Datum arg);
 
 bool		she_in_worker = false;	/* this process is the durable worker */
 
 static SheConn conn;			/* the worker's NATS connection */
+
+static void report_atomic(const SheBatchOutcome *res, int max_atomic, int probe);
+
+/* Atomic batches: does the stream allow them, as last asked. */
+static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
+static int	atomic_logged = -1; /* the state last LOGged */
+static TimestampTz atomic_checked_at = 0;
 
 /*
  * Record the worker's status in shared memory: the backlog when backlog is
@@ -422,19 +446,110 @@ stop_requested(void)
 }
 
 /*
- * Publish batch b through the engine; out[i] is event i's outcome.  No
- * connection: every event is NOT_SENT.
+ * The most events of one atomic batch, or 0 to publish one by one:
+ * state_hub_events.atomic_batches is off, or the stream does not allow
+ * atomic publish (said once, as is its return).  Asked again after a
+ * minute, a reload, or a refused batch.  Connected.
+ */
+static int
+worker_atomic_max(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	char		why[256] = "";
+
+	if (!she_atomic_batches)
+	{
+		atomic_state = atomic_logged = -1;
+		return 0;
+	}
+	if (atomic_state < 0 || TimestampDifferenceExceeds(atomic_checked_at, now, ATOMIC_RECHECK_MS))
+	{
+		atomic_state = she_atomic_allowed(&conn, she_stream, Min(she_publish_timeout_ms, 2000),
+										  why, sizeof(why));
+		atomic_checked_at = now;
+		if (atomic_state == 0 && atomic_logged != 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("state_hub_events worker: state_hub_events.atomic_batches is on, but events are published one by one"),
+					 errdetail("%s", why),
+					 errhint("Use nats-server 2.12 or later and set allow_atomic on the stream, or turn atomic_batches off.")));
+		else if (atomic_state == 1 && atomic_logged != 1)
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events worker: publishing each transaction's events to stream \"%s\" as atomic batches of at most %d events",
+							she_stream, she_atomic_batch_max)));
+		if (atomic_state >= 0)
+			atomic_logged = atomic_state;
+	}
+	return atomic_state == 1 ? she_atomic_batch_max : 0;
+}
+
+/* How many events from index f on belong to f's transaction (a run). */
+static int
+txn_run(const WorkerBatch *b, int f)
+{
+	int			j = f + 1;
+
+	while (b->events[f].txn.xid != 0 && j < b->n &&
+		   b->events[j].txn.xid == b->events[f].txn.xid &&
+		   b->events[j].txn.index == b->events[j - 1].txn.index + 1)
+		j++;
+	return j - f;
+}
+
+/*
+ * Atomic batches: cut the batch so that transactions go whole.  A probe
+ * keeps only the first transaction; otherwise a transaction the read cut
+ * off at its end (its last row read is not its last event) is left for
+ * the next read, where it comes first, unless it is all the batch holds.
  */
 static void
-publish_batch(WorkerBatch *b, SheMsgOutcome *out, SheBatchOutcome *res)
+shape_batch(WorkerBatch *b, WorkerProbe probe)
+{
+	const SheTxn *t = &b->events[b->n - 1].txn;
+	int			f = b->n - 1;
+
+	if (probe != PROBE_NONE)
+		f = txn_run(b, 0);
+	else if (t->xid != 0 && t->index < t->count)
+	{
+		while (f > 0 && b->events[f - 1].txn.xid == t->xid &&
+			   b->events[f - 1].txn.index == b->events[f].txn.index - 1)
+			f--;
+	}
+	else
+		return;
+	if (f > 0)
+		b->n = f;
+}
+
+/*
+ * Publish batch b through the engine; out[i] is event i's outcome.  With
+ * atomic batches each transaction goes as one batch (see shape_batch),
+ * except for PROBE_HEAD_ALONE.  No connection: every event is NOT_SENT.
+ */
+static void
+publish_batch(WorkerBatch *b, WorkerProbe probe, SheMsgOutcome *out, SheBatchOutcome *res)
 {
 	int			i;
 
 	memset(res, 0, sizeof(*res));
 	if (she_conn_ensure(&conn, res->reason, sizeof(res->reason)))
 	{
-		she_publish_events(&conn, she_stream, she_create_stream, b->events, b->n,
-						   she_now_usec() + (uint64) she_publish_timeout_ms * 1000, out, res);
+		int			max_atomic = worker_atomic_max();
+
+		if (max_atomic > 0 || probe == PROBE_HEAD_ALONE)
+			shape_batch(b, probe);
+		else if (probe != PROBE_NONE)
+			b->n = 1;
+
+		she_publish_events_atomic(&conn, she_stream, she_create_stream, b->events, b->n,
+								  she_now_usec() + (uint64) she_publish_timeout_ms * 1000,
+								  probe == PROBE_HEAD_ALONE ? 0 : max_atomic, out, res);
+		if (probe == PROBE_HEAD_ALONE && b->n > 1 && b->events[0].txn.index == 1)
+			res->atomic_splits++;
+		if (max_atomic > 0)
+			report_atomic(res, max_atomic, probe);
 		return;
 	}
 	for (i = 0; i < b->n; i++)
@@ -443,8 +558,47 @@ publish_batch(WorkerBatch *b, SheMsgOutcome *out, SheBatchOutcome *res)
 		out[i].permanent = false;
 		out[i].err_code = 0;
 		out[i].text = -1;
+		out[i].batch_refused = false;
 	}
 	res->not_sent = b->n;
+}
+
+/*
+ * Must the refused atomic batch of event o be published one event at a
+ * time to learn each one's outcome?  Yes when the refusal may be due to
+ * one member (too large, no permission, already stored) or to the batch's
+ * size; not when it holds for the whole batch for a while (a full stream,
+ * resources): then the batch is tried again whole after retry_interval.
+ */
+static bool
+refused_as_batch(const SheMsgOutcome *o)
+{
+	return o->batch_refused &&
+		(o->err_code == 0 || o->err_code == JS_MSG_TOO_LARGE ||
+		 o->err_code == JS_STREAM_MISMATCH || o->err_code == JS_BATCH_INCOMPLETE ||
+		 o->err_code == JS_BATCH_TOO_LARGE || o->err_code == JS_BATCH_DUPLICATE);
+}
+
+/* Count and LOG what the atomic batches of an attempt did. */
+static void
+report_atomic(const SheBatchOutcome *res, int max_atomic, int probe)
+{
+	she_stats_add_atomic(res->atomic_batches, res->atomic_splits);
+	if (res->atomic_splits > 0 && probe == PROBE_HEAD_ALONE)
+		ereport(LOG,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("state_hub_events worker: a transaction was published one event at a time"),
+				 errdetail("JetStream refused it as an atomic batch without saying which event it objected to; each event now gets its own outcome.")));
+	else if (res->atomic_splits > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg_plural("state_hub_events worker: %d transaction was published as several atomic batches",
+							   "state_hub_events worker: %d transactions were published as several atomic batches",
+							   res->atomic_splits, res->atomic_splits),
+				 errdetail("A batch holds at most state_hub_events.atomic_batch_max (%d) events, and the worker reads at most %d events or state_hub_events.worker_batch_bytes at a time; consumers see each part whole, not the transaction.",
+						   max_atomic, WORKER_BATCH)));
+	if (res->refused > 0)
+		atomic_state = -1;		/* ask the stream again: was it changed? */
 }
 
 /*
@@ -556,7 +710,7 @@ she_worker_main(Datum arg)
 	TimestampTz next_attempt_at = 0;
 	TimestampTz last_failure_log = 0;
 	int			failed_attempts = 0;
-	bool		probe = false;	/* the last attempt failed */
+	WorkerProbe probe = PROBE_NONE; /* the last attempt failed */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -622,6 +776,7 @@ she_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			next_attempt_at = 0;	/* new settings: try them at once */
+			atomic_state = -1;	/* atomic_batches or the stream may have changed */
 		}
 		ResetLatch(MyLatch);
 
@@ -640,8 +795,16 @@ she_worker_main(Datum arg)
 		next_attempt_at = 0;
 		MemoryContextReset(cxt);
 
-		/* after a failure, one event at a time until one is acknowledged */
-		limit = probe ? 1 : WORKER_BATCH;
+		/*
+		 * After a failure, one event (with atomic batches: one transaction)
+		 * at a time until one is acknowledged.
+		 */
+		if (probe == PROBE_NONE)
+			limit = WORKER_BATCH;
+		else if (she_atomic_batches)
+			limit = Min(she_atomic_batch_max, WORKER_BATCH);
+		else
+			limit = 1;
 		read_batch(cxt, limit, &b);
 		if (b.n > 0 && she_nats_url[0] == '\0')
 			next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
@@ -657,7 +820,7 @@ she_worker_main(Datum arg)
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
 									 b.n, (long long) b.bytes, (long long) b.seqs[0])));
-			publish_batch(&b, out, &res);
+			publish_batch(&b, probe, out, &res);
 			first = settle_batch(&b, out, &res, &deleted, &moved);
 			if (deleted > 0)
 				set_status(-1, true, NULL);
@@ -669,7 +832,7 @@ she_worker_main(Datum arg)
 							 errmsg("state_hub_events worker: publishing again after %d failed attempts",
 									failed_attempts)));
 				failed_attempts = 0;
-				probe = false;
+				probe = PROBE_NONE;
 				if (b.ahead > b.n || b.ahead == limit)
 					continue;	/* more to do */
 			}
@@ -679,7 +842,13 @@ she_worker_main(Datum arg)
 
 				log_failure(&b, out, &res, first, failed_attempts, &last_failure_log, retry_ms);
 				failed_attempts++;
-				probe = true;
+				if (refused_as_batch(&out[first]) && probe != PROBE_HEAD_ALONE)
+				{
+					/* learn each event's outcome at once, in order */
+					probe = PROBE_HEAD_ALONE;
+					continue;
+				}
+				probe = PROBE_HEAD;
 				now = GetCurrentTimestamp();	/* the attempt took time */
 				next_attempt_at = TimestampTzPlusMilliseconds(now, retry_ms);
 				wait_ms = retry_ms;
