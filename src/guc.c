@@ -368,8 +368,8 @@ she_define_settings(void)
 							NULL, &she_retry_interval_ms, 5000, 0, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("state_hub_events.atomic_batches",
-							 "Immediate mode: publish each transaction's events as one JetStream atomic batch.",
-							 "Needs nats-server 2.12 or later and a stream with allow_atomic; otherwise events are published one by one.",
+							 "Publish each transaction's events as one JetStream atomic batch (both delivery modes).",
+							 "Needs nats-server 2.12 or later and a stream with allow_atomic (a stream the extension creates gets it); otherwise events are published one by one.",
 							 &she_atomic_batches, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("state_hub_events.atomic_batch_max",

@@ -33,7 +33,8 @@
  * The stream.  Nothing is looked up before publishing: if JetStream answers
  * "no responders" (no stream captures the subject) and create_stream is
  * set, the stream is created and those messages are published again within
- * the same deadline.
+ * the same deadline.  With state_hub_events.atomic_batches on, the stream
+ * is created with allow_atomic (a raw request: see create_stream_atomic).
  *
  * IDENTIFICATION
  *	  src/nats_publish.c

@@ -32,6 +32,18 @@
  * attempt after a failure publishes the first event alone, until it is
  * acknowledged; then full batches again.
  *
+ * Atomic batches (state_hub_events.atomic_batches, a stream that allows
+ * them).  Each run of one transaction's rows (same txn_id, consecutive
+ * indexes) goes as one atomic batch of at most atomic_batch_max events; a
+ * transaction the read cut off at its end waits for the next read, where it
+ * comes first.  The probe after a failure is the first transaction as one
+ * batch, so a batch refused as a whole (a full stream) is never stored in
+ * part.  The server refuses a batch without naming the member: where the
+ * refusal may come from one member (too large, "incomplete", already
+ * stored: 10201, see nats_publish.c), the next attempt, at once, publishes
+ * that transaction one event at a time, and the walk above settles each
+ * event by its own outcome (PROBE_HEAD_ALONE).
+ *
  * IDENTIFICATION
  *	  src/worker.c
  *
