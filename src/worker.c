@@ -558,8 +558,9 @@ publish_batch(WorkerBatch *b, WorkerProbe probe, SheMsgOutcome *out, SheBatchOut
 		she_publish_events_atomic(&conn, she_stream, she_create_stream, b->events, b->n,
 								  she_now_usec() + (uint64) she_publish_timeout_ms * 1000,
 								  probe == PROBE_HEAD_ALONE ? 0 : max_atomic, out, res);
-		if (probe == PROBE_HEAD_ALONE && b->n > 1 && b->events[0].txn.index == 1)
-			res->atomic_splits++;
+		if (probe == PROBE_HEAD_ALONE && b->n > 1 && b->events[0].txn.index == 1 &&
+			(out[0].state == SHE_MSG_STORED || out[0].state == SHE_MSG_DUPLICATE))
+			res->atomic_splits++;	/* it went, one event at a time */
 		if (max_atomic > 0)
 			report_atomic(res, max_atomic, probe);
 		return;

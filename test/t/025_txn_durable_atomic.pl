@@ -210,6 +210,35 @@ my $s9 = stats();
 is($s9->{unconfirmed}, 0, 'nothing unconfirmed');
 is($s9->{published} - $s9->{duplicates}, $nats->count, 'stats(): published less duplicates == what the stream holds');
 
+# --- immediate mode: the publisher creates the stream, as the worker did
+$nats->delete_stream('ACTIVITY_EVENTS');
+is($nats->count, 0, 'the stream is gone');
+$offset = -s $node->logfile;
+my $i0 = stats();
+my $judged = wait_until('the publisher to judge the stream it created', 60, sub {
+    sql(q{SET state_hub_events.delivery = 'immediate';
+BEGIN;
+SELECT state_hub_events.publish('org.t.ad.imm', '{"i": 1}');
+SELECT state_hub_events.publish('org.t.ad.imm', '{"i": 2}');
+COMMIT;});
+    return log_since($offset) =~ /publisher: (?:publishing each transaction's events|state_hub_events.atomic_batches is on, but)/;
+});
+ok($judged, 'the publisher created the stream and says whether it publishes atomic batches');
+if ($atomic)
+{
+    like(log_since($offset), qr/publisher: publishing each transaction's events to stream "ACTIVITY_EVENTS" as atomic batches/,
+        'immediate mode: the stream the publisher created allows atomic publish');
+    ok(delta($i0, stats(), 'atomic_batches') >= 1, 'and transactions go as atomic batches');
+}
+else
+{
+    like(log_since($offset), qr/publisher: state_hub_events.atomic_batches is on, but events are published one by one/,
+        'immediate mode, older server: created as before, events one by one');
+}
+my $i1 = stats();
+is($i1->{published} - $i0->{published}, $nats->count, 'immediate: stats() published == what the new stream holds');
+is($nats->count % 2, 0, 'whole transactions');
+
 $node->stop;
 $nats->stop;
 done_testing();
