@@ -4,7 +4,8 @@
 #    the stream with atomic publishing allowed (nats-server 2.12 and later;
 #    an older server ignores the field and the stream is created as
 #    without it), publishes each transaction of the outbox as one atomic
-#    batch (split at atomic_batch_max, said in the LOG and stats()), never
+#    batch (split at atomic_batch_max, said in the LOG and stats(); a
+#    transaction the read cut off waits for the next read), never
 #    stores part of a transaction the stream refuses as a whole (a full
 #    stream), and publishes a transaction one event at a time when the
 #    server refused its batch without naming the member: an event already
@@ -13,6 +14,7 @@
 #    stream exactly.  On a server before 2.12 (the default nats-server; run
 #    with NATS_SERVER for the newer one, see test/matrix.sh) it checks the
 #    fallback: one event at a time, a WARNING once, the same accounting.
+#    Last, the publisher (immediate mode) creates the stream the same way.
 
 use strict;
 use warnings;
@@ -122,6 +124,47 @@ if ($atomic)
           && $bid[9] ne $bid[6], 'the five-event transaction: a batch of 3, then one of 2');
     ok(wait_until('the split LOG', 30, sub { log_since($offset) =~ /worker: 1 transaction was published as several atomic batches/ }),
         'the split is LOGged');
+}
+
+# --- a transaction cut off by the read waits for the next read (whole there)
+SKIP:
+{
+    skip 'needs atomic batches (nats-server 2.12 or later)', 4 unless $atomic;
+    sql(q{ALTER SYSTEM SET state_hub_events.worker_batch_bytes = '1kB';
+ALTER SYSTEM SET log_min_messages = debug1;
+SELECT pg_reload_conf();});
+    # rows with envelopes of $len bytes, inserted in one transaction
+    my $row = sub {
+        my ($txn, $i, $n, $len) = @_;
+        my $env = '{"pad": "' . ('x' x ($len - 11)) . '"}';
+        return "INSERT INTO state_hub_events.outbox (seq, id, subject, envelope, txn_id, txn_key, txn_index, txn_count)
+  VALUES (nextval('state_hub_events.outbox_seq'), gen_random_uuid(), 'org.t.ad.cut', '$env', $txn, 7, $i, $n);\n";
+    };
+    # two 600-byte rows go in two reads once the worker has the 1kB bound
+    $offset = -s $node->logfile;
+    my $bound = wait_until('the worker to read at most 1kB', 60, sub {
+        sql("BEGIN;\n" . $row->(4000000020, 1, 1, 600) . $row->(4000000021, 1, 1, 600) . "COMMIT;");
+        outbox_empty();
+        return log_since($offset) =~ /worker: publishing 1 events \(600 bytes\)/;
+    });
+    ok($bound, 'the worker reads at most worker_batch_bytes');
+    my $c0 = stats();
+    my $before = $nats->count(undef, subject => 'org.t.ad.cut');
+    # a 600-byte one-event transaction, then a three-event one of 300 bytes
+    # each: the first read (1kB) holds the first and one event of the second
+    sql("BEGIN;\n" . $row->(4000000022, 1, 1, 600)
+          . join('', map { $row->(4000000023, $_, 3, 300) } 1 .. 3) . "COMMIT;");
+    my @c = wait_for_messages($nats, $before + 4, undef, subject => 'org.t.ad.cut');
+    outbox_empty();
+    my $c1 = stats();
+    my @tail = @c[-3 .. -1];
+    my %cb = map { ($_->{headers}{'Nats-Batch-Id'} // '-') => 1 } @tail;
+    ok(!$cb{'-'} && keys %cb == 1, 'the three-event transaction went whole, as one atomic batch');
+    is(delta($c0, $c1, 'atomic_batches'), 1, 'stats(): one atomic batch');
+    is(delta($c0, $c1, 'atomic_splits'), 0, 'stats(): no split');
+    sql(q{ALTER SYSTEM RESET state_hub_events.worker_batch_bytes;
+ALTER SYSTEM RESET log_min_messages;
+SELECT pg_reload_conf();});
 }
 
 # --- a stream that has room for one event of a three-event transaction
