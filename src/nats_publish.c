@@ -503,7 +503,7 @@ create_stream_atomic(SheConn *c, const char *stream, const char **subjects, int 
 	if (s != NATS_OK)
 		return s;
 	data = natsMsg_GetData(reply);
-	if (data != NULL && strstr(data, "\"error\"") != NULL)
+	if (data != NULL && strstr(data, "\"error\":{") != NULL)
 	{
 		s = NATS_ERR;
 		if ((e = strstr(data, "\"err_code\":")) != NULL)
