@@ -80,6 +80,7 @@
 #define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
 #define REJECT_LOG_MAX	10		/* rejections LOGged one by one per batch */
 #define ATOMIC_RECHECK_MS	60000	/* ask the stream about allow_atomic again */
+#define ATOMIC_UNKNOWN_MS	1000	/* ... or this soon when it did not answer */
 
 /* JetStream's refusals of an atomic batch that do not name the member */
 #define JS_MSG_TOO_LARGE	10054
@@ -106,7 +107,7 @@ static SheConn conn;			/* the worker's NATS connection */
 static void report_atomic(const SheBatchOutcome *res, int max_atomic, int probe);
 
 /* Atomic batches: does the stream allow them, as last asked. */
-static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
+static int	atomic_state = -1;	/* 1 yes, 0 no, -1 ask now, -2 no answer */
 static int	atomic_logged = -1; /* the state last LOGged */
 static TimestampTz atomic_checked_at = 0;
 
@@ -461,7 +462,9 @@ stop_requested(void)
  * The most events of one atomic batch, or 0 to publish one by one:
  * state_hub_events.atomic_batches is off, or the stream does not allow
  * atomic publish (said once, as is its return).  Asked again after a
- * minute, a reload, or a refused batch.  Connected.
+ * minute, a reload, or a refused batch; after a second when the stream
+ * did not answer (not created yet, no permission for the API: the request
+ * then waits up to 2 s, not to be paid for every batch).  Connected.
  */
 static int
 worker_atomic_max(void)
@@ -474,10 +477,14 @@ worker_atomic_max(void)
 		atomic_state = atomic_logged = -1;
 		return 0;
 	}
-	if (atomic_state < 0 || TimestampDifferenceExceeds(atomic_checked_at, now, ATOMIC_RECHECK_MS))
+	if (atomic_state == -1 ||
+		TimestampDifferenceExceeds(atomic_checked_at, now,
+								   atomic_state == -2 ? ATOMIC_UNKNOWN_MS : ATOMIC_RECHECK_MS))
 	{
 		atomic_state = she_atomic_allowed(&conn, she_stream, Min(she_publish_timeout_ms, 2000),
 										  why, sizeof(why));
+		if (atomic_state < 0)
+			atomic_state = -2;
 		atomic_checked_at = now;
 		if (atomic_state == 0 && atomic_logged != 0)
 			ereport(WARNING,
