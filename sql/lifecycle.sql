@@ -89,11 +89,21 @@ SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
 CREATE TEMP TABLE facts_11 AS SELECT fact FROM facts;
 ALTER EXTENSION state_hub_events UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
+CREATE TEMP TABLE facts_12 AS SELECT fact FROM facts;
 
 -- what 1.1 -> 1.2 changed
-(SELECT '1.1: ' || fact FROM facts_11 EXCEPT SELECT '1.1: ' || fact FROM facts)
+(SELECT '1.1: ' || fact FROM facts_11 EXCEPT SELECT '1.1: ' || fact FROM facts_12)
 UNION ALL
-(SELECT '1.2: ' || fact FROM facts EXCEPT SELECT '1.2: ' || fact FROM facts_11)
+(SELECT '1.2: ' || fact FROM facts_12 EXCEPT SELECT '1.2: ' || fact FROM facts_11)
+ORDER BY 1;
+
+ALTER EXTENSION state_hub_events UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
+
+-- what 1.2 -> 1.3 changed
+(SELECT '1.2: ' || fact FROM facts_12 EXCEPT SELECT '1.2: ' || fact FROM facts)
+UNION ALL
+(SELECT '1.3: ' || fact FROM facts EXCEPT SELECT '1.3: ' || fact FROM facts_12)
 ORDER BY 1;
 
 -- updated and fresh have the same members, labels and privileges
