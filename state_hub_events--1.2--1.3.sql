@@ -226,7 +226,45 @@ COMMENT ON FUNCTION _backfill_query(regclass, text, text, integer, text[], name,
 'internal: check backfill()''s arguments and build its batch query (or, with check_where, a query that only checks the "where" text)';
 
 -- One batch in the caller's transaction: the caller commits.  No SET
--- search_path: the "where" text is resolved as its caller wrote it.
+-- search_path: the "where" text is resolved as its caller wrote it.  It
+-- publishes with its caller's rights (EXECUTE on publish() is checked
+-- first), so it can stay executable by PUBLIC, and granting backfill() or
+-- backfill_batch() alone is enough.
+CREATE FUNCTION _backfill_batch(rel regclass, subject text, "where" text,
+                                batch_size integer, "after" text[],
+                                columns text[], "trigger" name, key text[],
+                                OUT events integer, OUT last_key text[])
+RETURNS record
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+AS $$
+DECLARE
+    q text;
+    r record;
+BEGIN
+    IF "where" IS NOT NULL THEN
+        EXECUTE state_hub_events._backfill_query(rel, subject, "where", batch_size,
+                                                 columns, "trigger", key, true);
+    END IF;
+    q := state_hub_events._backfill_query(rel, subject, "where", batch_size,
+                                          columns, "trigger", key);
+    events := 0;
+    last_key := "after";
+    FOR r IN EXECUTE q USING "after", batch_size LOOP
+        IF pg_catalog.array_position(r.key, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%": a row''s key % holds a NULL', rel, r.key
+                USING ERRCODE = 'null_value_not_allowed',
+                      HINT = 'Order by a unique, non-null key (key => ''{column, ...}'').';
+        END IF;
+        PERFORM state_hub_events.publish(subject, r.attributes);
+        events := events + 1;
+        last_key := r.key;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION _backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) IS
+'internal: one batch of backfill() and backfill_batch()';
+
 CREATE FUNCTION backfill_batch("table" regclass, subject text,
                                "where" text DEFAULT NULL,
                                batch_size integer DEFAULT 1000,
@@ -237,31 +275,10 @@ CREATE FUNCTION backfill_batch("table" regclass, subject text,
                                OUT events integer,
                                OUT last_key text[])
 RETURNS record
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
 AS $$
-DECLARE
-    q text;
-    r record;
-BEGIN
-    IF "where" IS NOT NULL THEN
-        EXECUTE state_hub_events._backfill_query("table", subject, "where", batch_size,
-                                                 columns, "trigger", key, true);
-    END IF;
-    q := state_hub_events._backfill_query("table", subject, "where", batch_size,
-                                          columns, "trigger", key);
-    events := 0;
-    last_key := "after";
-    FOR r IN EXECUTE q USING "after", batch_size LOOP
-        IF pg_catalog.array_position(r.key, NULL) IS NOT NULL THEN
-            RAISE EXCEPTION 'cannot backfill "%": a row''s key % holds a NULL', "table", r.key
-                USING ERRCODE = 'null_value_not_allowed',
-                      HINT = 'Order by a unique, non-null key (key => ''{column, ...}'').';
-        END IF;
-        PERFORM state_hub_events.publish(subject, r.attributes);
-        events := events + 1;
-        last_key := r.key;
-    END LOOP;
-END
+    SELECT b.events, b.last_key
+      FROM state_hub_events._backfill_batch($1, $2, $3, $4, $5, $6, $7, $8) b
 $$;
 
 COMMENT ON FUNCTION backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) IS
@@ -284,8 +301,8 @@ BEGIN
     PERFORM state_hub_events._backfill_no_xact_block();
     LOOP
         SELECT * INTO b
-          FROM state_hub_events.backfill_batch("table", subject, "where", batch_size,
-                                               "after", columns, "trigger", key);
+          FROM state_hub_events._backfill_batch("table", subject, "where", batch_size,
+                                                "after", columns, "trigger", key);
         EXIT WHEN b.events = 0;
         COMMIT;
         "after" := b.last_key;

@@ -127,12 +127,13 @@ SELECT subject, attributes FROM state_hub_events.pending();
 ROLLBACK;
 CALL state_hub_events.backfill('bf.items', 'org.t.item.again');
 
--- who may run it: not PUBLIC; a publishing role needs SELECT on the table
+-- who may run it: not PUBLIC; a publishing role needs SELECT on the table.
+-- The internal functions check EXECUTE on publish() and run as the caller.
 SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute,
        p.prosecdef, p.proconfig
   FROM pg_proc p
  WHERE p.pronamespace = 'state_hub_events'::regnamespace
-   AND p.proname IN ('backfill', 'backfill_batch', '_backfill_query', '_backfill_check',
+   AND p.proname IN ('backfill', 'backfill_batch', '_backfill_batch', '_backfill_query', '_backfill_check',
                      '_backfill_no_xact_block', '_trigger_args')
  ORDER BY 1;
 CREATE ROLE she_bf_app;
@@ -140,7 +141,6 @@ CREATE ROLE she_bf_pub;
 GRANT USAGE ON SCHEMA state_hub_events, bf TO she_bf_app, she_bf_pub;
 GRANT EXECUTE ON FUNCTION state_hub_events.publish(text, jsonb) TO she_bf_pub;
 GRANT EXECUTE ON PROCEDURE state_hub_events.backfill(regclass, text, text, integer, text[], text[], name, text[]) TO she_bf_pub;
-GRANT EXECUTE ON FUNCTION state_hub_events.backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) TO she_bf_pub;
 GRANT SELECT ON bf.items TO she_bf_app;
 SET ROLE she_bf_app;
 CALL state_hub_events.backfill('bf.items', 'org.t.item.added');
@@ -156,6 +156,8 @@ RESET ROLE;
 GRANT EXECUTE ON FUNCTION state_hub_events.publish(text, jsonb) TO she_bf_pub;
 SET ROLE she_bf_pub;
 CALL state_hub_events.backfill('bf.items', 'org.t.item.added', 'id < 3');
+-- granting backfill() is enough; backfill_batch() is granted on its own
+SELECT * FROM state_hub_events.backfill_batch('bf.items', 'org.t.item.added');
 -- the "where" text runs with the caller's rights, never more
 CALL state_hub_events.backfill('bf.items', 'org.t.item.added', 'id < (SELECT count(*) FROM bf.plain)');
 RESET ROLE;
