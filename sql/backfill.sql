@@ -54,6 +54,25 @@ SELECT * FROM state_hub_events.backfill_batch('bf.items_v', 'org.t.item.v', colu
 SELECT subject, attributes FROM state_hub_events.pending();
 ROLLBACK;
 
+-- quoted names, a column named like its table, a partitioned table, a
+-- composite key
+CREATE TABLE bf."Odd Name" ("Key" int PRIMARY KEY, "a b" text, "Odd Name" int);
+CREATE TRIGGER "odd one" AFTER INSERT ON bf."Odd Name" FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.t.odd', 'a b:ab', 'Odd Name');
+INSERT INTO bf."Odd Name" VALUES (2, 'two', 20), (1, 'one', 10);
+CREATE TABLE bf.parts (k int, j int, v text, PRIMARY KEY (k, j)) PARTITION BY RANGE (k);
+CREATE TABLE bf.parts_1 PARTITION OF bf.parts FOR VALUES FROM (0) TO (10);
+CREATE TABLE bf.parts_2 PARTITION OF bf.parts FOR VALUES FROM (10) TO (20);
+CREATE TRIGGER part_added AFTER INSERT ON bf.parts FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.t.part');
+INSERT INTO bf.parts VALUES (15, 1, 'c'), (5, 2, 'b'), (5, 1, 'a');
+BEGIN;
+SELECT * FROM state_hub_events.backfill_batch('bf."Odd Name"', 'org.t.odd', '"a b" <> ''x'' AND "Odd Name"."Odd Name" > 0');
+SELECT * FROM state_hub_events.backfill_batch('bf.parts', 'org.t.part', batch_size => 2);
+SELECT * FROM state_hub_events.backfill_batch('bf.parts', 'org.t.part', batch_size => 2, "after" => '{5,2}');
+SELECT subject, attributes FROM state_hub_events.pending();
+ROLLBACK;
+
 -- the procedure: one transaction per batch, a NOTICE each, the last key
 CALL state_hub_events.backfill('bf.items', 'org.t.item.added', batch_size => 2);
 CALL state_hub_events.backfill('bf.items', 'org.t.item.added', batch_size => 2, "after" => '{2}');
