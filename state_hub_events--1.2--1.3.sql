@@ -36,10 +36,13 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION _trigger_args(bytea, int2) IS
 'internal: pg_trigger.tgargs as an array';
 
--- The batch query of backfill_batch(): $1 is the key to start after (text[],
--- NULL for the first batch), $2 the batch size.  Every argument is checked
--- here; the "where" text is checked by the batch query itself (is it
--- boolean, do its columns exist), which runs with the caller's search_path.
+-- The batch query of backfill() and backfill_batch(): $1 is the key to
+-- start after (text[], NULL for the first batch), $2 the batch size.  Every
+-- argument is checked here; the "where" text's shape by _backfill_check(),
+-- and whether it is boolean over existing columns by the query returned with
+-- check_where, which the caller runs (with its own search_path) before the
+-- batch query.  Identifiers are quoted; the "where" text stands on lines of
+-- its own inside parentheses.
 CREATE FUNCTION _backfill_query(rel regclass, subject text, "where" text,
                                 batch_size integer, columns text[],
                                 "trigger" name, key text[],
