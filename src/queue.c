@@ -135,6 +135,7 @@ static QueueShared *q = NULL;
 static int *waitq = NULL;		/* MaxBackends pgprocnos, FIFO, under lock */
 static char *ring = NULL;
 static bool in_waitq = false;	/* this backend is in waitq */
+static bool wait_cancelled = false; /* this commit's waits were cancelled */
 
 /* Set in the postmaster by _PG_init, inherited by every backend. */
 bool		she_publisher_registered = false;
@@ -437,9 +438,9 @@ wait_interrupted(void)
 	if (QueryCancelPending)
 	{
 		QueryCancelPending = false;
-		return true;
+		wait_cancelled = true;
 	}
-	return false;
+	return wait_cancelled;
 }
 
 /*
@@ -467,6 +468,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 
 	memset(res, 0, sizeof(*res));
 	res->nevents = n;
+	wait_cancelled = false;
 	if (publisher_missing())
 		snprintf(res->reason, sizeof(res->reason),
 				 "the publisher process is not running%s",
