@@ -198,12 +198,13 @@ she_queue_ready(void)
 	return q != NULL;
 }
 
-/* The largest envelope a record can carry. */
+/* The largest envelope a record can carry (with this session's stream_subjects). */
 int
 she_queue_max_event_bytes(void)
 {
-	return (int) Min((uint64) she_queue_size_kb * 1024 - sizeof(QueueRecord) - 1024,
-					 (uint64) PG_INT32_MAX);
+	uint64		room = sizeof(QueueRecord) + 1024 + strlen(she_stream_subjects);
+
+	return (int) Min((uint64) she_queue_size_kb * 1024 - room, (uint64) PG_INT32_MAX);
 }
 
 static void
