@@ -432,8 +432,18 @@ split_subjects(const char *patterns, char **copy, const char **out, int max)
 	return n;
 }
 
+static const SheStreamSpec *stream_spec = NULL;
+
+/* Set the spec a missing stream is created with (see nats_publish.h). */
+void
+she_publish_set_stream_spec(const SheStreamSpec *spec)
+{
+	stream_spec = spec;
+}
+
 /*
- * Create the stream (JetStream said no stream captures our subjects).  A
+ * Create the stream (JetStream said no stream captures our subjects), as
+ * the batch's spec says, or else as the settings say.  A
  * racing creator (error 10058) counts as success.  Signals blocked.
  */
 static bool
@@ -452,13 +462,17 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 	jo.Wait = wait_ms;
 	jsStreamConfig_Init(&cfg);
 	cfg.Name = stream;
-	cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
+	cfg.SubjectsLen = split_subjects(stream_spec ? stream_spec->subjects : she_stream_subjects,
+									 &copy, subjects, 64);
 	cfg.Subjects = subjects;
 	cfg.Storage = js_FileStorage;
-	cfg.Replicas = she_stream_replicas;
-	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
-	cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
-								: she_duplicate_window_s) * 1000000000;
+	cfg.Replicas = stream_spec ? stream_spec->replicas : she_stream_replicas;
+	cfg.MaxAge = (int64_t) (stream_spec ? stream_spec->max_age_s : she_stream_max_age_s) * 1000000000;
+	if (stream_spec)
+		cfg.Duplicates = (int64_t) stream_spec->duplicate_window_s * 1000000000;
+	else
+		cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
+									: she_duplicate_window_s) * 1000000000;
 	s = js_AddStream(&si, c->js, &cfg, &jo, &ec);
 	free(copy);
 	if (s == NATS_OK)

@@ -61,6 +61,21 @@ typedef struct SheBatchOutcome
 #define SHE_HDR_TXN_COUNT	"Statehub-Txn-Count"
 
 /*
+ * How to create a missing stream: the committing session's settings,
+ * carried with its batch (immediate mode).
+ */
+typedef struct SheStreamSpec
+{
+	const char *subjects;		/* stream_subjects */
+	int			replicas;		/* stream_replicas */
+	int			max_age_s;		/* stream_max_age */
+	int			duplicate_window_s; /* duplicate_window */
+} SheStreamSpec;
+
+/* The spec the next she_publish_events creates a stream with; NULL: the settings. */
+extern void she_publish_set_stream_spec(const SheStreamSpec *spec);
+
+/*
  * Publish events[0..n-1] to stream (with Nats-Msg-Id = id and
  * Nats-Expected-Stream = stream) and fill out[i] with each one's outcome by
  * deadline (she_now_usec() time).  Creates the stream on "no responders"
