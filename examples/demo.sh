@@ -94,3 +94,6 @@ echo
 echo "== stats()"
 $PSQL -d hub -c "SELECT scope, published, failed, unconfirmed FROM state_hub_events.stats()"
 echo "== stream: $("$NATSDUMP" "$NATS_URL" info ACTIVITY_EVENTS)"
+echo
+echo "== the stream as transactions, ordered by commit key (examples/txn_consumer.py, docs/consumers.md)"
+"$NATSDUMP" "$NATS_URL" dump ACTIVITY_EVENTS | python3 "$top/examples/txn_consumer.py" | sed 's/^/   /'

@@ -105,12 +105,28 @@ SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
 CREATE TEMP TABLE facts_11 AS SELECT fact FROM facts;
 ALTER EXTENSION state_hub_events UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
+CREATE TEMP TABLE facts_12 AS SELECT fact FROM facts;
 
 -- what 1.1 -> 1.2 changed
-(SELECT '1.1: ' || fact FROM facts_11 EXCEPT SELECT '1.1: ' || fact FROM facts)
+(SELECT '1.1: ' || fact FROM facts_11 EXCEPT SELECT '1.1: ' || fact FROM facts_12)
 UNION ALL
-(SELECT '1.2: ' || fact FROM facts EXCEPT SELECT '1.2: ' || fact FROM facts_11)
+(SELECT '1.2: ' || fact FROM facts_12 EXCEPT SELECT '1.2: ' || fact FROM facts_11)
 ORDER BY 1;
+
+ALTER EXTENSION state_hub_events UPDATE TO '1.3';
+SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events';
+
+-- what 1.2 -> 1.3 changed
+(SELECT '1.2: ' || fact FROM facts_12 EXCEPT SELECT '1.2: ' || fact FROM facts)
+UNION ALL
+(SELECT '1.3: ' || fact FROM facts EXCEPT SELECT '1.3: ' || fact FROM facts_12)
+ORDER BY 1;
+-- 1.3: the outbox records each event's transaction; stats() counts atomic batches
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+ WHERE attrelid = 'state_hub_events.outbox'::regclass AND attnum > 0 AND NOT attisdropped
+ ORDER BY attnum;
+SELECT pg_get_function_arguments('state_hub_events.stats()'::regprocedure);
+SELECT txn_id, txn_key, txn_index, txn_count FROM state_hub_events.outbox;
 
 -- updated and fresh have the same members, labels and privileges
 (SELECT member FROM members EXCEPT SELECT member FROM fresh)

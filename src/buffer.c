@@ -13,8 +13,11 @@
  *
  * The commit path:
  *	  PRE_COMMIT   the commit timestamp is written into every envelope (the
- *				   envelopes are otherwise complete since the call);
+ *				   envelopes are otherwise complete since the call), and
+ *				   each event gets its transaction's facts (SheTxn: xid,
+ *				   index, count; an xid is assigned if there is none);
  *	  COMMIT	   the commit record exists and row locks are still held: the
+ *				   commit record's LSN becomes the commit key and the
  *				   batch is copied into the publisher's queue (queue.c), so
  *				   transactions that touched the same rows enter it in commit
  *				   order;
@@ -76,6 +79,7 @@ static bool batch_create_stream = true;
 static bool batch_durable = false;
 static int	batch_publish_timeout_ms = 0;
 static int	batch_connect_timeout_ms = 0;
+static SheStreamSpec batch_spec;	/* how the publisher creates a missing stream */
 
 static char *last_subject = NULL;	/* in BufferContext: subjects are shared */
 static bool timestamps_set = false;	/* PRE_COMMIT has run */
@@ -188,6 +192,10 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 		batch_publish_timeout_ms = she_publish_timeout_ms;
 		batch_connect_timeout_ms = she_connect_timeout_ms;
 		batch_durable = (she_delivery == SHE_DELIVERY_DURABLE);
+		batch_spec.subjects = MemoryContextStrdup(BufferContext, she_stream_subjects);
+		batch_spec.replicas = she_stream_replicas;
+		batch_spec.max_age_s = she_stream_max_age_s;
+		batch_spec.duplicate_window_s = she_duplicate_window_s;
 	}
 	else if (strcmp(batch_stream, she_stream) != 0 ||
 			 batch_durable != (she_delivery == SHE_DELIVERY_DURABLE))
@@ -255,6 +263,47 @@ reset_buffer(void)
 }
 
 /*
+ * Give every event its transaction's facts (pre-commit or pre-prepare):
+ * the full transaction id, its 1-based index and the count of events the
+ * transaction commits (savepoint rollbacks already removed theirs).  A
+ * transaction that published but wrote nothing gets its xid here, so it
+ * also writes a commit record: every message names a transaction that
+ * pg_current_xact_id() and the WAL know, and immediate mode's commit key
+ * (the commit record's LSN) exists for it.
+ */
+static void
+set_txn_facts(void)
+{
+	uint64		xid = U64FromFullTransactionId(GetTopFullTransactionId());
+	int			i;
+
+	for (i = 0; i < nevents; i++)
+	{
+		events[i].txn.xid = xid;
+		events[i].txn.index = i + 1;
+		events[i].txn.count = nevents;
+		events[i].txn.key = 0;
+		events[i].txn.key_kind = 'L';
+	}
+}
+
+/*
+ * Immediate mode's commit key: the end of the commit record just written
+ * (XACT_EVENT_COMMIT: plain C).
+ */
+static void
+set_commit_key(void)
+{
+	int			i;
+
+	for (i = 0; i < nevents; i++)
+	{
+		events[i].txn.key = (uint64) XactLastCommitEnd;
+		events[i].txn.key_kind = 'L';
+	}
+}
+
+/*
  * Write the commit timestamp into every envelope (pre-commit: plain C).
  */
 static void
@@ -278,6 +327,7 @@ xact_callback(XactEvent event, void *arg)
 			if (nevents > 0)
 			{
 				set_timestamps();
+				set_txn_facts();
 				/* durable: the envelopes commit (or vanish) with the transaction */
 				if (batch_durable)
 					she_outbox_write(events, nevents);
@@ -289,6 +339,7 @@ xact_callback(XactEvent event, void *arg)
 			{
 				/* they leave at COMMIT PREPARED, when the rows become visible */
 				set_timestamps();
+				set_txn_facts();	/* the prepared transaction's xid */
 				she_outbox_write(events, nevents);
 			}
 			else if (nevents > 0)
@@ -312,6 +363,7 @@ xact_callback(XactEvent event, void *arg)
 			}
 			else if (nevents > 0)
 			{
+				set_commit_key();
 				hand_over_batch();
 				commit_ready = true;
 			}
@@ -395,7 +447,7 @@ hand_over_batch(void)
 {
 	handoff_start = she_now_usec();
 	handoff_deadline = handoff_start + (uint64) batch_publish_timeout_ms * 1000;
-	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream,
+	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream, &batch_spec,
 						 batch_wait_for_ack, batch_publish_timeout_ms, &handoff);
 }
 

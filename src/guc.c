@@ -57,6 +57,8 @@ int			she_stream_max_age_s = 0;
 int			she_duplicate_window_s = 120;
 int			she_max_events_per_xact = 100000;
 int			she_retry_interval_ms = 5000;
+bool		she_atomic_batches = false;
+int			she_atomic_batch_max = 1000;
 char	   *she_database = NULL;
 int			she_max_backlog_events = 1000000;
 int			she_backlog_overflow = SHE_OVERFLOW_ERROR;
@@ -365,6 +367,16 @@ she_define_settings(void)
 							"After a failed connection or an unanswered batch, how long commits skip NATS before trying again.",
 							NULL, &she_retry_interval_ms, 5000, 0, 3600000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("state_hub_events.atomic_batches",
+							 "Immediate mode: publish each transaction's events as one JetStream atomic batch.",
+							 "Needs nats-server 2.12 or later and a stream with allow_atomic; otherwise events are published one by one.",
+							 &she_atomic_batches, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.atomic_batch_max",
+							"Most events in one atomic batch: the server's jetstream.limits.batch.max_msgs.",
+							"A larger transaction is split into several atomic batches (LOGged, counted in stats()).",
+							&she_atomic_batch_max, 1000, 2, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	/* PGC_POSTMASTER settings can only be defined at preload */
 	if (process_shared_preload_libraries_in_progress)

@@ -65,6 +65,8 @@ typedef struct SheAckBatch
 	Latch	   *latch;			/* set when pending reaches 0 */
 	SheBatchOutcome *sum;		/* texts */
 	uint64_t	deadline;		/* she_now_usec() time: MaxWait of each send */
+	int		   *last;			/* atomic batches: the index of the batch's
+								 * commit message, -1 outside one; or NULL */
 } SheAckBatch;
 
 static inline uint32
@@ -147,6 +149,7 @@ batch_free(SheAckBatch *b, int n)
 	free(b->keys);
 	free(b->vals);
 	free(b->kept);
+	free(b->last);
 	free(b);
 }
 
@@ -264,6 +267,41 @@ she_publish_denied(SheConn *c, const char *subject, const char *text)
 	}
 }
 
+/*
+ * The headers naming the event's transaction: its id (decimal), its commit
+ * key ("lsn/" or "seq/" and 16 upper-case hex digits, so that keys of one
+ * kind sort as strings), the event's 1-based index and the transaction's
+ * event count.  None for an event without a transaction id.
+ */
+static natsStatus
+set_txn_headers(natsMsg *msg, const SheTxn *t)
+{
+	char		buf[64];
+	natsStatus	s;
+
+	if (t->xid == 0)
+		return NATS_OK;
+	snprintf(buf, sizeof(buf), "%llu", (unsigned long long) t->xid);
+	s = natsMsgHeader_Set(msg, SHE_HDR_TXN_ID, buf);
+	if (s == NATS_OK)
+	{
+		snprintf(buf, sizeof(buf), "%s/%016llX", t->key_kind == 'S' ? "seq" : "lsn",
+				 (unsigned long long) t->key);
+		s = natsMsgHeader_Set(msg, SHE_HDR_COMMIT_KEY, buf);
+	}
+	if (s == NATS_OK)
+	{
+		snprintf(buf, sizeof(buf), "%d", (int) t->index);
+		s = natsMsgHeader_Set(msg, SHE_HDR_TXN_INDEX, buf);
+	}
+	if (s == NATS_OK)
+	{
+		snprintf(buf, sizeof(buf), "%d", (int) t->count);
+		s = natsMsgHeader_Set(msg, SHE_HDR_TXN_COUNT, buf);
+	}
+	return s;
+}
+
 /* The message of one event.  Signals blocked. */
 static natsStatus
 make_msg(natsMsg **msg, const SheEvent *ev, const char *stream)
@@ -275,7 +313,53 @@ make_msg(natsMsg **msg, const SheEvent *ev, const char *stream)
 		s = natsMsgHeader_Set(*msg, "Nats-Msg-Id", ev->id);
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(*msg, "Nats-Expected-Stream", stream);
+	if (s == NATS_OK)
+		s = set_txn_headers(*msg, &ev->txn);
 	return s;
+}
+
+static bool send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i);
+
+/*
+ * Make event i a member of the atomic batch that ends at b->last[i] (ADR-50:
+ * Nats-Batch-Id, the commit event's id; Nats-Batch-Sequence from 1;
+ * Nats-Batch-Commit on the last).  Members before the last go with a core
+ * publish, which the server never answers; the last one goes with
+ * send_one and its acknowledgement is the batch's.  Returns false when
+ * the connection failed.  Signals blocked.
+ */
+static bool
+send_member(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
+{
+	int			l = b->last[i];
+	int			f = i;
+	char		seq[16];
+	natsStatus	s;
+
+	while (f > 0 && b->last[f - 1] == l)
+		f--;
+	snprintf(seq, sizeof(seq), "%d", i - f + 1);
+	s = natsMsgHeader_Set(msg, "Nats-Batch-Id", b->events[l].id);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(msg, "Nats-Batch-Sequence", seq);
+	if (s == NATS_OK && i == l)
+		s = natsMsgHeader_Set(msg, "Nats-Batch-Commit", "1");
+	if (s == NATS_OK && i == l)
+		return send_one(c, b, msg, i);
+	if (s == NATS_OK)
+		s = natsConnection_PublishMsg(c->nc, msg);
+	natsMsg_Destroy(msg);
+	if (s != NATS_OK)
+	{
+		const char *t = nats_GetLastError(NULL);
+		char		text[200];
+
+		snprintf(text, sizeof(text), "publishing failed: %s", t ? t : natsStatus_GetText(s));
+		pthread_mutex_lock(&c->mu);
+		b->out[i].text = add_text(b->sum, text);
+		pthread_mutex_unlock(&c->mu);
+	}
+	return s == NATS_OK;
 }
 
 /*
@@ -348,8 +432,18 @@ split_subjects(const char *patterns, char **copy, const char **out, int max)
 	return n;
 }
 
+static const SheStreamSpec *stream_spec = NULL;
+
+/* Set the spec a missing stream is created with (see nats_publish.h). */
+void
+she_publish_set_stream_spec(const SheStreamSpec *spec)
+{
+	stream_spec = spec;
+}
+
 /*
- * Create the stream (JetStream said no stream captures our subjects).  A
+ * Create the stream (JetStream said no stream captures our subjects), as
+ * the batch's spec says, or else as the settings say.  A
  * racing creator (error 10058) counts as success.  Signals blocked.
  */
 static bool
@@ -368,13 +462,17 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 	jo.Wait = wait_ms;
 	jsStreamConfig_Init(&cfg);
 	cfg.Name = stream;
-	cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
+	cfg.SubjectsLen = split_subjects(stream_spec ? stream_spec->subjects : she_stream_subjects,
+									 &copy, subjects, 64);
 	cfg.Subjects = subjects;
 	cfg.Storage = js_FileStorage;
-	cfg.Replicas = she_stream_replicas;
-	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
-	cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
-								: she_duplicate_window_s) * 1000000000;
+	cfg.Replicas = stream_spec ? stream_spec->replicas : she_stream_replicas;
+	cfg.MaxAge = (int64_t) (stream_spec ? stream_spec->max_age_s : she_stream_max_age_s) * 1000000000;
+	if (stream_spec)
+		cfg.Duplicates = (int64_t) stream_spec->duplicate_window_s * 1000000000;
+	else
+		cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
+									: she_duplicate_window_s) * 1000000000;
 	s = js_AddStream(&si, c->js, &cfg, &jo, &ec);
 	free(copy);
 	if (s == NATS_OK)
@@ -458,8 +556,79 @@ send_all(SheConn *c, SheAckBatch *b, const char *stream, const SheEvent *events,
 			pthread_mutex_unlock(&c->mu);
 			break;
 		}
-		if (!send_one(c, b, msg, i))
+		if (b->last != NULL && b->last[i] >= 0)
+		{
+			if (!send_member(c, b, msg, i))
+				break;
+		}
+		else if (!send_one(c, b, msg, i))
 			break;
+	}
+}
+
+/*
+ * Cut events into atomic batches: each run of one transaction's events
+ * (same xid, consecutive indexes) of two or more events becomes batches of
+ * at most max events; a one-event rest goes alone (one message is atomic).
+ * A transaction counts as split when its run holds its first event and
+ * does not go as one batch (more than max events, or only part of it was
+ * taken from the queue).  Fills last[] (see SheAckBatch).
+ */
+static void
+plan_atomic(const SheEvent *ev, int n, int max, int *last, SheBatchOutcome *sum)
+{
+	int			i = 0;
+
+	while (i < n)
+	{
+		int			j = i + 1;
+		int			f;
+
+		while (ev[i].txn.xid != 0 && j < n && ev[j].txn.xid == ev[i].txn.xid &&
+			   ev[j].txn.index == ev[j - 1].txn.index + 1)
+			j++;
+		for (f = i; f < j; f++)
+			last[f] = -1;
+		if (ev[i].txn.index == 1 && (j - i > max || j - i < ev[i].txn.count))
+			sum->atomic_splits++;
+		for (f = i; f < j && j - i >= 2; f += max)
+		{
+			int			l = Min(f + max, j) - 1;
+			int			k;
+
+			for (k = f; k <= l && l > f; k++)
+				last[k] = l;
+		}
+		i = j;
+	}
+}
+
+/*
+ * Give each member of an atomic batch its batch's outcome (that of the
+ * commit message): all stored, or none.  A batch whose commit was never
+ * sent stays NOT_SENT (the server drops it after its batch timeout).
+ */
+static void
+spread_atomic(SheAckBatch *b, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		int			l = b->last[i];
+
+		if (l < 0)
+			continue;
+		if (i == l)
+		{
+			if (b->out[l].state == SHE_MSG_STORED || b->out[l].state == SHE_MSG_DUPLICATE)
+				b->sum->atomic_batches++;
+			continue;
+		}
+		if (b->out[l].state != SHE_MSG_NOT_SENT)
+			b->out[i] = b->out[l];
+		else if (b->out[i].text < 0)
+			b->out[i].text = b->out[l].text;
 	}
 }
 
@@ -626,6 +795,55 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	}
 }
 
+/*
+ * Ask JetStream for the stream's info with a raw API request (nats.c
+ * before 3.14 does not know the field) and look for "allow_atomic":true,
+ * which only servers that support atomic batch publish (2.12 and later)
+ * report.  Signals blocked by the caller.
+ */
+int
+she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms, char *err, size_t errlen)
+{
+	char		subj[300];
+	natsMsg    *reply = NULL;
+	natsStatus	s;
+	int			res;
+	sigset_t	saved;
+
+	if (c->nc == NULL)
+	{
+		snprintf(err, errlen, "no connection to NATS");
+		return -1;
+	}
+	snprintf(subj, sizeof(subj), "$JS.API.STREAM.INFO.%s", stream);
+	she_nats_block_signals(&saved);
+	s = natsConnection_Request(&reply, c->nc, subj, NULL, 0, Max(timeout_ms, 1));
+	she_nats_restore_signals(&saved);
+	if (s != NATS_OK)
+	{
+		snprintf(err, errlen, "asking JetStream about stream \"%s\" failed: %s",
+				 stream, natsStatus_GetText(s));
+		return -1;
+	}
+	if (natsMsg_GetData(reply) != NULL &&
+		strstr(natsMsg_GetData(reply), "\"allow_atomic\":true") != NULL)
+		res = 1;
+	else
+	{
+		bool		error = natsMsg_GetData(reply) != NULL &&
+			strstr(natsMsg_GetData(reply), "\"error\"") != NULL;
+
+		if (error)
+			snprintf(err, errlen, "JetStream has no info on stream \"%s\" (not created yet?)", stream);
+		else
+			snprintf(err, errlen, "stream \"%s\" does not allow atomic batch publish (that needs nats-server 2.12 or later and allow_atomic in the stream's configuration)",
+					 stream);
+		res = error ? -1 : 0;
+	}
+	natsMsg_Destroy(reply);
+	return res;
+}
+
 /* Sum the outcomes; reason = the text of the first message not stored. */
 static void
 summarize(const SheMsgOutcome *out, int n, SheBatchOutcome *sum)
@@ -668,6 +886,15 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 				   const SheEvent *events, int n, uint64_t deadline,
 				   SheMsgOutcome *out, SheBatchOutcome *sum)
 {
+	she_publish_events_atomic(c, stream, create_stream, events, n, deadline, 0, out, sum);
+}
+
+/* Publish, with atomic batches of at most max_atomic events (see nats_publish.h). */
+void
+she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
+						  const SheEvent *events, int n, uint64_t deadline,
+						  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum)
+{
 	SheAckBatch *b;
 	sigset_t	saved;
 	bool		retry;
@@ -695,6 +922,8 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 	}
 
 	she_nats_block_signals(&saved);
+	if (n == 1 && events[0].txn.count > 1 && events[0].txn.index == 1 && max_atomic >= 2)
+		sum->atomic_splits++;	/* the rest of its transaction comes later */
 	if (n == 1)
 		publish_one(c, stream, create_stream, &events[0], deadline, &out[0], sum);
 	else if ((b = batch_create(events, n, out, sum)) == NULL)
@@ -705,6 +934,8 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 	else
 	{
 		b->deadline = deadline;
+		if (max_atomic >= 2 && (b->last = malloc(n * sizeof(int))) != NULL)
+			plan_atomic(events, n, max_atomic, b->last, sum);
 		pthread_mutex_lock(&c->mu);
 		c->current = b;
 		pthread_mutex_unlock(&c->mu);
@@ -725,6 +956,8 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 			she_nats_block_signals(&saved);
 		}
 		detach(c, b, n, publish_ms);
+		if (b->last != NULL)
+			spread_atomic(b, n);
 		batch_free(b, n);
 	}
 	she_nats_restore_signals(&saved);

@@ -50,7 +50,30 @@ typedef struct SheBatchOutcome
 	char		reason[256];	/* the first failure, for a WARNING or LOG */
 	int			ntexts;
 	char		texts[SHE_OUTCOME_TEXTS][200];
+	int			atomic_batches; /* atomic batches the server committed */
+	int			atomic_splits;	/* transactions not sent as one batch */
 } SheBatchOutcome;
+
+/* The headers every message carries about its transaction (see README). */
+#define SHE_HDR_TXN_ID		"Statehub-Txn-Id"
+#define SHE_HDR_COMMIT_KEY	"Statehub-Commit-Key"
+#define SHE_HDR_TXN_INDEX	"Statehub-Txn-Index"
+#define SHE_HDR_TXN_COUNT	"Statehub-Txn-Count"
+
+/*
+ * How to create a missing stream: the committing session's settings,
+ * carried with its batch (immediate mode).
+ */
+typedef struct SheStreamSpec
+{
+	const char *subjects;		/* stream_subjects */
+	int			replicas;		/* stream_replicas */
+	int			max_age_s;		/* stream_max_age */
+	int			duplicate_window_s; /* duplicate_window */
+} SheStreamSpec;
+
+/* The spec the next she_publish_events creates a stream with; NULL: the settings. */
+extern void she_publish_set_stream_spec(const SheStreamSpec *spec);
 
 /*
  * Publish events[0..n-1] to stream (with Nats-Msg-Id = id and
@@ -63,6 +86,26 @@ typedef struct SheBatchOutcome
 extern void she_publish_events(SheConn *c, const char *stream, bool create_stream,
 							   const SheEvent *events, int n, uint64_t deadline,
 							   SheMsgOutcome *out, SheBatchOutcome *sum);
+
+/*
+ * The same, publishing each run of events of one transaction (same
+ * SheTxn.xid, consecutive indexes) as JetStream atomic batches of at most
+ * max_atomic events (0: none).  The caller checked the stream allows it
+ * (she_atomic_allowed).  sum counts committed batches and split
+ * transactions.
+ */
+extern void she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
+									  const SheEvent *events, int n, uint64_t deadline,
+									  int max_atomic, SheMsgOutcome *out,
+									  SheBatchOutcome *sum);
+
+/*
+ * Does stream allow atomic batch publish (nats-server 2.12 and later, the
+ * stream's allow_atomic)?  1 yes, 0 no (why in err), -1 unknown (no answer;
+ * why in err).  One stream-info request, bounded by timeout_ms.
+ */
+extern int	she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms,
+							   char *err, size_t errlen);
 
 /* The error text of one message's outcome ("" if none). */
 extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);

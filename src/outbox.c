@@ -135,6 +135,24 @@ she_durable_check(int nevents_now)
  * EXTENSION included).
  */
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_txn_plan = NULL;	/* 1.3: with the txn columns */
+
+#define INSERT_SQL \
+	"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) " \
+	"SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope " \
+	"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)"
+
+/*
+ * Since 1.3 each row also records its transaction (state_hub_events--1.2--1.3.sql):
+ * the transaction id, the commit key (a sequence value taken once per
+ * transaction, before its events'), the event's 1-based index and the count.
+ */
+#define INSERT_TXN_SQL \
+	"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope, txn_id, txn_key, txn_index, txn_count) " \
+	"SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope, " \
+	"$4, $5, $6 + t.n::pg_catalog.int4, $7 " \
+	"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) " \
+	"WITH ORDINALITY AS t(id, subject, envelope, n)"
 
 static Oid
 rel_owner(Oid relid)
@@ -171,13 +189,13 @@ event_array_bytes(const SheEvent *ev)
  * arrays are built in cxt.  SPI is connected, a snapshot is active.
  */
 static void
-insert_chunk(SheEvent *events, int n, MemoryContext cxt)
+insert_chunk(SPIPlanPtr plan, SheEvent *events, int n, MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
 	Datum	   *ids = palloc(n * sizeof(Datum));
 	Datum	   *subjects = palloc(n * sizeof(Datum));
 	Datum	   *envelopes = palloc(n * sizeof(Datum));
-	Datum		args[3];
+	Datum		args[7];
 	int			i;
 	int			ret;
 
@@ -191,11 +209,38 @@ insert_chunk(SheEvent *events, int n, MemoryContext cxt)
 	args[0] = PointerGetDatum(construct_array(ids, n, TEXTOID, -1, false, TYPALIGN_INT));
 	args[1] = PointerGetDatum(construct_array(subjects, n, TEXTOID, -1, false, TYPALIGN_INT));
 	args[2] = PointerGetDatum(construct_array(envelopes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = Int64GetDatum((int64) events[0].txn.xid);
+	args[4] = Int64GetDatum((int64) events[0].txn.key);
+	args[5] = Int32GetDatum(events[0].txn.index - 1);
+	args[6] = Int32GetDatum(events[0].txn.count);
 	MemoryContextSwitchTo(oldcxt);
 
-	ret = SPI_execute_plan(insert_plan, args, NULL, false, 0);
+	ret = SPI_execute_plan(plan, args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) n)
 		elog(ERROR, "inserting into state_hub_events.outbox failed: %d", ret);
+}
+
+/*
+ * Durable mode's commit key: one value of the outbox sequence, taken at
+ * pre-commit before the events' own (so a transaction that waited for
+ * another's row locks gets a larger key).  SPI is connected.
+ */
+static void
+set_txn_key(SheEvent *events, int nevents)
+{
+	bool		isnull;
+	int64		key;
+	int			i;
+
+	if (SPI_execute("SELECT pg_catalog.nextval('state_hub_events.outbox_seq')", false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "taking a commit key from state_hub_events.outbox_seq failed");
+	key = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	for (i = 0; i < nevents; i++)
+	{
+		events[i].txn.key = (uint64) key;
+		events[i].txn.key_kind = 'S';
+	}
 }
 
 /*
@@ -222,8 +267,10 @@ she_outbox_write(SheEvent *events, int nevents)
 	Oid			save_userid;
 	int			save_sec;
 	bool		save_read_only = XactReadOnly;
-	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Oid			argtypes[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8OID, INT8OID, INT4OID, INT4OID};
 	int			ret;
+	bool		with_txn;
 
 	outbox = get_relname_relid("outbox", get_namespace_oid("state_hub_events", true));
 	if (!OidIsValid(outbox))
@@ -231,6 +278,7 @@ she_outbox_write(SheEvent *events, int nevents)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("cannot write durable events: table state_hub_events.outbox does not exist"),
 				 errhint("Update the extension: ALTER EXTENSION state_hub_events UPDATE.")));
+	with_txn = get_attnum(outbox, "txn_key") != InvalidAttrNumber;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(rel_owner(outbox),
@@ -240,23 +288,24 @@ she_outbox_write(SheEvent *events, int nevents)
 	{
 		MemoryContext chunk_cxt;
 		int			start = 0;
+		SPIPlanPtr *plan;
 
 		if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
 		/* at pre-commit the statement's snapshot is gone: take one */
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (insert_plan == NULL)
+		plan = with_txn ? &insert_txn_plan : &insert_plan;
+		if (*plan == NULL)
 		{
-			SPIPlanPtr	plan = SPI_prepare(
-										   "INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) "
-										   "SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope "
-										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) AS t(id, subject, envelope)",
-										   3, argtypes);
+			SPIPlanPtr	p = SPI_prepare(with_txn ? INSERT_TXN_SQL : INSERT_SQL,
+										with_txn ? 7 : 3, argtypes);
 
-			if (plan == NULL || SPI_keepplan(plan) != 0)
+			if (p == NULL || SPI_keepplan(p) != 0)
 				elog(ERROR, "preparing the outbox insert failed: %s", SPI_result_code_string(SPI_result));
-			insert_plan = plan;
+			*plan = p;
 		}
+		if (with_txn)
+			set_txn_key(events, nevents);
 
 		chunk_cxt = AllocSetContextCreate(TopTransactionContext,
 										  "state_hub_events outbox chunk",
@@ -268,7 +317,7 @@ she_outbox_write(SheEvent *events, int nevents)
 
 			while (end < nevents && bytes + event_array_bytes(&events[end]) <= OUTBOX_CHUNK_BYTES)
 				bytes += event_array_bytes(&events[end++]);
-			insert_chunk(events + start, end - start, chunk_cxt);
+			insert_chunk(*plan, events + start, end - start, chunk_cxt);
 			MemoryContextReset(chunk_cxt);
 			start = end;
 		}

@@ -80,6 +80,8 @@ extern int	she_stream_max_age_s;
 extern int	she_duplicate_window_s;
 extern int	she_max_events_per_xact;
 extern int	she_retry_interval_ms;
+extern bool she_atomic_batches;
+extern int	she_atomic_batch_max;
 
 extern char *she_database;
 extern int	she_max_backlog_events;
@@ -97,6 +99,20 @@ extern void she_define_settings(void);
 
 /* ---------- envelope.c ---------- */
 
+/*
+ * The facts of an event's transaction that its message headers carry
+ * (Statehub-Txn-Id, Statehub-Commit-Key, Statehub-Txn-Index,
+ * Statehub-Txn-Count; see nats_publish.c).  xid 0: no headers.
+ */
+typedef struct SheTxn
+{
+	uint64		xid;			/* full transaction id (pg_current_xact_id()) */
+	uint64		key;			/* commit LSN (kind 'L') or outbox sequence ('S') */
+	char		key_kind;		/* 'L' or 'S' */
+	int32		index;			/* 1-based position in the transaction */
+	int32		count;			/* events of the committed transaction */
+} SheTxn;
+
 /* One buffered event: its envelope is complete but for the timestamp. */
 typedef struct SheEvent
 {
@@ -108,6 +124,7 @@ typedef struct SheEvent
 	int			attrs_offset;	/* where the attributes object starts */
 	int			attrs_len;
 	int			nest_level;		/* subtransaction level that buffered it */
+	SheTxn		txn;			/* set at pre-commit and commit */
 } SheEvent;
 
 extern void she_check_subject(const char *subject);
@@ -176,6 +193,7 @@ extern void she_stats_set_last_error(const char *msg);
 extern void she_stats_atomic_published(uint64 n, uint64 duplicates);
 extern void she_stats_atomic_failed(uint64 n);
 extern void she_stats_record_publisher_batch(int nevents);
+extern void she_stats_add_atomic(uint64 batches, uint64 splits);
 
 extern bool she_preloaded;
 

@@ -55,6 +55,8 @@ typedef struct SheStats
 	pg_atomic_uint64 commits;
 	pg_atomic_uint64 publisher_batches;	/* groups the publisher sent */
 	pg_atomic_uint64 publisher_events;	/* events in them */
+	pg_atomic_uint64 atomic_batches;	/* atomic batches committed */
+	pg_atomic_uint64 atomic_splits; /* transactions split into several */
 	pg_atomic_uint64 hist[HIST_BUCKETS];
 	slock_t		mutex;			/* protects the two fields below */
 	TimestampTz last_error_time;
@@ -73,6 +75,7 @@ clear_stats(SheStats *s, bool init)
 {
 	pg_atomic_uint64 *counters[] = {&s->buffered, &s->published, &s->duplicates,
 	&s->failed, &s->unconfirmed, &s->dropped, &s->rejected, &s->commits, &s->publisher_batches,
+	&s->atomic_batches, &s->atomic_splits,
 	&s->publisher_events};
 	int			i;
 
@@ -220,6 +223,14 @@ she_stats_record_publisher_batch(int nevents)
 	pg_atomic_fetch_add_u64(&stats->publisher_events, nevents);
 }
 
+/* The publisher committed atomic batches, or split a transaction. */
+void
+she_stats_add_atomic(uint64 batches, uint64 splits)
+{
+	pg_atomic_fetch_add_u64(&stats->atomic_batches, batches);
+	pg_atomic_fetch_add_u64(&stats->atomic_splits, splits);
+}
+
 /* No allocation: safe after commit. */
 void
 she_stats_set_last_error(const char *msg)
@@ -256,17 +267,19 @@ hist_quantile(const uint64 *counts, uint64 total, double q)
  * stats() RETURNS TABLE (scope text, buffered bigint, published bigint,
  *	 duplicates bigint, failed bigint, unconfirmed bigint, dropped bigint,
  *	 commits bigint, commit_publish_p50_ms float8, commit_publish_p99_ms float8,
- *	 last_error text, last_error_at timestamptz, rejected bigint)
+ *	 last_error text, last_error_at timestamptz, rejected bigint,
+ *	 atomic_batches bigint, atomic_splits bigint)
  *
- * Before version 1.2 the function has no rejected column: the tuple is
- * built for the columns the installed version declares.
+ * Before version 1.2 the function has no rejected column, before 1.3 no
+ * atomic_batches and atomic_splits: the tuple is built for the columns the
+ * installed version declares.
  */
 Datum
 she_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[15];
+	bool		nulls[15];
 	uint64		counts[HIST_BUCKETS];
 	uint64		total = 0;
 	char		last_error[256];
@@ -276,8 +289,8 @@ she_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != 12 && tupdesc->natts != 13)
-		elog(ERROR, "stats() must return 12 or 13 columns, not %d", tupdesc->natts);
+	if (tupdesc->natts != 12 && tupdesc->natts != 13 && tupdesc->natts != 15)
+		elog(ERROR, "stats() must return 12, 13 or 15 columns, not %d", tupdesc->natts);
 
 	for (i = 0; i < HIST_BUCKETS; i++)
 	{
@@ -309,6 +322,8 @@ she_stats(PG_FUNCTION_ARGS)
 	values[11] = TimestampTzGetDatum(last_time);
 	nulls[11] = (last_time == 0);
 	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->rejected));
+	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_batches));
+	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_splits));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

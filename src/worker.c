@@ -112,6 +112,7 @@ connect_spi(void)
  * transactions; PostgreSQL replans them when the tables change.
  */
 static SPIPlanPtr read_plan = NULL;
+static SPIPlanPtr read_txn_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr reject_plan = NULL;
 
@@ -158,11 +159,41 @@ typedef struct WorkerBatch
 	" WINDOW w AS (ORDER BY o.seq)) b " \
 	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
 
+/* Since 1.3 (the outbox's txn columns): the same with each row's transaction. */
+#define READ_TXN_SQL \
+	"SELECT b.seq, b.id::pg_catalog.text, b.subject, b.envelope, b.ahead," \
+	" b.txn_id, b.txn_key, b.txn_index, b.txn_count FROM (" \
+	" SELECT o.*," \
+	"  pg_catalog.sum(pg_catalog.octet_length(o.envelope)) OVER w AS upto," \
+	"  pg_catalog.row_number() OVER w AS rn," \
+	"  pg_catalog.count(*) OVER () AS ahead" \
+	" FROM (SELECT seq, id, subject, envelope, txn_id, txn_key, txn_index, txn_count" \
+	"       FROM state_hub_events.outbox ORDER BY seq LIMIT $2) o" \
+	" WINDOW w AS (ORDER BY o.seq)) b " \
+	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
+
 /* Is there a table called name in schema state_hub_events? */
 static bool
 table_exists(const char *name)
 {
 	return OidIsValid(get_relname_relid(name, get_namespace_oid("state_hub_events", true)));
+}
+
+/* An outbox row's transaction (columns 6 to 9); none for a row from before 1.3. */
+static void
+read_txn(HeapTuple t, TupleDesc d, SheTxn *txn)
+{
+	bool		isnull;
+	Datum		v = SPI_getbinval(t, d, 6, &isnull);
+
+	memset(txn, 0, sizeof(*txn));
+	if (isnull)
+		return;
+	txn->xid = (uint64) DatumGetInt64(v);
+	txn->key = (uint64) DatumGetInt64(SPI_getbinval(t, d, 7, &isnull));
+	txn->key_kind = 'S';
+	txn->index = DatumGetInt32(SPI_getbinval(t, d, 8, &isnull));
+	txn->count = DatumGetInt32(SPI_getbinval(t, d, 9, &isnull));
 }
 
 /*
@@ -178,6 +209,7 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	int64		backlog = -1;
 	Oid			argtypes[2] = {INT8OID, INT4OID};
 	Datum		args[2];
+	bool		with_txn;
 
 	memset(b, 0, sizeof(*b));
 	SetCurrentStatementStartTimestamp();
@@ -190,8 +222,12 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	b->can_reject = b->exists && table_exists("rejected");
 	args[0] = Int64GetDatum((int64) she_worker_batch_kb * 1024);
 	args[1] = Int32GetDatum(limit);
+	with_txn = b->exists &&
+		get_attnum(get_relname_relid("outbox", get_namespace_oid("state_hub_events", true)),
+				   "txn_key") != InvalidAttrNumber;
 	if (b->exists &&
-		SPI_execute_plan(keep_plan(&read_plan, READ_SQL, 2, argtypes),
+		SPI_execute_plan(with_txn ? keep_plan(&read_txn_plan, READ_TXN_SQL, 2, argtypes) :
+						 keep_plan(&read_plan, READ_SQL, 2, argtypes),
 						 args, NULL, true, 0) == SPI_OK_SELECT)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
@@ -215,6 +251,8 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 			ev->envelope_len = strlen(ev->envelope);
 			b->bytes += ev->envelope_len;
 			b->ahead = DatumGetInt64(SPI_getbinval(t, d, 5, &isnull));
+			if (with_txn)
+				read_txn(t, d, &ev->txn);
 		}
 		MemoryContextSwitchTo(old);
 

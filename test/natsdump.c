@@ -5,7 +5,8 @@
  *	  one JSON line per message, counts its messages, or manages the stream.
  *
  *	  natsdump URL dump STREAM [FROM_SEQ] [OPTIONS]
- *			messages with seq, subject, headers, body
+ *			messages with seq, subject, headers (msg_id, expected_stream, and
+ *			every header as "headers": {name: first value}), body
  *	  natsdump URL envelopes STREAM [FROM_SEQ] [OPTIONS]
  *			one line per message: {"Nats-Msg-Id": ..., "envelope": <body>}
  *	  natsdump URL count STREAM [OPTIONS]   the number of messages
@@ -16,6 +17,8 @@
  *			create a stream
  *	  natsdump URL update STREAM LIMIT=N ...  change a stream's limits
  *			(LIMIT: max_msg_size, max_bytes, max_msgs, discard=old|new)
+ *	  natsdump URL atomic STREAM   allow atomic batch publish on the stream
+ *			(nats-server 2.12 and later; exit status 2 where it cannot)
  *	  natsdump URL fill STREAM SUBJECT[,SUBJECT...] N
  *			publish N small messages {"n": i}, taking the subjects in turn
  *
@@ -131,9 +134,86 @@ print_msg(natsMsg *m, uint64_t seq)
 		put_json_string(v, (int) strlen(v));
 	else
 		printf("null");
-	printf(",\"raw\":");
+	printf(",\"headers\":{");
+	{
+		const char **keys = NULL;
+		int			nkeys = 0;
+		int			i;
+
+		if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK)
+		{
+			for (i = 0; i < nkeys; i++)
+			{
+				v = NULL;
+				(void) natsMsgHeader_Get(m, keys[i], &v);
+				printf("%s", i ? "," : "");
+				put_json_string(keys[i], (int) strlen(keys[i]));
+				putchar(':');
+				put_json_string(v ? v : "", v ? (int) strlen(v) : 0);
+			}
+			free((void *) keys);
+		}
+	}
+	printf("},\"raw\":");
 	put_json_string(body ? body : "", body ? blen : 0);
 	printf("}\n");
+}
+
+/*
+ * Turn on allow_atomic with raw API requests (nats.c before 3.14 does not
+ * know the field): the stream's config from STREAM.INFO, with the field
+ * added, sent to STREAM.UPDATE.  An older server ignores the field: then
+ * the updated config does not show it, and this fails (exit status 2).
+ */
+static void
+cmd_atomic(natsConnection *nc, const char *stream)
+{
+	char		subj[300];
+	natsMsg    *reply = NULL;
+	const char *data;
+	const char *cfg;
+	const char *p;
+	char	   *req;
+	int			depth = 0;
+	bool		in_str = false;
+	natsStatus	s;
+
+	snprintf(subj, sizeof(subj), "$JS.API.STREAM.INFO.%s", stream);
+	if ((s = natsConnection_Request(&reply, nc, subj, NULL, 0, 5000)) != NATS_OK)
+		die("stream info", s);
+	data = natsMsg_GetData(reply);
+	if (data == NULL || (cfg = strstr(data, "\"config\":{")) == NULL)
+	{
+		fprintf(stderr, "natsdump: no config in %s\n", data ? data : "(empty)");
+		exit(EXIT_NATS);
+	}
+	cfg += strlen("\"config\":");
+	for (p = cfg; *p; p++)
+	{
+		if (in_str && *p == '\\' && p[1])
+			p++;
+		else if (*p == '"')
+			in_str = !in_str;
+		else if (!in_str && *p == '{')
+			depth++;
+		else if (!in_str && *p == '}' && --depth == 0)
+			break;
+	}
+	req = malloc((p - cfg) + 64);
+	sprintf(req, "{\"allow_atomic\":true,%.*s", (int) (p - cfg), cfg + 1);
+	natsMsg_Destroy(reply);
+	reply = NULL;
+	snprintf(subj, sizeof(subj), "$JS.API.STREAM.UPDATE.%s", stream);
+	if ((s = natsConnection_RequestString(&reply, nc, subj, req, 5000)) != NATS_OK)
+		die("stream update", s);
+	data = natsMsg_GetData(reply);
+	if (data == NULL || strstr(data, "\"allow_atomic\":true") == NULL)
+	{
+		fprintf(stderr, "natsdump: the server did not turn allow_atomic on: %s\n", data ? data : "(empty)");
+		exit(EXIT_NATS);
+	}
+	free(req);
+	natsMsg_Destroy(reply);
 }
 
 /* What the options asked for. */
@@ -604,6 +684,11 @@ main(int argc, char **argv)
 	if (s != NATS_OK)
 		die("connect", s);
 
+	if (strcmp(cmd, "atomic") == 0)
+	{
+		cmd_atomic(nc, stream);
+		goto done;
+	}
 	if (strcmp(cmd, "fill") == 0)
 	{
 		if (npos != 2)

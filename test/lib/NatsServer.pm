@@ -403,6 +403,14 @@ sub last_seq
     return $info ? $info->{last_seq} : 0;
 }
 
+# allow_atomic($stream): set allow_atomic on the stream (nats-server 2.12
+# and later); returns natsdump's (stdout, stderr, exit status).
+sub allow_atomic
+{
+    my ($self, $stream) = @_;
+    return $self->_run_status('atomic', $stream // 'ACTIVITY_EVENTS');
+}
+
 sub purge
 {
     my ($self, $stream) = @_;

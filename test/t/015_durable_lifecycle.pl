@@ -187,7 +187,7 @@ unlike(log_since($offset), qr/ERROR:  (?!cannot drop)|FATAL/, 'the worker idles 
 $node->safe_psql('postgres', q{CREATE EXTENSION state_hub_events VERSION '1.0'});
 $node->safe_psql('postgres', q{SELECT count(state_hub_events.publish('org.t.l.update', jsonb_build_object('i', i))) FROM generate_series(1, 10) i});
 $node->safe_psql('postgres', 'ALTER EXTENSION state_hub_events UPDATE');
-is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events'}), '1.2', 'updated to 1.2');
+is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'state_hub_events'}), '1.3', 'updated to 1.3');
 is($node->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()'), '10', 'the backlog survived the update');
 $nats->start;
 my @m = $nats->wait_for_messages(10, subject => 'org.t.l.update', timeout => 60);
