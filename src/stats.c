@@ -256,17 +256,19 @@ hist_quantile(const uint64 *counts, uint64 total, double q)
  * stats() RETURNS TABLE (scope text, buffered bigint, published bigint,
  *	 duplicates bigint, failed bigint, unconfirmed bigint, dropped bigint,
  *	 commits bigint, commit_publish_p50_ms float8, commit_publish_p99_ms float8,
- *	 last_error text, last_error_at timestamptz, rejected bigint)
+ *	 last_error text, last_error_at timestamptz, rejected bigint,
+ *	 publisher_batches bigint, publisher_events bigint)
  *
- * Before version 1.2 the function has no rejected column: the tuple is
- * built for the columns the installed version declares.
+ * Before version 1.2 the function has no rejected, publisher_batches and
+ * publisher_events columns: the tuple is built for the columns the
+ * installed version declares.
  */
 Datum
 she_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[15];
+	bool		nulls[15];
 	uint64		counts[HIST_BUCKETS];
 	uint64		total = 0;
 	char		last_error[256];
@@ -276,8 +278,8 @@ she_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != 12 && tupdesc->natts != 13)
-		elog(ERROR, "stats() must return 12 or 13 columns, not %d", tupdesc->natts);
+	if (tupdesc->natts != 12 && tupdesc->natts != 15)
+		elog(ERROR, "stats() must return 12 or 15 columns, not %d", tupdesc->natts);
 
 	for (i = 0; i < HIST_BUCKETS; i++)
 	{
@@ -309,6 +311,8 @@ she_stats(PG_FUNCTION_ARGS)
 	values[11] = TimestampTzGetDatum(last_time);
 	nulls[11] = (last_time == 0);
 	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->rejected));
+	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->publisher_batches));
+	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->publisher_events));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
