@@ -61,6 +61,7 @@ static SheConn conn;
 static int	last_state = -1;		/* -1 unknown, 0 down, 1 up: for the log */
 static uint64 backoff_until = 0;
 static char backoff_reason[256];
+static uint64 next_refresh = 0;	/* she_now_usec() time of the next full refresh */
 
 /* Register the publisher (from _PG_init, when preloaded). */
 void
@@ -132,6 +133,26 @@ refresh_connection(void)
 	}
 }
 
+/*
+ * Is a full refresh_connection() due?  Not in every loop: it builds the
+ * settings key (malloc) and asks nats.c for the status.  Due when there is
+ * no connection, after a reload, when nats.c's callbacks changed the state
+ * (read under SheConn.mu only, no nats call), and once per IDLE_POLL_MS.
+ */
+static bool
+refresh_due(bool reloaded)
+{
+	uint64		now = she_now_usec();
+
+	if (reloaded || conn.nc == NULL || now >= next_refresh ||
+		she_conn_state_hint(&conn) != last_state)
+	{
+		next_refresh = now + (uint64) IDLE_POLL_MS * 1000;
+		return true;
+	}
+	return false;
+}
+
 /* Refuse a group at once: every event not sent, with reason. */
 static void
 refuse_group(SheMsgOutcome *out, int n, SheBatchOutcome *sum, const char *reason)
@@ -184,11 +205,11 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 				 backoff_reason, (int) ((backoff_until - now) / 1000));
 		refuse_group(out, n, &sum, why);
 	}
-	else if (conn.js == NULL || !she_conn_is_connected(&conn, why, sizeof(why)))
+	else if (conn.js == NULL)
 	{
-		if (conn.js == NULL)
-			strlcpy(why, she_nats_url[0] == '\0' ? "state_hub_events.nats_url is empty" :
-					"no connection to NATS", sizeof(why));
+		/* she_publish_events checks that the connection is up */
+		strlcpy(why, she_nats_url[0] == '\0' ? "state_hub_events.nats_url is empty" :
+				"no connection to NATS", sizeof(why));
 		refuse_group(out, n, &sum, why);
 	}
 	else
@@ -267,10 +288,12 @@ she_publisher_main(Datum arg)
 	for (;;)
 	{
 		int			n;
+		bool		reloaded = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
+			reloaded = true;
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			if (she_conn_settings_changed(&conn))
@@ -281,7 +304,8 @@ she_publisher_main(Datum arg)
 			last_state = -1;	/* log the state after every reload */
 		}
 		ResetLatch(MyLatch);
-		refresh_connection();
+		if (refresh_due(reloaded))
+			refresh_connection();
 
 		/* whatever a ping answer or a take allocates lives until the next turn */
 		MemoryContextReset(cxt);
@@ -297,9 +321,12 @@ she_publisher_main(Datum arg)
 			pgstat_report_activity(STATE_RUNNING, "publishing");
 			publish_taken(evs, meta, out, n);
 			pgstat_report_activity(STATE_IDLE, NULL);
-			continue;			/* the latch may have been reset meanwhile */
+			continue;			/* take again before sleeping */
 		}
+		if (!she_queue_publisher_idle())
+			continue;			/* records arrived after the take */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 IDLE_POLL_MS, PG_WAIT_EXTENSION);
+		she_queue_publisher_busy();
 	}
 }

@@ -115,6 +115,8 @@ typedef struct QueueShared
 	pg_atomic_uint64 next_ticket;	/* batch tickets, unique cluster-wide */
 	uint64		size;
 	pg_atomic_uint32 max_payload;
+	pg_atomic_uint32 publisher_idle;	/* 1: it may sleep; the next writer
+										 * sets its latch (see wake_if_idle) */
 	slock_t		mutex;			/* the four fields below */
 	Latch	   *publisher_latch;
 	int			publisher_pid;
@@ -175,6 +177,7 @@ she_queue_startup_shmem(void)
 		pg_atomic_init_u64(&q->next_ticket, 1);
 		q->size = (uint64) she_queue_size_kb * 1024;
 		pg_atomic_init_u32(&q->max_payload, 0);
+		pg_atomic_init_u32(&q->publisher_idle, 1);
 		SpinLockInit(&q->mutex);
 		q->nslots = MaxBackends;
 		for (i = 0; i < q->nslots; i++)
@@ -231,6 +234,46 @@ she_queue_wake_publisher(void)
 	SpinLockRelease(&q->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/*
+ * A writer appended records: wake the publisher only if it announced that
+ * it may sleep (she_queue_publisher_idle), and only the first writer to see
+ * that.  A busy publisher takes again before it sleeps, so commits that
+ * arrive while it publishes cost it no wake-up.  The barrier pairs with
+ * the one in she_queue_publisher_idle: either this writer sees the flag or
+ * the publisher sees the new head.
+ */
+static void
+wake_if_idle(void)
+{
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&q->publisher_idle) == 0)
+		return;
+	if (pg_atomic_exchange_u32(&q->publisher_idle, 0) == 1)
+		she_queue_wake_publisher();
+}
+
+/*
+ * The publisher is about to sleep: announce it, then look once more.
+ * Returns false (and stays busy) when records arrived meanwhile.
+ */
+bool
+she_queue_publisher_idle(void)
+{
+	pg_atomic_write_u32(&q->publisher_idle, 1);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
+		return true;
+	pg_atomic_write_u32(&q->publisher_idle, 0);
+	return false;
+}
+
+/* The publisher woke up: writers need not wake it until it is idle again. */
+void
+she_queue_publisher_busy(void)
+{
+	pg_atomic_write_u32(&q->publisher_idle, 0);
 }
 
 /* Append one record at *head (the caller holds the lock and checked space). */
@@ -431,7 +474,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 						waiter, ticket, deadline))
 			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
 		if (i > before)
-			she_queue_wake_publisher();
+			wake_if_idle();
 		if (i == n || she_ms_left(deadline) <= 0)
 			break;
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
