@@ -65,6 +65,8 @@ typedef struct SheAckBatch
 	Latch	   *latch;			/* set when pending reaches 0 */
 	SheBatchOutcome *sum;		/* texts */
 	uint64_t	deadline;		/* she_now_usec() time: MaxWait of each send */
+	SheOutcomeFn fn;			/* told each acknowledged outcome, or NULL */
+	void	   *fn_arg;
 } SheAckBatch;
 
 static inline uint32
@@ -197,6 +199,19 @@ she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o)
 	return (o->text >= 0 && o->text < sum->ntexts) ? sum->texts[o->text] : "";
 }
 
+/* Under mu: tell the caller's fn a final outcome as soon as it is known. */
+static void
+settled(SheAckBatch *b, int i)
+{
+	SheMsgOutcome *o = &b->out[i];
+
+	if (b->fn == NULL || o->reported || o->state == SHE_MSG_PENDING ||
+		o->state == SHE_MSG_NO_RESPONDERS)
+		return;
+	o->reported = true;
+	b->fn(b->fn_arg, i, o, b->sum);
+}
+
 /*
  * nats.c's ack handler (nats thread): record this message's outcome in the
  * batch it belongs to, if that batch still waits for it.
@@ -232,6 +247,7 @@ she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *c
 		else
 			set_refused(b->sum, o, pae ? pae->Err : NATS_ERR, pae ? (int) pae->ErrCode : 0,
 						pae && pae->ErrText ? pae->ErrText : "unknown error");
+		settled(b, i);
 		if (--b->pending == 0)
 			SetLatch(b->latch);
 	}
@@ -258,6 +274,7 @@ she_publish_denied(SheConn *c, const char *subject, const char *text)
 		if (b->out[i].state != SHE_MSG_PENDING || strcmp(b->events[i].subject, subject) != 0)
 			continue;
 		set_refused(b->sum, &b->out[i], NATS_NOT_PERMITTED, 0, text);
+		settled(b, i);
 		if (--b->pending == 0)
 			SetLatch(b->latch);
 		return;
@@ -668,6 +685,22 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 				   const SheEvent *events, int n, uint64_t deadline,
 				   SheMsgOutcome *out, SheBatchOutcome *sum)
 {
+	she_publish_events_cb(c, stream, create_stream, events, n, deadline,
+						  out, sum, NULL, NULL);
+}
+
+/*
+ * she_publish_events with fn told each acknowledged outcome as it arrives
+ * (see nats_publish.h).  With fn, a single message goes through the
+ * asynchronous path too, so its acknowledgement reaches fn from the
+ * thread that receives it.
+ */
+void
+she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
+					  const SheEvent *events, int n, uint64_t deadline,
+					  SheMsgOutcome *out, SheBatchOutcome *sum,
+					  SheOutcomeFn fn, void *fn_arg)
+{
 	SheAckBatch *b;
 	sigset_t	saved;
 	bool		retry;
@@ -681,6 +714,7 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 		out[i].permanent = false;
 		out[i].err_code = 0;
 		out[i].text = -1;
+		out[i].reported = false;
 	}
 	if (n == 0)
 		return;
@@ -695,7 +729,7 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 	}
 
 	she_nats_block_signals(&saved);
-	if (n == 1)
+	if (n == 1 && fn == NULL)
 		publish_one(c, stream, create_stream, &events[0], deadline, &out[0], sum);
 	else if ((b = batch_create(events, n, out, sum)) == NULL)
 	{
@@ -705,6 +739,8 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 	else
 	{
 		b->deadline = deadline;
+		b->fn = fn;
+		b->fn_arg = fn_arg;
 		pthread_mutex_lock(&c->mu);
 		c->current = b;
 		pthread_mutex_unlock(&c->mu);

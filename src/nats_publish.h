@@ -34,6 +34,7 @@ typedef struct SheMsgOutcome
 								 * no permission (a retry cannot help) */
 	int			err_code;		/* JetStream's error code, 0 if none */
 	int			text;			/* index into SheBatchOutcome.texts, or -1 */
+	bool		reported;		/* handed to the SheOutcomeFn already */
 } SheMsgOutcome;
 
 #define SHE_OUTCOME_TEXTS	16		/* more distinct texts share the last one */
@@ -63,6 +64,22 @@ typedef struct SheBatchOutcome
 extern void she_publish_events(SheConn *c, const char *stream, bool create_stream,
 							   const SheEvent *events, int n, uint64_t deadline,
 							   SheMsgOutcome *out, SheBatchOutcome *sum);
+
+/*
+ * Called on a nats thread, under SheConn.mu, as soon as message i has its
+ * final outcome from its acknowledgement (stored, duplicate, refused):
+ * plain C, atomics, spinlocks and SetLatch only.  Outcomes settled on the
+ * caller's thread (not sent, unconfirmed at the deadline) are not passed;
+ * the caller finds them with reported still false.
+ */
+typedef void (*SheOutcomeFn) (void *arg, int i, const SheMsgOutcome *o,
+							  const SheBatchOutcome *sum);
+
+/* she_publish_events, telling each acknowledged outcome to fn at once. */
+extern void she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
+								  const SheEvent *events, int n, uint64_t deadline,
+								  SheMsgOutcome *out, SheBatchOutcome *sum,
+								  SheOutcomeFn fn, void *fn_arg);
 
 /* The error text of one message's outcome ("" if none). */
 extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);

@@ -712,7 +712,9 @@ count_outcome(SheMsgState state)
  * Report one event's outcome to its backend, and count it in stats()
  * unless its backend already did (it gave up on the batch).  The count is
  * made under the slot's spinlock, before the backend can see the outcome:
- * once its COMMIT returns, stats() agrees with its WARNING.
+ * once its COMMIT returns, stats() agrees with its WARNING.  Called by the
+ * publisher's main thread or, for an acknowledged outcome, by the nats
+ * thread that received it: atomics, spinlocks and SetLatch only.
  */
 void
 she_queue_report(const SheTaken *t, const SheMsgOutcome *o, const SheBatchOutcome *sum)
