@@ -447,6 +447,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 	int			i = 0;
 	bool		pm_dead = false;
 	bool		reset = false;
+	bool		on_list = false;
 
 	memset(res, 0, sizeof(*res));
 	res->nevents = n;
@@ -468,8 +469,13 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		int			before = i;
 		int			rc;
 
-		/* on the wake-up list before looking, so no broadcast is missed */
-		ConditionVariablePrepareToSleep(&q->space_cv);
+		/*
+		 * On the wake-up list before looking, so no broadcast is missed;
+		 * the first look goes without (the batch usually fits), and one
+		 * that does not fit looks again once on the list.
+		 */
+		if (on_list)
+			ConditionVariablePrepareToSleep(&q->space_cv);
 		if (append_some(events, n, &i, stream, create_stream,
 						waiter, ticket, deadline))
 			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
@@ -477,6 +483,11 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 			wake_if_idle();
 		if (i == n || she_ms_left(deadline) <= 0)
 			break;
+		if (!on_list)
+		{
+			on_list = true;
+			continue;
+		}
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
 					   (long) Max(she_ms_left(deadline), 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -487,7 +498,8 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 			break;
 		}
 	}
-	ConditionVariableCancelSleep();
+	if (on_list)
+		ConditionVariableCancelSleep();
 	if (reset)
 		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
 	if (in_waitq)
