@@ -75,7 +75,11 @@ extern void she_publish_events(SheConn *c, const char *stream, bool create_strea
 typedef void (*SheOutcomeFn) (void *arg, int i, const SheMsgOutcome *o,
 							  const SheBatchOutcome *sum);
 
-/* she_publish_events, telling each acknowledged outcome to fn at once. */
+/*
+ * she_publish_events, telling each acknowledged outcome to fn at once (a
+ * batch of one message is published by a synchronous request: fn is not
+ * called for it).
+ */
 extern void she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
 								  const SheEvent *events, int n, uint64_t deadline,
 								  SheMsgOutcome *out, SheBatchOutcome *sum,
