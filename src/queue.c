@@ -29,6 +29,10 @@
  *	  abandons (not taken yet: lost, and the publisher will skip it; taken
  *	  but not reported: unconfirmed, and the publisher's later outcome is
  *	  not counted again).
+ *	- publisher_idle (an atomic): the publisher sets it just before it
+ *	  sleeps (then looks at head once more); the first writer that sees
+ *	  it clears it and sets the publisher's latch.  A publisher that is
+ *	  busy is not woken per commit: it takes again before it sleeps.
  *	- publisher_latch, publisher_pid, publisher_started, connected,
  *	  conn_error: the mutex.
  *	  max_payload: an atomic, read by every backend at publish().
