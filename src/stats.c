@@ -260,8 +260,9 @@ hist_quantile(const uint64 *counts, uint64 total, double q)
  *	 publisher_batches bigint, publisher_events bigint)
  *
  * Before version 1.2 the function has no rejected, publisher_batches and
- * publisher_events columns: the tuple is built for the columns the
- * installed version declares.
+ * publisher_events columns (a development build of 1.2 had rejected
+ * only): the tuple is built for the columns the installed version
+ * declares.
  */
 Datum
 she_stats(PG_FUNCTION_ARGS)
@@ -278,8 +279,8 @@ she_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != 12 && tupdesc->natts != 15)
-		elog(ERROR, "stats() must return 12 or 15 columns, not %d", tupdesc->natts);
+	if (tupdesc->natts != 12 && tupdesc->natts != 13 && tupdesc->natts != 15)
+		elog(ERROR, "stats() must return 12, 13 or 15 columns, not %d", tupdesc->natts);
 
 	for (i = 0; i < HIST_BUCKETS; i++)
 	{
