@@ -45,6 +45,8 @@ CREATE FUNCTION stats(
     OUT last_error text,
     OUT last_error_at timestamptz,
     OUT rejected bigint,
+    OUT publisher_batches bigint,
+    OUT publisher_events bigint,
     OUT atomic_batches bigint,
     OUT atomic_splits bigint)
 RETURNS record

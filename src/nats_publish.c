@@ -13,8 +13,9 @@
  * are unique among messages in flight) to its index.  At the deadline the
  * caller detaches the batch under SheConn.mu: what is still pending becomes
  * UNCONFIRMED, and an ack arriving later finds no batch, is counted in
- * SheConn.late_acks and changes nothing, so it is neither counted twice nor
- * taken as a success for a batch that gave up on it.
+ * SheConn.late_acks (or, once detach() has made nats.c drop its pending
+ * messages, is ignored by nats.c) and changes nothing, so it is neither
+ * counted twice nor taken as a success for a batch that gave up on it.
  *
  * Threads.  she_ack_handler runs on a nats thread: under SheConn.mu it
  * writes only the current batch's outcomes, its pending count and its
@@ -67,6 +68,8 @@ typedef struct SheAckBatch
 	uint64_t	deadline;		/* she_now_usec() time: MaxWait of each send */
 	int		   *last;			/* atomic batches: the index of the batch's
 								 * commit message, -1 outside one; or NULL */
+	SheOutcomeFn fn;			/* told each acknowledged outcome, or NULL */
+	void	   *fn_arg;
 } SheAckBatch;
 
 static inline uint32
@@ -200,6 +203,19 @@ she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o)
 	return (o->text >= 0 && o->text < sum->ntexts) ? sum->texts[o->text] : "";
 }
 
+/* Under mu: tell the caller's fn a final outcome as soon as it is known. */
+static void
+settled(SheAckBatch *b, int i)
+{
+	SheMsgOutcome *o = &b->out[i];
+
+	if (b->fn == NULL || o->reported || o->state == SHE_MSG_PENDING ||
+		o->state == SHE_MSG_NO_RESPONDERS)
+		return;
+	o->reported = true;
+	b->fn(b->fn_arg, i, o, b->sum);
+}
+
 /*
  * nats.c's ack handler (nats thread): record this message's outcome in the
  * batch it belongs to, if that batch still waits for it.
@@ -235,6 +251,7 @@ she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *c
 		else
 			set_refused(b->sum, o, pae ? pae->Err : NATS_ERR, pae ? (int) pae->ErrCode : 0,
 						pae && pae->ErrText ? pae->ErrText : "unknown error");
+		settled(b, i);
 		if (--b->pending == 0)
 			SetLatch(b->latch);
 	}
@@ -261,6 +278,7 @@ she_publish_denied(SheConn *c, const char *subject, const char *text)
 		if (b->out[i].state != SHE_MSG_PENDING || strcmp(b->events[i].subject, subject) != 0)
 			continue;
 		set_refused(b->sum, &b->out[i], NATS_NOT_PERMITTED, 0, text);
+		settled(b, i);
 		if (--b->pending == 0)
 			SetLatch(b->latch);
 		return;
@@ -382,12 +400,16 @@ send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
 	pthread_mutex_unlock(&c->mu);
 
 	/*
-	 * MaxWait: nats.c drops the message from its pending map (and calls the
-	 * handler with NATS_TIMEOUT) when no ack comes, so unanswered messages
-	 * do not pile up in the process for ever.
+	 * No MaxWait: nats.c (3.4) keeps MaxWait deadlines in a sorted list that
+	 * holds every message sent within MaxWait, acknowledged or not, and
+	 * walks it from the head whenever a deadline is earlier than the last
+	 * one, as every message of a batch sent after another one with a later
+	 * deadline is: a 100,000-event transaction spent ~70-90 % of the
+	 * publisher's time in that walk (perf), and the expiries of one big
+	 * batch stalled the next.  Unanswered messages do not pile up in nats.c
+	 * either way: detach() drops what is still pending.
 	 */
 	jsPubOptions_Init(&po);
-	po.MaxWait = Max(she_ms_left(b->deadline), 1);
 	s = js_PublishMsgAsync(c->js, &msg, &po);
 	if (s == NATS_OK)
 		return true;
@@ -673,13 +695,16 @@ retry_no_responders(SheConn *c, SheAckBatch *b, int n, const char *stream,
 
 /*
  * Give up on what is still unanswered: detach the batch, so later acks
- * change nothing; pending becomes UNCONFIRMED.
+ * change nothing; pending becomes UNCONFIRMED, and nats.c forgets those
+ * messages (only this batch is in flight; an ack arriving later for one is
+ * ignored by nats.c).  Signals blocked.
  */
 static void
 detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
 {
 	int			i;
 	int			t = -1;
+	natsMsgList unanswered;
 
 	pthread_mutex_lock(&c->mu);
 	c->current = NULL;
@@ -703,6 +728,20 @@ detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
 			b->out[i].text = add_text(b->sum, "no stream captures the subjects");
 		}
 	}
+	pthread_mutex_unlock(&c->mu);
+	if (t >= 0 && js_PublishAsyncGetPendingList(&unanswered, c->js) == NATS_OK)
+		natsMsgList_Destroy(&unanswered);
+}
+
+/*
+ * Forget the batch in flight, if any (the publisher exiting on an ERROR):
+ * no ack handler reports an outcome of it after this returns.
+ */
+void
+she_publish_abandon(SheConn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	c->current = NULL;
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -886,7 +925,8 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 				   const SheEvent *events, int n, uint64_t deadline,
 				   SheMsgOutcome *out, SheBatchOutcome *sum)
 {
-	she_publish_events_atomic(c, stream, create_stream, events, n, deadline, 0, out, sum);
+	she_publish_events_cb(c, stream, create_stream, events, n, deadline, 0,
+						  out, sum, NULL, NULL);
 }
 
 /* Publish, with atomic batches of at most max_atomic events (see nats_publish.h). */
@@ -894,6 +934,25 @@ void
 she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 						  const SheEvent *events, int n, uint64_t deadline,
 						  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum)
+{
+	she_publish_events_cb(c, stream, create_stream, events, n, deadline, max_atomic,
+						  out, sum, NULL, NULL);
+}
+
+/*
+ * she_publish_events_atomic with fn told each acknowledged outcome as it
+ * arrives (see nats_publish.h).  A single message keeps the synchronous
+ * request (one write, no PING/PONG, no flusher wake-up: half the context
+ * switches and syscalls of the asynchronous path with its flush, as
+ * measured); fn is not called for it and the caller reports it.  Nor for
+ * atomic batches, whose members take their commit message's outcome only
+ * at the end (spread_atomic).
+ */
+void
+she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
+					  const SheEvent *events, int n, uint64_t deadline,
+					  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+					  SheOutcomeFn fn, void *fn_arg)
 {
 	SheAckBatch *b;
 	sigset_t	saved;
@@ -908,6 +967,7 @@ she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 		out[i].permanent = false;
 		out[i].err_code = 0;
 		out[i].text = -1;
+		out[i].reported = false;
 	}
 	if (n == 0)
 		return;
@@ -936,6 +996,11 @@ she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 		b->deadline = deadline;
 		if (max_atomic >= 2 && (b->last = malloc(n * sizeof(int))) != NULL)
 			plan_atomic(events, n, max_atomic, b->last, sum);
+		if (b->last == NULL)
+		{
+			b->fn = fn;
+			b->fn_arg = fn_arg;
+		}
 		pthread_mutex_lock(&c->mu);
 		c->current = b;
 		pthread_mutex_unlock(&c->mu);

@@ -34,6 +34,7 @@ typedef struct SheMsgOutcome
 								 * no permission (a retry cannot help) */
 	int			err_code;		/* JetStream's error code, 0 if none */
 	int			text;			/* index into SheBatchOutcome.texts, or -1 */
+	bool		reported;		/* handed to the SheOutcomeFn already */
 } SheMsgOutcome;
 
 #define SHE_OUTCOME_TEXTS	16		/* more distinct texts share the last one */
@@ -106,6 +107,30 @@ extern void she_publish_events_atomic(SheConn *c, const char *stream, bool creat
  */
 extern int	she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms,
 							   char *err, size_t errlen);
+
+/*
+ * Called on a nats thread, under SheConn.mu, as soon as message i has its
+ * final outcome from its acknowledgement (stored, duplicate, refused):
+ * plain C, atomics, spinlocks and SetLatch only.  Outcomes settled on the
+ * caller's thread (not sent, unconfirmed at the deadline) are not passed;
+ * the caller finds them with reported still false.
+ */
+typedef void (*SheOutcomeFn) (void *arg, int i, const SheMsgOutcome *o,
+							  const SheBatchOutcome *sum);
+
+/*
+ * she_publish_events_atomic, telling each acknowledged outcome to fn at
+ * once (a batch of one message is published by a synchronous request, and
+ * atomic batches settle their members together at the end: fn is not
+ * called for those).
+ */
+extern void she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
+								  const SheEvent *events, int n, uint64_t deadline,
+								  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+								  SheOutcomeFn fn, void *fn_arg);
+
+/* Forget the batch in flight: no outcome of it is reported after this. */
+extern void she_publish_abandon(SheConn *c);
 
 /* The error text of one message's outcome ("" if none). */
 extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);

@@ -76,6 +76,7 @@ static bool drain_expired = false;	/* exiting, and publish_timeout passed */
 
 /* What was taken and not yet reported: reported unconfirmed at exit. */
 static SheTaken *taken_meta = NULL;
+static SheMsgOutcome *taken_out = NULL;	/* reported: told by report_acked */
 static int	taken_n = 0;
 static int	reported_n = 0;
 
@@ -85,6 +86,7 @@ static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
 static int	atomic_logged = -1; /* the state last LOGged */
 static uint64 atomic_checked_at = 0;
 static char atomic_stream[256];
+static uint64 next_refresh = 0;	/* she_now_usec() time of the next full refresh */
 
 /* Register the publisher (from _PG_init, when preloaded). */
 void
@@ -133,11 +135,25 @@ publisher_exit(int code, Datum arg)
 	strlcpy(sum.texts[0], "the publisher process exited before their outcome was known",
 			sizeof(sum.texts[0]));
 	strlcpy(sum.reason, sum.texts[0], sizeof(sum.reason));
+	she_publish_abandon(&conn); /* no ack handler reports from now on */
 	for (; reported_n < taken_n; reported_n++)
-		she_queue_report(&taken_meta[reported_n], &o, &sum);
+		if (!taken_out[reported_n].reported)
+			she_queue_report(&taken_meta[reported_n], &o, &sum);
 	taken_n = reported_n = 0;
 	she_queue_detach_publisher(code, arg);
 	she_conn_close(&conn);
+}
+
+/* A take of n events starts: none of them is reported yet. */
+static void
+begin_take(SheMsgOutcome *out, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		out[i].reported = false;
+	taken_n = n;
+	reported_n = 0;
 }
 
 /*
@@ -197,6 +213,26 @@ refresh_connection(void)
 					 errmsg("state_hub_events publisher: not connected to NATS: %s", err)));
 		last_state = up;
 	}
+}
+
+/*
+ * Is a full refresh_connection() due?  Not in every loop: it builds the
+ * settings key (malloc) and asks nats.c for the status.  Due when there is
+ * no connection, after a reload, when nats.c's callbacks changed the state
+ * (read under SheConn.mu only, no nats call), and once per IDLE_POLL_MS.
+ */
+static bool
+refresh_due(bool reloaded)
+{
+	uint64		now = she_now_usec();
+
+	if (reloaded || conn.nc == NULL || now >= next_refresh ||
+		she_conn_state_hint(&conn) != last_state)
+	{
+		next_refresh = now + (uint64) IDLE_POLL_MS * 1000;
+		return true;
+	}
+	return false;
 }
 
 /* Refuse a group at once: every event not sent, with reason. */
@@ -297,6 +333,22 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 		atomic_state = -1;		/* ask the stream again: was it changed? */
 }
 
+/*
+ * SheOutcomeFn: report an acknowledged outcome to its backend straight from
+ * the nats thread that received it (meta: the group's SheTaken array), so
+ * a waiting backend is woken without a hop through this process's main
+ * thread.  A failure is noted in stats() first, as publish_group does.
+ */
+static void
+report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
+{
+	const SheTaken *meta = (const SheTaken *) arg;
+
+	if (o->state != SHE_MSG_STORED && o->state != SHE_MSG_DUPLICATE)
+		she_stats_set_last_error(she_outcome_text(sum, o));
+	she_queue_report(&meta[i], o, sum);
+}
+
 /* Publish one group (same stream and create flag) and report it. */
 static void
 publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
@@ -314,11 +366,11 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 				 backoff_reason, (int) ((backoff_until - now) / 1000));
 		refuse_group(out, n, &sum, why);
 	}
-	else if (conn.js == NULL || !she_conn_is_connected(&conn, why, sizeof(why)))
+	else if (conn.js == NULL)
 	{
-		if (conn.js == NULL)
-			strlcpy(why, she_nats_url[0] == '\0' ? "state_hub_events.nats_url is empty" :
-					"no connection to NATS", sizeof(why));
+		/* she_publish_events checks that the connection is up */
+		strlcpy(why, she_nats_url[0] == '\0' ? "state_hub_events.nats_url is empty" :
+				"no connection to NATS", sizeof(why));
 		refuse_group(out, n, &sum, why);
 	}
 	else
@@ -327,8 +379,8 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		int			max_atomic = atomic_max(meta[0].stream);
 
 		she_publish_set_stream_spec(&meta[0].spec);
-		she_publish_events_atomic(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-								  deadline, max_atomic, out, &sum);
+		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
+							  deadline, max_atomic, out, &sum, report_acked, meta);
 		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
@@ -348,7 +400,8 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	}
 	for (i = 0; i < n; i++)
 	{
-		she_queue_report(&meta[i], &out[i], &sum);
+		if (!out[i].reported)
+			she_queue_report(&meta[i], &out[i], &sum);
 		reported_n++;
 	}
 	if (sum.stored < n)
@@ -394,8 +447,7 @@ drain_and_exit(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, MemoryContext 
 		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
 		if (n == 0)
 			break;
-		taken_n = n;
-		reported_n = 0;
+		begin_take(out, n);
 		drain_expired = (she_now_usec() >= until);
 		publish_taken(evs, meta, out, n);
 		taken_n = reported_n = 0;
@@ -436,17 +488,19 @@ she_publisher_main(Datum arg)
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events publisher",
 								ALLOCSET_DEFAULT_SIZES);
 	evs = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheEvent));
-	out = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheMsgOutcome));
+	taken_out = out = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheMsgOutcome));
 
 	for (;;)
 	{
 		int			n;
+		bool		reloaded = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			drain_and_exit(evs, meta, out, cxt);
 		if (ConfigReloadPending)
 		{
+			reloaded = true;
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			if (she_conn_settings_changed(&conn))
@@ -459,7 +513,8 @@ she_publisher_main(Datum arg)
 			last_state = -1;	/* log the state after every reload */
 		}
 		ResetLatch(MyLatch);
-		refresh_connection();
+		if (refresh_due(reloaded))
+			refresh_connection();
 
 		/* whatever a ping answer or a take allocates lives until the next turn */
 		MemoryContextReset(cxt);
@@ -472,15 +527,17 @@ she_publisher_main(Datum arg)
 		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
 		if (n > 0)
 		{
-			taken_n = n;
-			reported_n = 0;
+			begin_take(out, n);
 			pgstat_report_activity(STATE_RUNNING, "publishing");
 			publish_taken(evs, meta, out, n);
 			taken_n = reported_n = 0;
 			pgstat_report_activity(STATE_IDLE, NULL);
-			continue;			/* the latch may have been reset meanwhile */
+			continue;			/* take again before sleeping */
 		}
+		if (!she_queue_publisher_idle())
+			continue;			/* records arrived after the take */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 IDLE_POLL_MS, PG_WAIT_EXTENSION);
+		she_queue_publisher_busy();
 	}
 }

@@ -29,6 +29,10 @@
  *	  abandons (not taken yet: lost, and the publisher will skip it; taken
  *	  but not reported: unconfirmed, and the publisher's later outcome is
  *	  not counted again).
+ *	- publisher_idle (an atomic): the publisher sets it just before it
+ *	  sleeps (then looks at head once more); the first writer that sees
+ *	  it clears it and sets the publisher's latch.  A publisher that is
+ *	  busy is not woken per commit: it takes again before it sleeps.
  *	- publisher_latch, publisher_pid, publisher_started, connected,
  *	  conn_error: the mutex.
  *	  max_payload: an atomic, read by every backend at publish().
@@ -121,6 +125,8 @@ typedef struct QueueShared
 	pg_atomic_uint64 next_ticket;	/* batch tickets, unique cluster-wide */
 	uint64		size;
 	pg_atomic_uint32 max_payload;
+	pg_atomic_uint32 publisher_idle;	/* 1: it may sleep; the next writer
+										 * sets its latch (see wake_if_idle) */
 	slock_t		mutex;			/* the six fields below */
 	Latch	   *publisher_latch;
 	int			publisher_pid;
@@ -183,6 +189,7 @@ she_queue_startup_shmem(void)
 		pg_atomic_init_u64(&q->next_ticket, 1);
 		q->size = (uint64) she_queue_size_kb * 1024;
 		pg_atomic_init_u32(&q->max_payload, 0);
+		pg_atomic_init_u32(&q->publisher_idle, 1);
 		SpinLockInit(&q->mutex);
 		q->nslots = MaxBackends;
 		for (i = 0; i < q->nslots; i++)
@@ -240,6 +247,46 @@ she_queue_wake_publisher(void)
 	SpinLockRelease(&q->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
+}
+
+/*
+ * A writer appended records: wake the publisher only if it announced that
+ * it may sleep (she_queue_publisher_idle), and only the first writer to see
+ * that.  A busy publisher takes again before it sleeps, so commits that
+ * arrive while it publishes cost it no wake-up.  The barrier pairs with
+ * the one in she_queue_publisher_idle: either this writer sees the flag or
+ * the publisher sees the new head.
+ */
+static void
+wake_if_idle(void)
+{
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&q->publisher_idle) == 0)
+		return;
+	if (pg_atomic_exchange_u32(&q->publisher_idle, 0) == 1)
+		she_queue_wake_publisher();
+}
+
+/*
+ * The publisher is about to sleep: announce it, then look once more.
+ * Returns false (and stays busy) when records arrived meanwhile.
+ */
+bool
+she_queue_publisher_idle(void)
+{
+	pg_atomic_write_u32(&q->publisher_idle, 1);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
+		return true;
+	pg_atomic_write_u32(&q->publisher_idle, 0);
+	return false;
+}
+
+/* The publisher woke up: writers need not wake it until it is idle again. */
+void
+she_queue_publisher_busy(void)
+{
+	pg_atomic_write_u32(&q->publisher_idle, 0);
 }
 
 /* Append one record at *head (the caller holds the lock and checked space). */
@@ -468,6 +515,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 	bool		pm_dead = false;
 	bool		interrupted = false;
 	bool		reset = false;
+	bool		on_list = false;
 
 	memset(res, 0, sizeof(*res));
 	res->nevents = n;
@@ -497,15 +545,25 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		int			before = i;
 		int			rc;
 
-		/* on the wake-up list before looking, so no broadcast is missed */
-		ConditionVariablePrepareToSleep(&q->space_cv);
+		/*
+		 * On the wake-up list before looking, so no broadcast is missed;
+		 * the first look goes without (the batch usually fits), and one
+		 * that does not fit looks again once on the list.
+		 */
+		if (on_list)
+			ConditionVariablePrepareToSleep(&q->space_cv);
 		if (append_some(events, n, &i, stream, create_stream, spec,
 						waiter, ticket, deadline))
 			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
 		if (i > before)
-			she_queue_wake_publisher();
+			wake_if_idle();
 		if (i == n || she_ms_left(deadline) <= 0)
 			break;
+		if (!on_list)
+		{
+			on_list = true;
+			continue;
+		}
 		if (wait_interrupted())
 		{
 			interrupted = true;
@@ -521,7 +579,8 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 			break;
 		}
 	}
-	ConditionVariableCancelSleep();
+	if (on_list)
+		ConditionVariableCancelSleep();
 	if (reset)
 		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
 	if (in_waitq)
@@ -758,7 +817,9 @@ count_outcome(SheMsgState state)
  * Report one event's outcome to its backend, and count it in stats()
  * unless its backend already did (it gave up on the batch).  The count is
  * made under the slot's spinlock, before the backend can see the outcome:
- * once its COMMIT returns, stats() agrees with its WARNING.
+ * once its COMMIT returns, stats() agrees with its WARNING.  Called by the
+ * publisher's main thread or, for an acknowledged outcome, by the nats
+ * thread that received it: atomics, spinlocks and SetLatch only.
  */
 void
 she_queue_report(const SheTaken *t, const SheMsgOutcome *o, const SheBatchOutcome *sum)

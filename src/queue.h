@@ -59,6 +59,8 @@ extern int	she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes,
 extern void she_queue_report(const SheTaken *t, const SheMsgOutcome *o,
 							 const SheBatchOutcome *sum);
 extern void she_queue_wake_publisher(void);
+extern bool she_queue_publisher_idle(void);
+extern void she_queue_publisher_busy(void);
 
 /* the server's max payload and the publisher's connection state */
 extern void she_queue_set_connection(bool connected, int max_payload, const char *error);

@@ -127,6 +127,22 @@ my @n = map { $_->{body}{attributes}{n} } @order;
 is(scalar @n, 400, 'all 400 events are in the stream');
 is_deeply(\@n, [ sort { $a <=> $b } @n ], 'in the order their transactions committed');
 
+# --- stats() shows the publisher's groups: one transaction's 50 events
+# enter the queue under one lock and leave it in one take, one group
+sub groups
+{
+    return split /\|/, $node->safe_psql('postgres',
+        q{SELECT publisher_batches, publisher_events FROM state_hub_events.stats()});
+}
+my @g0 = groups();
+$node->safe_psql('postgres', 'BEGIN; '
+    . join('', map { "SELECT state_hub_events.publish('org.t.group', '{\"i\": $_}'); " } 1 .. 50)
+    . 'COMMIT;');
+my @g1;
+wait_until('the publisher counts 50 more events', 30, sub { @g1 = groups(); $g1[1] - $g0[1] >= 50 });
+is($g1[1] - $g0[1], 50, 'stats() publisher_events counts the 50 events');
+is($g1[0] - $g0[0], 1, 'stats() publisher_batches counts them as one group');
+
 # --- the publisher killed with kill -9 while sessions commit
 my $ppid = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'))->{publisher_pid};
 my $bench = IPC::Run::start([ 'pgbench', '-n', '-c', '2', '-j', '2', '-T', '4', '-f', $script, $node->connstr('postgres') ],
