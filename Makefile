@@ -2,6 +2,7 @@
 
 MODULE_big = state_hub_events
 OBJS = \
+	src/backfill.o \
 	src/buffer.o \
 	src/ddl_guard.o \
 	src/emit.o \
@@ -27,7 +28,7 @@ DATA = state_hub_events--1.0.sql state_hub_events--1.0--1.1.sql \
 	state_hub_events--1.1--1.2.sql state_hub_events--1.2--1.3.sql
 PGFILEDESC = "state_hub_events - publish committed changes as NATS JetStream events"
 
-REGRESS = validation buffer emit security settings lifecycle rejected
+REGRESS = validation buffer emit security settings lifecycle rejected backfill
 REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 
 # Harness binaries and scratch corpora of the fuzz runs.

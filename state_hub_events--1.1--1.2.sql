@@ -91,8 +91,10 @@ COMMENT ON FUNCTION requeue_rejected(uuid[]) IS
 
 REVOKE EXECUTE ON FUNCTION requeue_rejected(uuid[]) FROM PUBLIC;
 
--- stats() gains rejected: events the worker moved to the dead-letter table
--- (the library fills it when the function has the column).  stats() and
+-- stats() gains rejected: events the worker moved to the dead-letter table,
+-- and publisher_batches / publisher_events: the groups the publisher sent
+-- (one write and one wait for acknowledgements each) and the events in
+-- them (the library fills the columns the function has).  stats() and
 -- backlog() are created again, with the labels and privileges given above.
 DROP FUNCTION stats();
 
@@ -109,7 +111,9 @@ CREATE FUNCTION stats(
     OUT commit_publish_p99_ms float8,
     OUT last_error text,
     OUT last_error_at timestamptz,
-    OUT rejected bigint)
+    OUT rejected bigint,
+    OUT publisher_batches bigint,
+    OUT publisher_events bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'she_stats'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;

@@ -45,6 +45,8 @@ CREATE FUNCTION stats(
     OUT last_error text,
     OUT last_error_at timestamptz,
     OUT rejected bigint,
+    OUT publisher_batches bigint,
+    OUT publisher_events bigint,
     OUT atomic_batches bigint,
     OUT atomic_splits bigint)
 RETURNS record
@@ -60,3 +62,333 @@ GRANT EXECUTE ON FUNCTION stats() TO pg_monitor;
 -- ======================================================================
 -- end of 1.3, transactions as units
 -- ======================================================================
+
+-- ---------------------------------------------------------------------
+-- 1.3, backfill: re-announce rows that exist already (issue 13), for a
+-- consumer deployed after the data.  backfill() publishes one event per row
+-- with the column mapping of the table's emit() trigger, in batches ordered
+-- by the primary key, one transaction per batch.  It runs with its caller's
+-- rights (SECURITY INVOKER: the "where" text is the caller's own SQL), and
+-- is not executable by PUBLIC, like publish().
+-- ---------------------------------------------------------------------
+
+CREATE FUNCTION _backfill_check(subject text, "where" text, batch_size integer)
+RETURNS void
+AS 'MODULE_PATHNAME', 'she_backfill_check'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
+
+COMMENT ON FUNCTION _backfill_check(text, text, integer) IS
+'internal: backfill()''s checks of its subject, batch size and "where" text (one expression, nothing more)';
+
+CREATE FUNCTION _backfill_no_xact_block()
+RETURNS void
+AS 'MODULE_PATHNAME', 'she_backfill_no_xact_block'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION _backfill_no_xact_block() IS
+'internal: refuse backfill() inside a transaction block (it commits after each batch)';
+
+CREATE FUNCTION _trigger_args(tgargs bytea, tgnargs int2)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'she_trigger_args'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION _trigger_args(bytea, int2) IS
+'internal: pg_trigger.tgargs as an array';
+
+-- The batch query of backfill() and backfill_batch(): $1 is the key to
+-- start after (text[], NULL for the first batch), $2 the batch size.  Every
+-- argument is checked here; the "where" text's shape by _backfill_check(),
+-- and whether it is boolean over existing columns by the query returned with
+-- check_where, which the caller runs (with its own search_path) before the
+-- batch query.  Identifiers are quoted; the "where" text stands on lines of
+-- its own inside parentheses.
+CREATE FUNCTION _backfill_query(rel regclass, subject text, "where" text,
+                                batch_size integer, columns text[],
+                                "trigger" name, key text[],
+                                check_where boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    specs text[];
+    tg record;
+    n integer := 0;
+    alias text;
+    attrs text[] := '{}';
+    attrs_sql text;
+    keycols text[] := '{}';
+    keycast text[] := '{}';
+    spec text;
+    col text;
+    attr text;
+    typ text;
+    i integer;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'cannot backfill a NULL table' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT cl.relname, cl.relkind, ns.nspname INTO c
+      FROM pg_class cl JOIN pg_namespace ns ON ns.oid = cl.relnamespace
+     WHERE cl.oid = rel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot backfill table with OID %: it does not exist', rel::oid
+            USING ERRCODE = 'undefined_table';
+    END IF;
+    IF c.relkind NOT IN ('r', 'p', 'v', 'm', 'f') THEN
+        RAISE EXCEPTION 'cannot backfill "%": it is not a table or view', rel
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF NOT has_table_privilege(rel, 'SELECT') THEN
+        RAISE EXCEPTION 'cannot backfill "%": permission denied to read it', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'backfill() runs with its caller''s rights and needs SELECT on the table.';
+    END IF;
+    IF NOT has_function_privilege('state_hub_events.publish(text, jsonb)', 'EXECUTE') THEN
+        RAISE EXCEPTION 'cannot backfill "%": permission denied to publish', rel
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'backfill() publishes with its caller''s rights and needs EXECUTE on state_hub_events.publish().';
+    END IF;
+    PERFORM state_hub_events._backfill_check(subject, "where", batch_size);
+
+    -- the column specs: given, or those of the table's emit() trigger
+    IF columns IS NOT NULL THEN
+        IF "trigger" IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%" with both columns and trigger', rel
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'columns replaces the trigger''s column specs; pass one of them.';
+        END IF;
+        specs := columns;
+    ELSE
+        FOR tg IN
+            SELECT t.tgname,
+                   state_hub_events._trigger_args(t.tgargs, t.tgnargs) AS args
+              FROM pg_trigger t
+             WHERE t.tgrelid = rel
+               AND t.tgfoid = 'state_hub_events.emit()'::regprocedure
+               AND ("trigger" IS NULL OR t.tgname = "trigger")
+             ORDER BY (t.tgnargs > 0 AND (state_hub_events._trigger_args(t.tgargs, t.tgnargs))[1] = subject) DESC,
+                      t.tgname
+        LOOP
+            n := n + 1;
+            IF n = 1 THEN
+                specs := tg.args[2:];
+                attr := tg.tgname;
+                -- the trigger whose subject is the backfill's is chosen
+                EXIT WHEN tg.args[1] = subject;
+            ELSIF tg.args[2:] IS DISTINCT FROM specs THEN
+                RAISE EXCEPTION 'cannot backfill "%": its emit() triggers "%" and "%" map columns differently', rel, attr, tg.tgname
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Name one with trigger => ''...'', or pass the subject of one of them.';
+            END IF;
+        END LOOP;
+        IF n = 0 AND "trigger" IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%": it has no emit() trigger "%"', rel, "trigger"
+                USING ERRCODE = 'undefined_object';
+        ELSIF n = 0 THEN
+            RAISE EXCEPTION 'cannot backfill "%": it has no emit() trigger', rel
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Pass the column specs as columns => ''{column, column:attribute}'', or columns => ''{}'' for the whole row.';
+        END IF;
+    END IF;
+
+    -- the row's alias is the relation's name, so "where" can qualify columns
+    alias := quote_ident(c.relname);
+    IF cardinality(specs) = 0 THEN
+        attrs_sql := '_backfill_row.r';
+    ELSE
+        FOREACH spec IN ARRAY specs LOOP
+            col := spec;
+            attr := spec;
+            IF strpos(spec, ':') > 0 THEN
+                attr := substr(spec, strpos(spec, ':') + 1);
+                col := substr(spec, 1, strpos(spec, ':') - 1);
+            END IF;
+            IF col IS NULL OR col = '' OR attr = '' THEN
+                RAISE EXCEPTION 'cannot backfill "%": empty column or attribute name in column spec "%"', rel, coalesce(spec, 'NULL')
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A column spec is "column" or "column:attribute", as emit() takes them.';
+            END IF;
+            IF NOT EXISTS (SELECT FROM pg_attribute a
+                            WHERE a.attrelid = rel AND a.attname = col
+                              AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'cannot backfill "%": column "%" does not exist', rel, col
+                    USING ERRCODE = 'undefined_column';
+            END IF;
+            -- what emit() does: the column's value in to_jsonb(row)
+            attrs := attrs || format('%L, _backfill_row.r -> %L', attr, col);
+        END LOOP;
+        -- jsonb_build_object takes at most 50 pairs: join chunks (a later
+        -- attribute of the same name wins, as in emit())
+        attrs_sql := '';
+        FOR i IN 1 .. cardinality(attrs) BY 50 LOOP
+            attrs_sql := attrs_sql || CASE WHEN i > 1 THEN ' || ' ELSE '' END
+                || 'pg_catalog.jsonb_build_object(' || array_to_string(attrs[i:i + 49], ', ') || ')';
+        END LOOP;
+    END IF;
+
+    -- the key: given, or the primary key
+    IF key IS NULL THEN
+        SELECT array_agg(a.attname::text ORDER BY k.ord) INTO key
+          FROM pg_index x
+               CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+         WHERE x.indrelid = rel AND x.indisprimary;
+        IF key IS NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%": it has no primary key', rel
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the columns of a unique, non-null key as key => ''{column, ...}''; batches are ordered by it.';
+        END IF;
+    END IF;
+    IF cardinality(key) = 0 THEN
+        RAISE EXCEPTION 'cannot backfill "%" with an empty key', rel
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOREACH col IN ARRAY key LOOP
+        SELECT format_type(a.atttypid, NULL) INTO typ
+          FROM pg_attribute a
+         WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot backfill "%": key column "%" does not exist', rel, coalesce(col, 'NULL')
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        keycols := keycols || format('%s.%I', alias, col);
+        keycast := keycast || format('($1[%s])::%s', cardinality(keycols), typ);
+    END LOOP;
+
+    -- the "where" text alone first, so that its errors name WHERE
+    IF check_where THEN
+        RETURN format(E'SELECT FROM %s %I.%I AS %s WHERE (\n%s\n) LIMIT 0',
+                      CASE WHEN c.relkind IN ('r', 'f') THEN 'ONLY' ELSE '' END,
+                      c.nspname, c.relname, alias, coalesce("where", 'true'));
+    END IF;
+    RETURN format(
+        E'SELECT %s AS attributes,\n'
+        '       ARRAY[%s]::pg_catalog.text[] AS key\n'
+        '  FROM %s %I.%I AS %s,\n'
+        '       LATERAL (SELECT pg_catalog.to_jsonb(%s.*) AS r) AS _backfill_row\n'
+        ' WHERE (%s)\n'
+        '   AND ($1 IS NULL OR ROW(%s) > ROW(%s))\n'
+        ' ORDER BY %s\n'
+        ' LIMIT $2',
+        attrs_sql,
+        array_to_string(keycols, '::pg_catalog.text, ') || '::pg_catalog.text',
+        CASE WHEN c.relkind IN ('r', 'f') THEN 'ONLY' ELSE '' END,
+        c.nspname, c.relname, alias,
+        alias,
+        -- on lines of their own: a trailing comment ends with its line
+        E'\n' || coalesce("where", 'true') || E'\n',
+        array_to_string(keycols, ', '), array_to_string(keycast, ', '),
+        array_to_string(keycols, ', '));
+END
+$$;
+
+COMMENT ON FUNCTION _backfill_query(regclass, text, text, integer, text[], name, text[], boolean) IS
+'internal: check backfill()''s arguments and build its batch query (or, with check_where, a query that only checks the "where" text)';
+
+-- One batch in the caller's transaction: the caller commits.  No SET
+-- search_path: the "where" text is resolved as its caller wrote it.  It
+-- publishes with its caller's rights (EXECUTE on publish() is checked
+-- first), so it can stay executable by PUBLIC, and granting backfill() or
+-- backfill_batch() alone is enough.
+CREATE FUNCTION _backfill_batch(rel regclass, subject text, "where" text,
+                                batch_size integer, "after" text[],
+                                columns text[], "trigger" name, key text[],
+                                OUT events integer, OUT last_key text[])
+RETURNS record
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+AS $$
+DECLARE
+    q text;
+    r record;
+BEGIN
+    IF "where" IS NOT NULL THEN
+        EXECUTE state_hub_events._backfill_query(rel, subject, "where", batch_size,
+                                                 columns, "trigger", key, true);
+    END IF;
+    q := state_hub_events._backfill_query(rel, subject, "where", batch_size,
+                                          columns, "trigger", key);
+    events := 0;
+    last_key := "after";
+    FOR r IN EXECUTE q USING "after", batch_size LOOP
+        IF pg_catalog.array_position(r.key, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%": a row''s key % holds a NULL', rel, r.key
+                USING ERRCODE = 'null_value_not_allowed',
+                      HINT = 'Order by a unique, non-null key (key => ''{column, ...}'').';
+        END IF;
+        PERFORM state_hub_events.publish(subject, r.attributes);
+        events := events + 1;
+        last_key := r.key;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION _backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) IS
+'internal: one batch of backfill() and backfill_batch()';
+
+CREATE FUNCTION backfill_batch("table" regclass, subject text,
+                               "where" text DEFAULT NULL,
+                               batch_size integer DEFAULT 1000,
+                               "after" text[] DEFAULT NULL,
+                               columns text[] DEFAULT NULL,
+                               "trigger" name DEFAULT NULL,
+                               key text[] DEFAULT NULL,
+                               OUT events integer,
+                               OUT last_key text[])
+RETURNS record
+LANGUAGE sql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+AS $$
+    SELECT b.events, b.last_key
+      FROM state_hub_events._backfill_batch($1, $2, $3, $4, $5, $6, $7, $8) b
+$$;
+
+COMMENT ON FUNCTION backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) IS
+'publish the next batch of rows (after the key "after", in key order) as events with the table''s emit() mapping, in the current transaction; returns how many and the last key';
+
+CREATE PROCEDURE backfill("table" regclass, subject text,
+                          "where" text DEFAULT NULL,
+                          batch_size integer DEFAULT 1000,
+                          INOUT "after" text[] DEFAULT NULL,
+                          columns text[] DEFAULT NULL,
+                          "trigger" name DEFAULT NULL,
+                          key text[] DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b record;
+    total bigint := 0;
+    batches integer := 0;
+BEGIN
+    PERFORM state_hub_events._backfill_no_xact_block();
+    LOOP
+        SELECT * INTO b
+          FROM state_hub_events._backfill_batch("table", subject, "where", batch_size,
+                                                "after", columns, "trigger", key);
+        EXIT WHEN b.events = 0;
+        COMMIT;
+        "after" := b.last_key;
+        total := total + b.events;
+        batches := batches + 1;
+        RAISE NOTICE 'backfill of %: batch % committed (% events, % in all), after => %',
+            "table", batches, b.events, total, quote_literal("after")
+            USING HINT = 'To resume after this batch, CALL backfill() again with this "after".';
+        EXIT WHEN b.events < batch_size;
+    END LOOP;
+    RAISE NOTICE 'backfill of % done (% events in % batches)', "table", total, batches;
+END
+$$;
+
+COMMENT ON PROCEDURE backfill(regclass, text, text, integer, text[], text[], name, text[]) IS
+'re-announce existing rows as events with the table''s emit() mapping, in key order, one transaction per batch of batch_size rows; returns the last key';
+
+-- Like publish(): the roles that publish get it.
+REVOKE EXECUTE ON FUNCTION backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON PROCEDURE backfill(regclass, text, text, integer, text[], text[], name, text[]) FROM PUBLIC;
+-- The internal helpers stay executable by PUBLIC: backfill() calls them with
+-- its caller's rights, and they read nothing a caller could not read.
+
+-- ---------------------------------------------------------------------
+-- end of 1.3, backfill
+-- ---------------------------------------------------------------------

@@ -15,8 +15,8 @@
 #
 # PG_CONFIG picks the PostgreSQL to install into and run (a private copy
 # made by test/private-pg.sh keeps the system's installation untouched).
-# The publisher's batch sizes are read from its counters in shared memory
-# with gdb, when gdb is installed.
+# The publisher's batch sizes come from stats() (publisher_batches,
+# publisher_events).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,23 +71,10 @@ echo "UPDATE hot_emit SET n = n + 1 WHERE id = 1;" >"$WORK/hot_emit.sql"
 RAW="$WORK/raw.tsv"    # group variant shape run tps lat_ms p99_ms xacts landed batches events
 : >"$RAW"
 
-# The publisher's counters (publisher_batches, publisher_events in stats.c's
-# shared struct), which stats() does not show: gdb finds their addresses
-# once; then they are read from the postmaster's mapping of the same shared
-# memory through /proc, without stopping any process.
-PUB_ADDR=
-if command -v gdb >/dev/null; then
-    PUB_ADDR=$(gdb -nx -batch -p "$PM_PID" -iex "set auto-solib-add off" \
-        -ex "sharedlibrary state_hub_events" \
-        -ex "printf \"%lu %lu\\n\", &'stats.c'::stats->publisher_batches.value, &'stats.c'::stats->publisher_events.value" \
-        2>/dev/null | grep -E '^[0-9]+ [0-9]+$' | tail -1 || true)
-fi
-[ -n "$PUB_ADDR" ] || echo "   (no gdb, or no symbols: the publisher's batch sizes are not reported)"
+# The publisher's counters: the groups it sent (one write and one wait
+# for acknowledgements each) and the events in them, from stats().
 publisher_counters() {
-    if [ -z "$PUB_ADDR" ]; then echo "- -"; return; fi
-    perl -e 'open my $m, "<", "/proc/$ARGV[0]/mem" or die "$!\n"; my @v;
-             for my $a (@ARGV[1, 2]) { sysseek($m, $a, 0); sysread($m, my $b, 8) == 8 or die; push @v, unpack("Q", $b); }
-             print "@v\n"' "$PM_PID" $PUB_ADDR
+    $PSQL -d $BENCH_DB -At -F ' ' -c "SELECT publisher_batches, publisher_events FROM state_hub_events.stats()"
 }
 
 outbox_empty() {

@@ -108,10 +108,13 @@ SELECT * FROM seen ORDER BY step;
 SELECT scope, buffered > 0 AS buffered, published, failed, unconfirmed FROM state_hub_events.stats();
 -- ... also when parallel query is forced: stats() runs in the leader, never
 -- in a worker that would report its own (zero) counters
-SET force_parallel_mode = on;
+-- (force_parallel_mode is called debug_parallel_query since PostgreSQL 16)
+SELECT CASE WHEN current_setting('server_version_num')::int >= 160000
+            THEN 'debug_parallel_query' ELSE 'force_parallel_mode' END AS parallel_guc \gset
+SET :parallel_guc = on;
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SELECT scope, buffered > 0 AS buffered FROM state_hub_events.stats();
-RESET force_parallel_mode;
+RESET :parallel_guc;
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;

@@ -8,15 +8,27 @@ CREATE DATABASE she_lifecycle;
 \c she_lifecycle
 \set SHOW_CONTEXT never
 
--- an ACL as "grantee:privilege,...", the owner called "owner"
+-- an ACL as "grantee:privilege,...", the owner called "owner"; the owner's
+-- full default privileges are one entry, "owner:ALL" (what that set holds
+-- varies: PostgreSQL 17 adds MAINTAIN on tables), a partial set is listed
 CREATE FUNCTION pg_temp.acl(a aclitem[], owner oid, kind "char") RETURNS text
 LANGUAGE sql STABLE AS $$
+    WITH x AS (SELECT * FROM aclexplode(coalesce(a, acldefault(kind, owner)))),
+         d AS (SELECT privilege_type, is_grantable
+                 FROM aclexplode(acldefault(kind, owner)) WHERE grantee = owner),
+         f AS (SELECT NOT EXISTS (SELECT * FROM d EXCEPT
+                                  SELECT privilege_type, is_grantable
+                                    FROM x WHERE grantee = owner) AS all_default)
     SELECT string_agg(g, ',' ORDER BY g)
-      FROM (SELECT CASE WHEN x.grantee = 0 THEN 'public'
+      FROM (SELECT 'owner:ALL' AS g FROM f WHERE all_default
+            UNION ALL
+            SELECT CASE WHEN x.grantee = 0 THEN 'public'
                         WHEN x.grantee = owner THEN 'owner'
                         ELSE x.grantee::regrole::text END
-                   || ':' || x.privilege_type AS g
-              FROM aclexplode(coalesce(a, acldefault(kind, owner))) x) s
+                   || ':' || x.privilege_type
+              FROM x, f
+             WHERE NOT (all_default AND x.grantee = owner
+                        AND (x.privilege_type, x.is_grantable) IN (SELECT * FROM d))) s
 $$;
 
 -- the member objects of the installed version, described (PostgreSQL 17
@@ -56,7 +68,11 @@ SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
           FROM pg_event_trigger e
          WHERE d.classid = 'pg_event_trigger'::regclass AND e.oid = d.objid
         UNION ALL
-        SELECT format('init privs=%s', pg_temp.acl(i.initprivs, ext.extowner, 'f'))
+        SELECT format('init privs=%s', pg_temp.acl(i.initprivs, ext.extowner,
+                      CASE WHEN i.classoid = 'pg_class'::regclass
+                           THEN (SELECT CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END
+                                   FROM pg_class c WHERE c.oid = i.objoid)
+                           ELSE 'f' END::"char"))
           FROM pg_init_privs i, pg_extension ext
          WHERE ext.extname = 'state_hub_events'
            AND i.classoid = d.classid AND i.objoid = d.objid AND i.objsubid = d.objsubid

@@ -146,10 +146,13 @@ RESET ROLE;
 -- superuser-only: URLs may carry user:password@.  Members of
 -- pg_read_all_settings may read them.  (They are sighup settings now,
 -- set in postgresql.conf; 019_secrets.pl checks real values.)
+-- (insufficient_privilege; the message differs between PostgreSQL versions)
 SET ROLE she_app;
+\set VERBOSITY sqlstate
 SHOW state_hub_events.nats_url;
 SELECT current_setting('state_hub_events.nats_url');
 SHOW state_hub_events."user";
+\set VERBOSITY terse
 SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.nats_url', 'state_hub_events.user');
 -- what every role may still read holds no secret
 SELECT name FROM pg_settings WHERE name LIKE 'state_hub_events.%' ORDER BY 1;

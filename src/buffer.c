@@ -79,6 +79,7 @@ static bool batch_create_stream = true;
 static bool batch_durable = false;
 static int	batch_publish_timeout_ms = 0;
 static int	batch_connect_timeout_ms = 0;
+static SheStreamSpec batch_spec;	/* how the publisher creates a missing stream */
 
 static char *last_subject = NULL;	/* in BufferContext: subjects are shared */
 static bool timestamps_set = false;	/* PRE_COMMIT has run */
@@ -191,6 +192,10 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 		batch_publish_timeout_ms = she_publish_timeout_ms;
 		batch_connect_timeout_ms = she_connect_timeout_ms;
 		batch_durable = (she_delivery == SHE_DELIVERY_DURABLE);
+		batch_spec.subjects = MemoryContextStrdup(BufferContext, she_stream_subjects);
+		batch_spec.replicas = she_stream_replicas;
+		batch_spec.max_age_s = she_stream_max_age_s;
+		batch_spec.duplicate_window_s = she_duplicate_window_s;
 	}
 	else if (strcmp(batch_stream, she_stream) != 0 ||
 			 batch_durable != (she_delivery == SHE_DELIVERY_DURABLE))
@@ -442,7 +447,7 @@ hand_over_batch(void)
 {
 	handoff_start = she_now_usec();
 	handoff_deadline = handoff_start + (uint64) batch_publish_timeout_ms * 1000;
-	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream,
+	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream, &batch_spec,
 						 batch_wait_for_ack, batch_publish_timeout_ms, &handoff);
 }
 

@@ -486,6 +486,25 @@ she_conn_ensure(SheConn *c, char *err, size_t errlen)
 }
 
 /*
+ * The state nats.c's callbacks last reported: 1 up, 0 not (or no
+ * connection), 2 (re)connected since she_conn_is_connected last looked.
+ * No nats call; a loss the callbacks did not report yet is found by
+ * she_conn_is_connected.
+ */
+int
+she_conn_state_hint(SheConn *c)
+{
+	int			state;
+
+	if (c->nc == NULL)
+		return 0;
+	pthread_mutex_lock(&c->mu);
+	state = !c->up ? 0 : c->payload_stale ? 2 : 1;
+	pthread_mutex_unlock(&c->mu);
+	return state;
+}
+
+/*
  * Is the connection up right now?  If not, err says why (the last error
  * nats.c saw).  No nats call unless it is up (one that blocks while nats.c
  * reconnects would make every commit pay a connect timeout).  Learns the

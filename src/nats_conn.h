@@ -57,6 +57,7 @@ typedef struct SheConn
 extern void she_conn_init(SheConn *c);
 extern bool she_conn_ensure(SheConn *c, char *err, size_t errlen);
 extern bool she_conn_is_connected(SheConn *c, char *err, size_t errlen);
+extern int	she_conn_state_hint(SheConn *c);
 extern bool she_conn_settings_changed(SheConn *c);
 extern void she_conn_close(SheConn *c);
 extern void she_conn_set_name(const char *name);

@@ -13,8 +13,9 @@
  * are unique among messages in flight) to its index.  At the deadline the
  * caller detaches the batch under SheConn.mu: what is still pending becomes
  * UNCONFIRMED, and an ack arriving later finds no batch, is counted in
- * SheConn.late_acks and changes nothing, so it is neither counted twice nor
- * taken as a success for a batch that gave up on it.
+ * SheConn.late_acks (or, once detach() has made nats.c drop its pending
+ * messages, is ignored by nats.c) and changes nothing, so it is neither
+ * counted twice nor taken as a success for a batch that gave up on it.
  *
  * Threads.  she_ack_handler runs on a nats thread: under SheConn.mu it
  * writes only the current batch's outcomes, its pending count and its
@@ -68,6 +69,8 @@ typedef struct SheAckBatch
 	uint64_t	deadline;		/* she_now_usec() time: MaxWait of each send */
 	int		   *last;			/* atomic batches: the index of the batch's
 								 * commit message, -1 outside one; or NULL */
+	SheOutcomeFn fn;			/* told each acknowledged outcome, or NULL */
+	void	   *fn_arg;
 } SheAckBatch;
 
 static inline uint32
@@ -201,6 +204,19 @@ she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o)
 	return (o->text >= 0 && o->text < sum->ntexts) ? sum->texts[o->text] : "";
 }
 
+/* Under mu: tell the caller's fn a final outcome as soon as it is known. */
+static void
+settled(SheAckBatch *b, int i)
+{
+	SheMsgOutcome *o = &b->out[i];
+
+	if (b->fn == NULL || o->reported || o->state == SHE_MSG_PENDING ||
+		o->state == SHE_MSG_NO_RESPONDERS)
+		return;
+	o->reported = true;
+	b->fn(b->fn_arg, i, o, b->sum);
+}
+
 /*
  * nats.c's ack handler (nats thread): record this message's outcome in the
  * batch it belongs to, if that batch still waits for it.
@@ -236,6 +252,7 @@ she_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *c
 		else
 			set_refused(b->sum, o, pae ? pae->Err : NATS_ERR, pae ? (int) pae->ErrCode : 0,
 						pae && pae->ErrText ? pae->ErrText : "unknown error");
+		settled(b, i);
 		if (--b->pending == 0)
 			SetLatch(b->latch);
 	}
@@ -262,6 +279,7 @@ she_publish_denied(SheConn *c, const char *subject, const char *text)
 		if (b->out[i].state != SHE_MSG_PENDING || strcmp(b->events[i].subject, subject) != 0)
 			continue;
 		set_refused(b->sum, &b->out[i], NATS_NOT_PERMITTED, 0, text);
+		settled(b, i);
 		if (--b->pending == 0)
 			SetLatch(b->latch);
 		return;
@@ -393,12 +411,16 @@ send_one(SheConn *c, SheAckBatch *b, natsMsg *msg, int i)
 	pthread_mutex_unlock(&c->mu);
 
 	/*
-	 * MaxWait: nats.c drops the message from its pending map (and calls the
-	 * handler with NATS_TIMEOUT) when no ack comes, so unanswered messages
-	 * do not pile up in the process for ever.
+	 * No MaxWait: nats.c (3.4) keeps MaxWait deadlines in a sorted list that
+	 * holds every message sent within MaxWait, acknowledged or not, and
+	 * walks it from the head whenever a deadline is earlier than the last
+	 * one, as every message of a batch sent after another one with a later
+	 * deadline is: a 100,000-event transaction spent ~70-90 % of the
+	 * publisher's time in that walk (perf), and the expiries of one big
+	 * batch stalled the next.  Unanswered messages do not pile up in nats.c
+	 * either way: detach() drops what is still pending.
 	 */
 	jsPubOptions_Init(&po);
-	po.MaxWait = Max(she_ms_left(b->deadline), 1);
 	s = js_PublishMsgAsync(c->js, &msg, &po);
 	if (s == NATS_OK)
 		return true;
@@ -443,6 +465,15 @@ split_subjects(const char *patterns, char **copy, const char **out, int max)
 	return n;
 }
 
+static const SheStreamSpec *stream_spec = NULL;
+
+/* Set the spec a missing stream is created with (see nats_publish.h). */
+void
+she_publish_set_stream_spec(const SheStreamSpec *spec)
+{
+	stream_spec = spec;
+}
+
 /* Append s to buf as a JSON string (quotes and backslashes escaped). */
 static void
 json_str(char *buf, size_t len, const char *s)
@@ -463,8 +494,8 @@ json_str(char *buf, size_t len, const char *s)
 }
 
 /*
- * Create the stream with a raw API request whose configuration is what
- * js_AddStream sends (the server fills in the same defaults) plus
+ * Create the stream cfg with a raw API request whose configuration is what
+ * js_AddStream sends for it (the server fills in the same defaults) plus
  * "allow_atomic":true, which nats.c before 3.14 cannot express.  A server
  * before 2.12 ignores the field it does not know (nats-server 2.9 was
  * tested: the stream is created exactly as without it), so this works on
@@ -472,8 +503,8 @@ json_str(char *buf, size_t len, const char *s)
  * etext its description.  Signals blocked.
  */
 static natsStatus
-create_stream_atomic(SheConn *c, const char *stream, const char **subjects, int nsubjects,
-					 int64_t dup_ns, int wait_ms, jsErrCode *ec, char *etext, size_t elen)
+create_stream_atomic(SheConn *c, const jsStreamConfig *cfg, int wait_ms, jsErrCode *ec,
+					 char *etext, size_t elen)
 {
 	char		req[4096] = "{\"name\":";
 	char		subj[300];
@@ -483,22 +514,22 @@ create_stream_atomic(SheConn *c, const char *stream, const char **subjects, int 
 	const char *e;
 	int			i;
 
-	json_str(req, sizeof(req), stream);
+	json_str(req, sizeof(req), cfg->Name);
 	strlcat(req, ",\"subjects\":[", sizeof(req));
-	for (i = 0; i < nsubjects; i++)
+	for (i = 0; i < cfg->SubjectsLen; i++)
 	{
 		if (i > 0)
 			strlcat(req, ",", sizeof(req));
-		json_str(req, sizeof(req), subjects[i]);
+		json_str(req, sizeof(req), cfg->Subjects[i]);
 	}
 	snprintf(subj, sizeof(subj),
 			 "],\"retention\":\"limits\",\"max_consumers\":-1,\"max_msgs\":-1,\"max_bytes\":-1,"
 			 "\"max_age\":%lld,\"max_msgs_per_subject\":-1,\"max_msg_size\":-1,\"discard\":\"old\","
 			 "\"storage\":\"file\",\"num_replicas\":%d,\"duplicate_window\":%lld,\"allow_atomic\":true}",
-			 (long long) she_stream_max_age_s * 1000000000, she_stream_replicas, (long long) dup_ns);
+			 (long long) cfg->MaxAge, (int) cfg->Replicas, (long long) cfg->Duplicates);
 	if (strlcat(req, subj, sizeof(req)) >= sizeof(req))
 		return NATS_INSUFFICIENT_BUFFER;
-	snprintf(subj, sizeof(subj), "$JS.API.STREAM.CREATE.%s", stream);
+	snprintf(subj, sizeof(subj), "$JS.API.STREAM.CREATE.%s", cfg->Name);
 	s = natsConnection_RequestString(&reply, c->nc, subj, req, wait_ms);
 	if (s != NATS_OK)
 		return s;
@@ -519,8 +550,9 @@ create_stream_atomic(SheConn *c, const char *stream, const char **subjects, int 
 }
 
 /*
- * Create the stream (JetStream said no stream captures our subjects), with
- * atomic publish allowed when state_hub_events.atomic_batches is on.  A
+ * Create the stream (JetStream said no stream captures our subjects), as
+ * the batch's spec says, or else as the settings say, with atomic publish
+ * allowed when state_hub_events.atomic_batches is on.  A
  * racing creator (error 10058) counts as success.  Signals blocked.
  */
 static bool
@@ -540,16 +572,19 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 	jo.Wait = wait_ms;
 	jsStreamConfig_Init(&cfg);
 	cfg.Name = stream;
-	cfg.SubjectsLen = split_subjects(she_stream_subjects, &copy, subjects, 64);
+	cfg.SubjectsLen = split_subjects(stream_spec ? stream_spec->subjects : she_stream_subjects,
+									 &copy, subjects, 64);
 	cfg.Subjects = subjects;
 	cfg.Storage = js_FileStorage;
-	cfg.Replicas = she_stream_replicas;
-	cfg.MaxAge = (int64_t) she_stream_max_age_s * 1000000000;
-	cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
-								: she_duplicate_window_s) * 1000000000;
+	cfg.Replicas = stream_spec ? stream_spec->replicas : she_stream_replicas;
+	cfg.MaxAge = (int64_t) (stream_spec ? stream_spec->max_age_s : she_stream_max_age_s) * 1000000000;
+	if (stream_spec)
+		cfg.Duplicates = (int64_t) stream_spec->duplicate_window_s * 1000000000;
+	else
+		cfg.Duplicates = (int64_t) (she_in_worker ? Max(she_duplicate_window_s, she_durable_dup_window_s)
+									: she_duplicate_window_s) * 1000000000;
 	if (she_atomic_batches)
-		s = create_stream_atomic(c, stream, subjects, cfg.SubjectsLen, cfg.Duplicates, wait_ms,
-								 &ec, etext, sizeof(etext));
+		s = create_stream_atomic(c, &cfg, wait_ms, &ec, etext, sizeof(etext));
 	else
 		s = js_AddStream(&si, c->js, &cfg, &jo, &ec);
 	free(copy);
@@ -774,13 +809,16 @@ retry_no_responders(SheConn *c, SheAckBatch *b, int n, const char *stream,
 
 /*
  * Give up on what is still unanswered: detach the batch, so later acks
- * change nothing; pending becomes UNCONFIRMED.
+ * change nothing; pending becomes UNCONFIRMED, and nats.c forgets those
+ * messages (only this batch is in flight; an ack arriving later for one is
+ * ignored by nats.c).  Signals blocked.
  */
 static void
 detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
 {
 	int			i;
 	int			t = -1;
+	natsMsgList unanswered;
 
 	pthread_mutex_lock(&c->mu);
 	c->current = NULL;
@@ -804,6 +842,20 @@ detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
 			b->out[i].text = add_text(b->sum, "no stream captures the subjects");
 		}
 	}
+	pthread_mutex_unlock(&c->mu);
+	if (t >= 0 && js_PublishAsyncGetPendingList(&unanswered, c->js) == NATS_OK)
+		natsMsgList_Destroy(&unanswered);
+}
+
+/*
+ * Forget the batch in flight, if any (the publisher exiting on an ERROR):
+ * no ack handler reports an outcome of it after this returns.
+ */
+void
+she_publish_abandon(SheConn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	c->current = NULL;
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -987,7 +1039,8 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 				   const SheEvent *events, int n, uint64_t deadline,
 				   SheMsgOutcome *out, SheBatchOutcome *sum)
 {
-	she_publish_events_atomic(c, stream, create_stream, events, n, deadline, 0, out, sum);
+	she_publish_events_cb(c, stream, create_stream, events, n, deadline, 0,
+						  out, sum, NULL, NULL);
 }
 
 /* Publish, with atomic batches of at most max_atomic events (see nats_publish.h). */
@@ -995,6 +1048,25 @@ void
 she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 						  const SheEvent *events, int n, uint64_t deadline,
 						  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum)
+{
+	she_publish_events_cb(c, stream, create_stream, events, n, deadline, max_atomic,
+						  out, sum, NULL, NULL);
+}
+
+/*
+ * she_publish_events_atomic with fn told each acknowledged outcome as it
+ * arrives (see nats_publish.h).  A single message keeps the synchronous
+ * request (one write, no PING/PONG, no flusher wake-up: half the context
+ * switches and syscalls of the asynchronous path with its flush, as
+ * measured); fn is not called for it and the caller reports it.  Nor for
+ * atomic batches, whose members take their commit message's outcome only
+ * at the end (spread_atomic).
+ */
+void
+she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
+					  const SheEvent *events, int n, uint64_t deadline,
+					  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+					  SheOutcomeFn fn, void *fn_arg)
 {
 	SheAckBatch *b;
 	sigset_t	saved;
@@ -1010,6 +1082,7 @@ she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 		out[i].err_code = 0;
 		out[i].text = -1;
 		out[i].batch_refused = false;
+		out[i].reported = false;
 	}
 	if (n == 0)
 		return;
@@ -1038,6 +1111,11 @@ she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 		b->deadline = deadline;
 		if (max_atomic >= 2 && (b->last = malloc(n * sizeof(int))) != NULL)
 			plan_atomic(events, n, max_atomic, b->last, sum);
+		if (b->last == NULL)
+		{
+			b->fn = fn;
+			b->fn_arg = fn_arg;
+		}
 		pthread_mutex_lock(&c->mu);
 		c->current = b;
 		pthread_mutex_unlock(&c->mu);

@@ -36,6 +36,7 @@ typedef struct SheMsgOutcome
 	int			text;			/* index into SheBatchOutcome.texts, or -1 */
 	bool		batch_refused;	/* refused as a member of an atomic batch: which
 								 * member the server objected to is unknown */
+	bool		reported;		/* handed to the SheOutcomeFn already */
 } SheMsgOutcome;
 
 #define SHE_OUTCOME_TEXTS	16		/* more distinct texts share the last one */
@@ -61,6 +62,21 @@ typedef struct SheBatchOutcome
 #define SHE_HDR_COMMIT_KEY	"Statehub-Commit-Key"
 #define SHE_HDR_TXN_INDEX	"Statehub-Txn-Index"
 #define SHE_HDR_TXN_COUNT	"Statehub-Txn-Count"
+
+/*
+ * How to create a missing stream: the committing session's settings,
+ * carried with its batch (immediate mode).
+ */
+typedef struct SheStreamSpec
+{
+	const char *subjects;		/* stream_subjects */
+	int			replicas;		/* stream_replicas */
+	int			max_age_s;		/* stream_max_age */
+	int			duplicate_window_s; /* duplicate_window */
+} SheStreamSpec;
+
+/* The spec the next she_publish_events creates a stream with; NULL: the settings. */
+extern void she_publish_set_stream_spec(const SheStreamSpec *spec);
 
 /*
  * Publish events[0..n-1] to stream (with Nats-Msg-Id = id and
@@ -93,6 +109,30 @@ extern void she_publish_events_atomic(SheConn *c, const char *stream, bool creat
  */
 extern int	she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms,
 							   char *err, size_t errlen);
+
+/*
+ * Called on a nats thread, under SheConn.mu, as soon as message i has its
+ * final outcome from its acknowledgement (stored, duplicate, refused):
+ * plain C, atomics, spinlocks and SetLatch only.  Outcomes settled on the
+ * caller's thread (not sent, unconfirmed at the deadline) are not passed;
+ * the caller finds them with reported still false.
+ */
+typedef void (*SheOutcomeFn) (void *arg, int i, const SheMsgOutcome *o,
+							  const SheBatchOutcome *sum);
+
+/*
+ * she_publish_events_atomic, telling each acknowledged outcome to fn at
+ * once (a batch of one message is published by a synchronous request, and
+ * atomic batches settle their members together at the end: fn is not
+ * called for those).
+ */
+extern void she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
+								  const SheEvent *events, int n, uint64_t deadline,
+								  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+								  SheOutcomeFn fn, void *fn_arg);
+
+/* Forget the batch in flight: no outcome of it is reported after this. */
+extern void she_publish_abandon(SheConn *c);
 
 /* The error text of one message's outcome ("" if none). */
 extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);

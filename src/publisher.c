@@ -9,11 +9,19 @@
  *	  outcome to the backend waiting for it.
  *
  * Loop: reload settings on SIGHUP (a change of the connection settings
- * replaces the connection); make sure a connection exists (nats.c keeps
- * reconnecting in the background, so while NATS is down batches are
- * refused at once, never paying a connect timeout); answer a ping()
+ * replaces the connection); make a connection only at start, after such a
+ * reload, or (when the last attempt failed outright) once per
+ * retry_interval: nats.c keeps reconnecting an existing connection in the
+ * background, so while NATS is down batches are refused at once, never
+ * paying a connect timeout, and while an attempt runs after a failure the
+ * backends refuse their batches themselves (queue.c); answer a ping()
  * request; take what is queued; publish; report; sleep on the latch that
  * committing backends set.
+ *
+ * Shutdown (SIGTERM): the publisher stops accepting batches (new commits
+ * are refused at once), publishes what the queue holds, for at most
+ * publish_timeout (a hung server: refused at once after that), reports
+ * every outcome, then exits.
  *
  * A group the server answered not at all within a real budget (a hung
  * server) starts a back-off of retry_interval during which batches are
@@ -22,10 +30,12 @@
  * whose budget was short, start none.
  *
  * Crash: killed by a signal, the postmaster reinitialises the cluster
- * (every backend, the queue, the counters).  Exiting with an ERROR, it is
- * restarted after one second; the queue survives, backends waiting on it
- * give up at their deadline (counting what it had not taken as lost and
- * what it had taken as unconfirmed), and the new publisher skips those.
+ * (every backend, the queue, the counters).  Exiting with an ERROR, it
+ * first reports every event it took and had not reported as unconfirmed
+ * (it may have sent them), so each is counted once; it is restarted after
+ * one second; the queue survives, backends waiting on it give up at their
+ * deadline (counting what it had not taken as lost), and the new
+ * publisher skips those.
  *
  * IDENTIFICATION
  *	  src/publisher.c
@@ -61,6 +71,14 @@ static SheConn conn;
 static int	last_state = -1;		/* -1 unknown, 0 down, 1 up: for the log */
 static uint64 backoff_until = 0;
 static char backoff_reason[256];
+static uint64 next_attempt = 0;	/* after a failed attempt: not before */
+static bool drain_expired = false;	/* exiting, and publish_timeout passed */
+
+/* What was taken and not yet reported: reported unconfirmed at exit. */
+static SheTaken *taken_meta = NULL;
+static SheMsgOutcome *taken_out = NULL;	/* reported: told by report_acked */
+static int	taken_n = 0;
+static int	reported_n = 0;
 
 /* Atomic batches: does the stream allow them, as last asked. */
 #define ATOMIC_RECHECK_USEC	(60 * USECS_PER_SEC)
@@ -68,6 +86,7 @@ static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
 static int	atomic_logged = -1; /* the state last LOGged */
 static uint64 atomic_checked_at = 0;
 static char atomic_stream[256];
+static uint64 next_refresh = 0;	/* she_now_usec() time of the next full refresh */
 
 /* Register the publisher (from _PG_init, when preloaded). */
 void
@@ -97,11 +116,44 @@ she_publisher_register(void)
 				 errhint("Raise max_worker_processes.  Until then every event of immediate mode is lost and counted failed.")));
 }
 
+/*
+ * before_shmem_exit: events taken and not reported (an ERROR while
+ * publishing) get an outcome, unconfirmed, so their backends and stats()
+ * count each once; then backends stop handing batches over.
+ */
 static void
 publisher_exit(int code, Datum arg)
 {
+	SheMsgOutcome o;
+	SheBatchOutcome sum;
+
+	memset(&o, 0, sizeof(o));
+	memset(&sum, 0, sizeof(sum));
+	o.state = SHE_MSG_UNCONFIRMED;
+	o.text = 0;
+	sum.ntexts = 1;
+	strlcpy(sum.texts[0], "the publisher process exited before their outcome was known",
+			sizeof(sum.texts[0]));
+	strlcpy(sum.reason, sum.texts[0], sizeof(sum.reason));
+	she_publish_abandon(&conn); /* no ack handler reports from now on */
+	for (; reported_n < taken_n; reported_n++)
+		if (!taken_out[reported_n].reported)
+			she_queue_report(&taken_meta[reported_n], &o, &sum);
+	taken_n = reported_n = 0;
 	she_queue_detach_publisher(code, arg);
 	she_conn_close(&conn);
+}
+
+/* A take of n events starts: none of them is reported yet. */
+static void
+begin_take(SheMsgOutcome *out, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		out[i].reported = false;
+	taken_n = n;
+	reported_n = 0;
 }
 
 /*
@@ -111,6 +163,7 @@ publisher_exit(int code, Datum arg)
 static void
 refresh_connection(void)
 {
+	static char last_err[256] = "";
 	char		err[256] = "";
 	bool		up = false;
 
@@ -119,9 +172,32 @@ refresh_connection(void)
 		she_conn_close(&conn);
 		snprintf(err, sizeof(err), "state_hub_events.nats_url is empty");
 	}
-	else if (she_conn_ensure(&conn, err, sizeof(err)))
+	else if (conn.nc == NULL && she_now_usec() < next_attempt)
+		strlcpy(err, last_err, sizeof(err));	/* the last attempt failed */
+	else if (conn.nc == NULL)
+	{
+		char		masked[512];
+		char		why[256];
+
+		/* while it runs after a failure, backends refuse with this */
+		she_mask_url(she_nats_url, masked, sizeof(masked));
+		snprintf(why, sizeof(why), "not connected to NATS at %s (connecting; %s)", masked,
+				 last_err[0] ? last_err : "the previous connection was closed");
+		she_queue_set_connecting(true, last_err[0] ? why : NULL);
+		if (last_state == -1)	/* at start and after a reload, not every retry */
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events publisher: connecting to NATS at %s", masked)));
+		if (she_conn_ensure(&conn, err, sizeof(err)))
+			up = she_conn_is_connected(&conn, err, sizeof(err));
+		else
+			next_attempt = she_now_usec() + (uint64) Max(she_retry_interval_ms, 1000) * 1000;
+	}
+	else
 		up = she_conn_is_connected(&conn, err, sizeof(err));
+	strlcpy(last_err, up ? "" : err, sizeof(last_err));
 	she_queue_set_connection(up, up ? conn.max_payload : 0, err);
+	she_queue_set_connecting(false, NULL);
 	if ((int) up != last_state)
 	{
 		char		masked[512];
@@ -137,6 +213,26 @@ refresh_connection(void)
 					 errmsg("state_hub_events publisher: not connected to NATS: %s", err)));
 		last_state = up;
 	}
+}
+
+/*
+ * Is a full refresh_connection() due?  Not in every loop: it builds the
+ * settings key (malloc) and asks nats.c for the status.  Due when there is
+ * no connection, after a reload, when nats.c's callbacks changed the state
+ * (read under SheConn.mu only, no nats call), and once per IDLE_POLL_MS.
+ */
+static bool
+refresh_due(bool reloaded)
+{
+	uint64		now = she_now_usec();
+
+	if (reloaded || conn.nc == NULL || now >= next_refresh ||
+		she_conn_state_hint(&conn) != last_state)
+	{
+		next_refresh = now + (uint64) IDLE_POLL_MS * 1000;
+		return true;
+	}
+	return false;
 }
 
 /* Refuse a group at once: every event not sent, with reason. */
@@ -237,6 +333,22 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 		atomic_state = -1;		/* ask the stream again: was it changed? */
 }
 
+/*
+ * SheOutcomeFn: report an acknowledged outcome to its backend straight from
+ * the nats thread that received it (meta: the group's SheTaken array), so
+ * a waiting backend is woken without a hop through this process's main
+ * thread.  A failure is noted in stats() first, as publish_group does.
+ */
+static void
+report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
+{
+	const SheTaken *meta = (const SheTaken *) arg;
+
+	if (o->state != SHE_MSG_STORED && o->state != SHE_MSG_DUPLICATE)
+		she_stats_set_last_error(she_outcome_text(sum, o));
+	she_queue_report(&meta[i], o, sum);
+}
+
 /* Publish one group (same stream and create flag) and report it. */
 static void
 publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
@@ -246,17 +358,19 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	char		why[256];
 	int			i;
 
-	if (now < backoff_until)
+	if (drain_expired)
+		refuse_group(out, n, &sum, "the publisher process stopped before publishing them");
+	else if (now < backoff_until)
 	{
 		snprintf(why, sizeof(why), "NATS was unavailable (%s); the next attempt is in %d ms",
 				 backoff_reason, (int) ((backoff_until - now) / 1000));
 		refuse_group(out, n, &sum, why);
 	}
-	else if (conn.js == NULL || !she_conn_is_connected(&conn, why, sizeof(why)))
+	else if (conn.js == NULL)
 	{
-		if (conn.js == NULL)
-			strlcpy(why, she_nats_url[0] == '\0' ? "state_hub_events.nats_url is empty" :
-					"no connection to NATS", sizeof(why));
+		/* she_publish_events checks that the connection is up */
+		strlcpy(why, she_nats_url[0] == '\0' ? "state_hub_events.nats_url is empty" :
+				"no connection to NATS", sizeof(why));
 		refuse_group(out, n, &sum, why);
 	}
 	else
@@ -264,8 +378,10 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		uint64		deadline = group_deadline(meta, n);
 		int			max_atomic = atomic_max(meta[0].stream);
 
-		she_publish_events_atomic(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-								  deadline, max_atomic, out, &sum);
+		she_publish_set_stream_spec(&meta[0].spec);
+		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
+							  deadline, max_atomic, out, &sum, report_acked, meta);
+		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
 
@@ -283,7 +399,11 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		}
 	}
 	for (i = 0; i < n; i++)
-		she_queue_report(&meta[i], &out[i], &sum);
+	{
+		if (!out[i].reported)
+			she_queue_report(&meta[i], &out[i], &sum);
+		reported_n++;
+	}
 	if (sum.stored < n)
 		she_stats_set_last_error(sum.reason);
 	she_stats_record_publisher_batch(n);
@@ -308,6 +428,41 @@ publish_taken(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 }
 
 /*
+ * SIGTERM: new commits are refused at once (the publisher is detached);
+ * what the queue holds is published, for at most publish_timeout, then
+ * refused; every outcome is reported.  Then exit.
+ */
+static void
+drain_and_exit(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, MemoryContext cxt)
+{
+	uint64		until = she_now_usec() + (uint64) she_publish_timeout_ms * 1000;
+	int			n;
+	int			total = 0;
+
+	she_queue_detach_publisher(0, (Datum) 0);
+	pgstat_report_activity(STATE_RUNNING, "publishing the queue before exiting");
+	for (;;)
+	{
+		MemoryContextReset(cxt);
+		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
+		if (n == 0)
+			break;
+		begin_take(out, n);
+		drain_expired = (she_now_usec() >= until);
+		publish_taken(evs, meta, out, n);
+		taken_n = reported_n = 0;
+		total += n;
+	}
+	if (total > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("state_hub_events publisher: reported the outcome of %d queued events before exiting",
+						total)));
+	/* 1, as after die(): a publisher terminated outside shutdown is restarted */
+	proc_exit(1);
+}
+
+/*
  * Entry point.  No database: settings come from the configuration files.
  */
 void
@@ -320,7 +475,7 @@ she_publisher_main(Datum arg)
 	char		name[128];
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	snprintf(name, sizeof(name), "state_hub_events publisher pid=%d", MyProcPid);
@@ -328,20 +483,24 @@ she_publisher_main(Datum arg)
 	she_conn_init(&conn);
 	she_queue_attach_publisher();
 	before_shmem_exit(publisher_exit, (Datum) 0);
+	taken_meta = meta = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheTaken));
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events publisher",
 								ALLOCSET_DEFAULT_SIZES);
 	evs = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheEvent));
-	meta = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheTaken));
-	out = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheMsgOutcome));
+	taken_out = out = MemoryContextAlloc(TopMemoryContext, TAKE_MAX_EVENTS * sizeof(SheMsgOutcome));
 
 	for (;;)
 	{
 		int			n;
+		bool		reloaded = false;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			drain_and_exit(evs, meta, out, cxt);
 		if (ConfigReloadPending)
 		{
+			reloaded = true;
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			if (she_conn_settings_changed(&conn))
@@ -350,10 +509,12 @@ she_publisher_main(Datum arg)
 				backoff_until = 0;
 			}
 			atomic_state = -1;	/* atomic_batches or the stream may have changed */
+			next_attempt = 0;
 			last_state = -1;	/* log the state after every reload */
 		}
 		ResetLatch(MyLatch);
-		refresh_connection();
+		if (refresh_due(reloaded))
+			refresh_connection();
 
 		/* whatever a ping answer or a take allocates lives until the next turn */
 		MemoryContextReset(cxt);
@@ -366,12 +527,17 @@ she_publisher_main(Datum arg)
 		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
 		if (n > 0)
 		{
+			begin_take(out, n);
 			pgstat_report_activity(STATE_RUNNING, "publishing");
 			publish_taken(evs, meta, out, n);
+			taken_n = reported_n = 0;
 			pgstat_report_activity(STATE_IDLE, NULL);
-			continue;			/* the latch may have been reset meanwhile */
+			continue;			/* take again before sleeping */
 		}
+		if (!she_queue_publisher_idle())
+			continue;			/* records arrived after the take */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 IDLE_POLL_MS, PG_WAIT_EXTENSION);
+		she_queue_publisher_busy();
 	}
 }

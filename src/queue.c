@@ -29,6 +29,10 @@
  *	  abandons (not taken yet: lost, and the publisher will skip it; taken
  *	  but not reported: unconfirmed, and the publisher's later outcome is
  *	  not counted again).
+ *	- publisher_idle (an atomic): the publisher sets it just before it
+ *	  sleeps (then looks at head once more); the first writer that sees
+ *	  it clears it and sets the publisher's latch.  A publisher that is
+ *	  busy is not woken per commit: it takes again before it sleeps.
  *	- publisher_latch, publisher_pid, publisher_started, connected,
  *	  conn_error: the mutex.
  *	  max_payload: an atomic, read by every backend at publish().
@@ -89,6 +93,11 @@ typedef struct QueueRecord
 	bool		create_stream;
 	char		id[SHE_UUID_LEN + 1];
 	SheTxn		txn;			/* the event's transaction, for its headers */
+	/* the session's stream creation settings; stream_subjects follows stream */
+	uint16		subjects_len;
+	int32		stream_replicas;
+	int32		stream_max_age_s;
+	int32		duplicate_window_s;
 } QueueRecord;
 
 typedef struct WaitSlot
@@ -116,10 +125,13 @@ typedef struct QueueShared
 	pg_atomic_uint64 next_ticket;	/* batch tickets, unique cluster-wide */
 	uint64		size;
 	pg_atomic_uint32 max_payload;
-	slock_t		mutex;			/* the four fields below */
+	pg_atomic_uint32 publisher_idle;	/* 1: it may sleep; the next writer
+										 * sets its latch (see wake_if_idle) */
+	slock_t		mutex;			/* the six fields below */
 	Latch	   *publisher_latch;
 	int			publisher_pid;
 	bool		connected;
+	bool		connecting;		/* inside a connection attempt */
 	bool		publisher_started;	/* it attached since shmem init */
 	char		conn_error[256];
 	int			nslots;
@@ -130,6 +142,7 @@ static QueueShared *q = NULL;
 static int *waitq = NULL;		/* MaxBackends pgprocnos, FIFO, under lock */
 static char *ring = NULL;
 static bool in_waitq = false;	/* this backend is in waitq */
+static bool wait_cancelled = false; /* this commit's waits were cancelled */
 
 /* Set in the postmaster by _PG_init, inherited by every backend. */
 bool		she_publisher_registered = false;
@@ -176,6 +189,7 @@ she_queue_startup_shmem(void)
 		pg_atomic_init_u64(&q->next_ticket, 1);
 		q->size = (uint64) she_queue_size_kb * 1024;
 		pg_atomic_init_u32(&q->max_payload, 0);
+		pg_atomic_init_u32(&q->publisher_idle, 1);
 		SpinLockInit(&q->mutex);
 		q->nslots = MaxBackends;
 		for (i = 0; i < q->nslots; i++)
@@ -192,12 +206,13 @@ she_queue_ready(void)
 	return q != NULL;
 }
 
-/* The largest envelope a record can carry. */
+/* The largest envelope a record can carry (with this session's stream_subjects). */
 int
 she_queue_max_event_bytes(void)
 {
-	return (int) Min((uint64) she_queue_size_kb * 1024 - sizeof(QueueRecord) - 1024,
-					 (uint64) PG_INT32_MAX);
+	uint64		room = sizeof(QueueRecord) + 1024 + strlen(she_stream_subjects);
+
+	return (int) Min((uint64) she_queue_size_kb * 1024 - room, (uint64) PG_INT32_MAX);
 }
 
 static void
@@ -234,35 +249,85 @@ she_queue_wake_publisher(void)
 		SetLatch(latch);
 }
 
+/*
+ * A writer appended records: wake the publisher only if it announced that
+ * it may sleep (she_queue_publisher_idle), and only the first writer to see
+ * that.  A busy publisher takes again before it sleeps, so commits that
+ * arrive while it publishes cost it no wake-up.  The barrier pairs with
+ * the one in she_queue_publisher_idle: either this writer sees the flag or
+ * the publisher sees the new head.
+ */
+static void
+wake_if_idle(void)
+{
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&q->publisher_idle) == 0)
+		return;
+	if (pg_atomic_exchange_u32(&q->publisher_idle, 0) == 1)
+		she_queue_wake_publisher();
+}
+
+/*
+ * The publisher is about to sleep: announce it, then look once more.
+ * Returns false (and stays busy) when records arrived meanwhile.
+ */
+bool
+she_queue_publisher_idle(void)
+{
+	pg_atomic_write_u32(&q->publisher_idle, 1);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
+		return true;
+	pg_atomic_write_u32(&q->publisher_idle, 0);
+	return false;
+}
+
+/* The publisher woke up: writers need not wake it until it is idle again. */
+void
+she_queue_publisher_busy(void)
+{
+	pg_atomic_write_u32(&q->publisher_idle, 0);
+}
+
 /* Append one record at *head (the caller holds the lock and checked space). */
 static void
 append_record(uint64 *head, const SheEvent *ev, const char *stream, bool create,
-			  int waiter, uint64 ticket, uint64 deadline)
+			  const SheStreamSpec *spec, int waiter, uint64 ticket, uint64 deadline)
 {
 	QueueRecord r;
+	uint64		p = *head + sizeof(r);
 
 	memset(&r, 0, sizeof(r));
 	r.stream_len = strlen(stream);
+	r.subjects_len = strlen(spec->subjects);
 	r.subject_len = strlen(ev->subject);
 	r.envelope_len = ev->envelope_len;
-	r.len = sizeof(r) + r.stream_len + r.subject_len + r.envelope_len;
+	r.len = sizeof(r) + r.stream_len + r.subjects_len + r.subject_len + r.envelope_len;
 	r.waiter = waiter;
 	r.ticket = ticket;
 	r.deadline = deadline;
 	r.create_stream = create;
+	r.stream_replicas = spec->replicas;
+	r.stream_max_age_s = spec->max_age_s;
+	r.duplicate_window_s = spec->duplicate_window_s;
 	memcpy(r.id, ev->id, sizeof(r.id));
 	r.txn = ev->txn;
 	ring_write(*head, &r, sizeof(r));
-	ring_write(*head + sizeof(r), stream, r.stream_len);
-	ring_write(*head + sizeof(r) + r.stream_len, ev->subject, r.subject_len);
-	ring_write(*head + sizeof(r) + r.stream_len + r.subject_len, ev->envelope, r.envelope_len);
+	ring_write(p, stream, r.stream_len);
+	p += r.stream_len;
+	ring_write(p, spec->subjects, r.subjects_len);
+	p += r.subjects_len;
+	ring_write(p, ev->subject, r.subject_len);
+	p += r.subject_len;
+	ring_write(p, ev->envelope, r.envelope_len);
 	*head += r.len;
 }
 
 static uint64
-record_len(const SheEvent *ev, const char *stream)
+record_len(const SheEvent *ev, const char *stream, const SheStreamSpec *spec)
 {
-	return sizeof(QueueRecord) + strlen(stream) + strlen(ev->subject) + ev->envelope_len;
+	return sizeof(QueueRecord) + strlen(stream) + strlen(spec->subjects) +
+		strlen(ev->subject) + ev->envelope_len;
 }
 
 /* Remove this backend from the admission FIFO (caller holds the lock). */
@@ -294,7 +359,7 @@ leave_waitq(void)
  */
 static bool
 append_some(const SheEvent *events, int n, int *i, const char *stream, bool create,
-			int waiter, uint64 ticket, uint64 deadline)
+			const SheStreamSpec *spec, int waiter, uint64 ticket, uint64 deadline)
 {
 	int			me = she_my_proc_number();
 	uint64		head;
@@ -318,11 +383,11 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 	free_bytes = q->size - (head - pg_atomic_read_u64(&q->tail));
 	while (*i < n)
 	{
-		uint64		len = record_len(&events[*i], stream);
+		uint64		len = record_len(&events[*i], stream, spec);
 
 		if (len > free_bytes)
 			break;
-		append_record(&head, &events[*i], stream, create, waiter, ticket, deadline);
+		append_record(&head, &events[*i], stream, create, spec, waiter, ticket, deadline);
 		free_bytes -= len;
 		(*i)++;
 	}
@@ -386,6 +451,49 @@ publisher_missing(void)
 }
 
 /*
+ * Is the publisher inside a connection attempt after its last one failed
+ * (or the connection was lost)?  Then a commit is refused at once with why
+ * it is not connected (copied into reason), instead of waiting for the
+ * attempt (up to connect_timeout per listed server pass).  The first
+ * attempt after start-up, or after a reload while connected, is waited for.
+ */
+static bool
+publisher_reconnecting(char *reason, size_t reasonlen)
+{
+	bool		refuse;
+
+	SpinLockAcquire(&q->mutex);
+	refuse = (q->connecting && !q->connected && q->conn_error[0] != '\0');
+	if (refuse)
+		strlcpy(reason, q->conn_error, reasonlen);
+	SpinLockRelease(&q->mutex);
+	return refuse;
+}
+
+/*
+ * A cancel (pg_cancel_backend) or a termination ends a commit-time wait
+ * for the publisher, as for synchronous replication: the transaction has
+ * committed, so the wait just stops (what was not queued is lost, what was
+ * taken and not reported is unconfirmed).  A cancel is consumed here; a
+ * termination stays pending, and the backend exits after the commit.
+ */
+static bool
+wait_interrupted(void)
+{
+	if (ProcDiePending)
+	{
+		whereToSendOutput = DestNone;
+		return true;
+	}
+	if (QueryCancelPending)
+	{
+		QueryCancelPending = false;
+		wait_cancelled = true;
+	}
+	return wait_cancelled;
+}
+
+/*
  * Hand a committed batch to the publisher (at XACT_EVENT_COMMIT: no ERROR,
  * no allocation, every wait bounded by timeout_ms).  With wait, the slot
  * is set up for she_queue_wait.  Returns how many events were queued; the
@@ -397,7 +505,7 @@ publisher_missing(void)
  */
 int
 she_queue_put(const SheEvent *events, int n, const char *stream, bool create_stream,
-			  bool wait, int timeout_ms, SheHandOff *res)
+			  const SheStreamSpec *spec, bool wait, int timeout_ms, SheHandOff *res)
 {
 	uint64		deadline = she_now_usec() + (uint64) timeout_ms * 1000;
 	bool		use_slot;
@@ -405,17 +513,27 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 	int			waiter;
 	int			i = 0;
 	bool		pm_dead = false;
+	bool		interrupted = false;
 	bool		reset = false;
+	bool		on_list = false;
 
 	memset(res, 0, sizeof(*res));
 	res->nevents = n;
+	wait_cancelled = false;
 	if (publisher_missing())
-	{
-		res->lost = n;
 		snprintf(res->reason, sizeof(res->reason),
 				 "the publisher process is not running%s",
 				 she_publisher_registered ? "" :
 				 " (it could not be registered: raise max_worker_processes)");
+	if (res->reason[0] != '\0' || publisher_reconnecting(res->reason, sizeof(res->reason)))
+	{
+		/*
+		 * Refused at once.  The slot still gets a batch (of none), or
+		 * she_queue_wait would collect the previous batch's outcomes.
+		 */
+		if (wait && she_my_proc_number() < q->nslots)
+			(void) start_slot(0);
+		res->lost = n;
 		she_stats_add_failed(n);
 		return 0;
 	}
@@ -427,15 +545,30 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		int			before = i;
 		int			rc;
 
-		/* on the wake-up list before looking, so no broadcast is missed */
-		ConditionVariablePrepareToSleep(&q->space_cv);
-		if (append_some(events, n, &i, stream, create_stream,
+		/*
+		 * On the wake-up list before looking, so no broadcast is missed;
+		 * the first look goes without (the batch usually fits), and one
+		 * that does not fit looks again once on the list.
+		 */
+		if (on_list)
+			ConditionVariablePrepareToSleep(&q->space_cv);
+		if (append_some(events, n, &i, stream, create_stream, spec,
 						waiter, ticket, deadline))
 			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
 		if (i > before)
-			she_queue_wake_publisher();
+			wake_if_idle();
 		if (i == n || she_ms_left(deadline) <= 0)
 			break;
+		if (!on_list)
+		{
+			on_list = true;
+			continue;
+		}
+		if (wait_interrupted())
+		{
+			interrupted = true;
+			break;
+		}
 		rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
 					   (long) Max(she_ms_left(deadline), 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -446,7 +579,8 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 			break;
 		}
 	}
-	ConditionVariableCancelSleep();
+	if (on_list)
+		ConditionVariableCancelSleep();
 	if (reset)
 		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
 	if (in_waitq)
@@ -463,6 +597,10 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		if (pm_dead)
 			snprintf(res->reason, sizeof(res->reason),
 					 "the postmaster died while %d events waited for room in the publisher's queue",
+					 n - i);
+		else if (interrupted)
+			snprintf(res->reason, sizeof(res->reason),
+					 "the wait for room in the publisher's queue (state_hub_events.queue_size) was cancelled with %d events not queued",
 					 n - i);
 		else
 			snprintf(res->reason, sizeof(res->reason),
@@ -535,7 +673,7 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 	if (she_my_proc_number() >= q->nslots)
 		return;
 	slot = &q->slots[she_my_proc_number()];
-	while (!collect(slot, she_ms_left(limit) <= 0 || pm_dead, res))
+	while (!collect(slot, she_ms_left(limit) <= 0 || pm_dead || wait_interrupted(), res))
 	{
 		int			rc;
 
@@ -574,6 +712,7 @@ she_queue_detach_publisher(int code, Datum arg)
 	q->publisher_latch = NULL;
 	q->publisher_pid = 0;
 	q->connected = false;
+	q->connecting = false;
 	strlcpy(q->conn_error, "the publisher process is not running", sizeof(q->conn_error));
 	SpinLockRelease(&q->mutex);
 }
@@ -637,8 +776,14 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		memcpy(evs[n].id, r.id, sizeof(r.id));
 		evs[n].txn = r.txn;
 		meta[n].stream = read_string(p, r.stream_len, cxt);
-		evs[n].subject = read_string(p + r.stream_len, r.subject_len, cxt);
-		evs[n].envelope = read_string(p + r.stream_len + r.subject_len, r.envelope_len, cxt);
+		p += r.stream_len;
+		meta[n].spec.subjects = read_string(p, r.subjects_len, cxt);
+		meta[n].spec.replicas = r.stream_replicas;
+		meta[n].spec.max_age_s = r.stream_max_age_s;
+		meta[n].spec.duplicate_window_s = r.duplicate_window_s;
+		p += r.subjects_len;
+		evs[n].subject = read_string(p, r.subject_len, cxt);
+		evs[n].envelope = read_string(p + r.subject_len, r.envelope_len, cxt);
 		evs[n].envelope_len = r.envelope_len;
 		meta[n].create_stream = r.create_stream;
 		meta[n].waiter = r.waiter;
@@ -672,7 +817,9 @@ count_outcome(SheMsgState state)
  * Report one event's outcome to its backend, and count it in stats()
  * unless its backend already did (it gave up on the batch).  The count is
  * made under the slot's spinlock, before the backend can see the outcome:
- * once its COMMIT returns, stats() agrees with its WARNING.
+ * once its COMMIT returns, stats() agrees with its WARNING.  Called by the
+ * publisher's main thread or, for an acknowledged outcome, by the nats
+ * thread that received it: atomics, spinlocks and SetLatch only.
  */
 void
 she_queue_report(const SheTaken *t, const SheMsgOutcome *o, const SheBatchOutcome *sum)
@@ -723,6 +870,20 @@ she_queue_set_connection(bool connected, int max_payload, const char *error)
 	SpinLockAcquire(&q->mutex);
 	q->connected = connected;
 	strlcpy(q->conn_error, error ? error : "", sizeof(q->conn_error));
+	SpinLockRelease(&q->mutex);
+}
+
+/*
+ * The publisher starts (or ends) a connection attempt; error, when not
+ * NULL, is why it is not connected meanwhile (see publisher_reconnecting).
+ */
+void
+she_queue_set_connecting(bool connecting, const char *error)
+{
+	SpinLockAcquire(&q->mutex);
+	q->connecting = connecting;
+	if (error != NULL && !q->connected)
+		strlcpy(q->conn_error, error, sizeof(q->conn_error));
 	SpinLockRelease(&q->mutex);
 }
 

@@ -34,6 +34,7 @@ typedef struct SheTaken
 	int			waiter;			/* pgprocno, or -1 */
 	uint64		ticket;
 	uint64		deadline;		/* she_now_usec() time */
+	SheStreamSpec spec;			/* the session's stream creation settings */
 } SheTaken;
 
 extern int	she_queue_size_kb;
@@ -46,8 +47,8 @@ extern int	she_queue_max_event_bytes(void);
 
 /* backends */
 extern int	she_queue_put(const SheEvent *events, int n, const char *stream,
-						  bool create_stream, bool wait, int timeout_ms,
-						  SheHandOff *res);
+						  bool create_stream, const SheStreamSpec *spec,
+						  bool wait, int timeout_ms, SheHandOff *res);
 extern void she_queue_wait(uint64 deadline, SheHandOff *res);
 
 /* the publisher */
@@ -58,9 +59,12 @@ extern int	she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes,
 extern void she_queue_report(const SheTaken *t, const SheMsgOutcome *o,
 							 const SheBatchOutcome *sum);
 extern void she_queue_wake_publisher(void);
+extern bool she_queue_publisher_idle(void);
+extern void she_queue_publisher_busy(void);
 
 /* the server's max payload and the publisher's connection state */
 extern void she_queue_set_connection(bool connected, int max_payload, const char *error);
+extern void she_queue_set_connecting(bool connecting, const char *error);
 extern int	she_queue_max_payload(void);
 extern void she_queue_publisher_state(int *pid, bool *connected, char *error, size_t errlen);
 

@@ -268,18 +268,19 @@ hist_quantile(const uint64 *counts, uint64 total, double q)
  *	 duplicates bigint, failed bigint, unconfirmed bigint, dropped bigint,
  *	 commits bigint, commit_publish_p50_ms float8, commit_publish_p99_ms float8,
  *	 last_error text, last_error_at timestamptz, rejected bigint,
- *	 atomic_batches bigint, atomic_splits bigint)
+ *	 publisher_batches bigint, publisher_events bigint, atomic_batches bigint,
+ *	 atomic_splits bigint)
  *
- * Before version 1.2 the function has no rejected column, before 1.3 no
- * atomic_batches and atomic_splits: the tuple is built for the columns the
- * installed version declares.
+ * Version 1.1 declares the first 12 columns, 1.2 the first 15 (a
+ * development build of 1.2 had rejected only: 13), 1.3 all 17: the tuple
+ * is built for the columns the installed version declares.
  */
 Datum
 she_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[15];
-	bool		nulls[15];
+	Datum		values[17];
+	bool		nulls[17];
 	uint64		counts[HIST_BUCKETS];
 	uint64		total = 0;
 	char		last_error[256];
@@ -289,8 +290,9 @@ she_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (tupdesc->natts != 12 && tupdesc->natts != 13 && tupdesc->natts != 15)
-		elog(ERROR, "stats() must return 12, 13 or 15 columns, not %d", tupdesc->natts);
+	if (tupdesc->natts != 12 && tupdesc->natts != 13 && tupdesc->natts != 15 &&
+		tupdesc->natts != 17)
+		elog(ERROR, "stats() must return 12, 13, 15 or 17 columns, not %d", tupdesc->natts);
 
 	for (i = 0; i < HIST_BUCKETS; i++)
 	{
@@ -322,8 +324,10 @@ she_stats(PG_FUNCTION_ARGS)
 	values[11] = TimestampTzGetDatum(last_time);
 	nulls[11] = (last_time == 0);
 	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->rejected));
-	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_batches));
-	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_splits));
+	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->publisher_batches));
+	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->publisher_events));
+	values[15] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_batches));
+	values[16] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_splits));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 # make deb (Debian's packaging tools) needs.
 pkgs=(postgresql-15 postgresql-server-dev-15 libnats-dev nats-server uuid-dev
       libipc-run-perl libjson-xs-perl python3 python3-pydantic openssl make gcc
-      clang libclang-rt-dev gdb)
+      clang libclang-rt-dev)
 case ${1:-} in
     matrix) pkgs+=(debootstrap) ;;
     deb) pkgs+=(debhelper dpkg-dev build-essential postgresql-server-dev-all postgresql-all) ;;
@@ -21,7 +21,6 @@ done
 # JSON::XS (libjson-xs-perl) decodes messages in the TAP tests ~100 times
 # faster than JSON::PP, which they fall back to.
 # clang with its runtime (libFuzzer, sanitizers) builds the fuzz harnesses.
-# gdb: make bench finds the publisher's batch counters in shared memory with it.
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

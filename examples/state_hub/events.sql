@@ -142,12 +142,44 @@ BEGIN
     RETURN n;
 END $$;
 
+-- Re-announcing registered repos (a consumer deployed after the repos
+-- exist): registered_repos gives each repo exactly the attributes of its
+-- org.statehub.repo.registered event, and state_hub_events.backfill()
+-- publishes one event per row, in batches of batch_size, one transaction
+-- each, ordered by repo_id.  "where" filters on the view's columns, e.g.
+-- 'domain_slug = ''custodian'''; "after" resumes after the repo_id the last
+-- NOTICE named.  Run it as hub_publisher (backfill() runs with its
+-- caller's rights), outside a transaction block:
+--     SET ROLE hub_publisher; CALL hub_events.reannounce_repos();
+CREATE VIEW hub_events.registered_repos AS
+SELECT r.id         AS repo_id,
+       r.slug       AS repo_slug,
+       (SELECT d.slug FROM hub.domains d WHERE d.id = r.domain_id) AS domain_slug,
+       r.remote_url AS remote_url,
+       r.local_path AS local_path
+  FROM hub.repos r;
+
+CREATE PROCEDURE hub_events.reannounce_repos("where" text DEFAULT NULL,
+                                             batch_size integer DEFAULT 1000,
+                                             INOUT "after" text[] DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+BEGIN
+    CALL state_hub_events.backfill('hub_events.registered_repos', 'org.statehub.repo.registered',
+                                   "where", batch_size, "after",
+                                   columns => '{}', key => '{repo_id}');
+END $$;
+
+GRANT EXECUTE ON PROCEDURE state_hub_events.backfill(regclass, text, text, integer, text[], text[], name, text[])
+    TO hub_publisher;
+
 ALTER FUNCTION hub_events.repo_registered() OWNER TO hub_publisher;
 ALTER FUNCTION hub_events.workplan_completed() OWNER TO hub_publisher;
 ALTER FUNCTION hub_events.decision_resolved() OWNER TO hub_publisher;
 ALTER FUNCTION hub_events.domain_goal_activated() OWNER TO hub_publisher;
 ALTER FUNCTION hub_events.sweep_stale_tasks(interval) OWNER TO hub_publisher;
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA hub_events FROM PUBLIC;
+ALTER VIEW hub_events.registered_repos OWNER TO hub_publisher;
+ALTER PROCEDURE hub_events.reannounce_repos(text, integer, text[]) OWNER TO hub_publisher;
+REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA hub_events FROM PUBLIC;
 
 CREATE TRIGGER repo_registered AFTER INSERT ON hub.repos
     FOR EACH ROW EXECUTE FUNCTION hub_events.repo_registered();

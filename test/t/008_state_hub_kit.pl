@@ -213,6 +213,26 @@ is(one_row(q{SELECT string_agg(status, ',' ORDER BY title) FROM hub.tasks WHERE 
 is(one_row(q{SELECT hub_events.sweep_stale_tasks()}), 0, 'a second sweep finds nothing');
 is(scalar(arrived()), 0, 'and publishes nothing');
 
+# --- re-announcing the registered repos: the events repo.registered gave
+my %registered = map { $_->{body}{attributes}{repo_id} => $_->{body}{attributes} }
+  grep { $_->{subject} eq 'org.statehub.repo.registered' } @all;
+($ret, $out, $err) = $node->psql('postgres', q{SET ROLE hub_app; CALL hub_events.reannounce_repos()});
+like($err, qr/permission denied for procedure reannounce_repos/, 'hub_app cannot re-announce repos');
+is(scalar(arrived()), 0, 'and publishes nothing');
+($ret, $out, $err) = $node->psql('postgres', q{SET ROLE hub_publisher; CALL hub_events.reannounce_repos(batch_size => 1)});
+is($ret, 0, 'hub_publisher re-announces the registered repos') or diag($err);
+@m = arrived();
+is(scalar @m, scalar keys %registered, 'one repo.registered per registered repo');
+is_deeply([ map { $_->{body}{attributes}{repo_id} } @m ], [ sort keys %registered ], 'ordered by repo_id');
+is_deeply([ map { $_->{body}{attributes} } @m ], [ map { $registered{$_} } sort keys %registered ],
+    'with exactly the attributes the registration published');
+is(() = $err =~ /NOTICE:  backfill of hub_events.registered_repos: batch \d+ committed/g, scalar @m,
+    'a NOTICE per batch of one');
+($ret, $out, $err) = $node->psql('postgres',
+    q{SET ROLE hub_publisher; CALL hub_events.reannounce_repos('local_path IS NOT NULL')});
+@m = arrived();
+is_deeply([ map { $_->{body}{attributes}{repo_slug} } @m ], ['kept'], 'a "where" text selects the repos to re-announce');
+
 # --- every message: catalog subject, exact attributes, the consumers' model
 my %seen = map { $_->{subject} => 1 } @all;
 is_deeply([ sort keys %seen ], [ sort keys %catalog ], 'all six catalog subjects were published');

@@ -127,6 +127,22 @@ my @n = map { $_->{body}{attributes}{n} } @order;
 is(scalar @n, 400, 'all 400 events are in the stream');
 is_deeply(\@n, [ sort { $a <=> $b } @n ], 'in the order their transactions committed');
 
+# --- stats() shows the publisher's groups: one transaction's 50 events
+# enter the queue under one lock and leave it in one take, one group
+sub groups
+{
+    return split /\|/, $node->safe_psql('postgres',
+        q{SELECT publisher_batches, publisher_events FROM state_hub_events.stats()});
+}
+my @g0 = groups();
+$node->safe_psql('postgres', 'BEGIN; '
+    . join('', map { "SELECT state_hub_events.publish('org.t.group', '{\"i\": $_}'); " } 1 .. 50)
+    . 'COMMIT;');
+my @g1;
+wait_until('the publisher counts 50 more events', 30, sub { @g1 = groups(); $g1[1] - $g0[1] >= 50 });
+is($g1[1] - $g0[1], 50, 'stats() publisher_events counts the 50 events');
+is($g1[0] - $g0[0], 1, 'stats() publisher_batches counts them as one group');
+
 # --- the publisher killed with kill -9 while sessions commit
 my $ppid = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'))->{publisher_pid};
 my $bench = IPC::Run::start([ 'pgbench', '-n', '-c', '2', '-j', '2', '-T', '4', '-f', $script, $node->connstr('postgres') ],
@@ -138,20 +154,35 @@ like($berr, qr/server closed the connection|terminating connection|connection to
     'pgbench ended because the crash restart disconnected its sessions');
 like(slurp_file($node->logfile), qr/state_hub_events publisher.*terminated by signal 9/,
     'the postmaster saw the publisher killed and restarted the cluster');
-my $up = 0;
+my ($up, $k_lost, $k_unconf, $k_ok) = (0, 0, 0, 0);
 for (1 .. 300)
 {
     my ($r, $o, $e) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.after_kill')});
-    if ($r == 0 && $e eq '') { $up = 1; last; }
+    $k_lost += $1 while $e =~ /(\d+) of \d+ events of the committed transaction were not published/g;
+    $k_unconf += $1 while $e =~ /(\d+) of \d+ events were sent but not confirmed/g;
+    if ($r == 0 && $e eq '') { $up = 1; $k_ok++; last; }
     usleep(100_000);
 }
 ok($up, 'after the crash restart, publishing resumes by itself');
+# The crash restart reinitialised the counters: from then on stats(), the
+# WARNINGs and the stream agree exactly.
+my @k = stats();
+is($k[1], $k_lost, 'after the crash: stats() failed == the events the WARNINGs call lost');
+is($k[2], $k_unconf, 'after the crash: stats() unconfirmed == the events the WARNINGs call unconfirmed');
+is($k[0], $k_ok, 'after the crash: stats() published == the commits without a WARNING');
+my $k_stream = $nats->wait_for_count($k_ok, subject => 'org.t.after_kill');
+cmp_ok($k_stream, '>=', $k[0], 'the stream holds every event counted published');
+cmp_ok($k_stream, '<=', $k[0] + $k[2], 'and at most the unconfirmed ones besides');
 my $new_pid = decode_json($node->safe_psql('postgres', 'SELECT state_hub_events.ping()'))->{publisher_pid};
 isnt($new_pid, $ppid, 'a new publisher process serves');
 ($ids, $lost, $unconf) = commit_many(20, 'after');
 is($lost + $unconf, 0, '20 more commits publish without a WARNING');
 %in_stream = map { $_->{msg_id} => 1 } $nats->messages;
 is(scalar(grep { $in_stream{$_} } @$ids), 20, 'and all 20 are in the stream');
+my @k2 = stats();
+is_deeply([ $k2[0] - $k[0], $k2[1] - $k[1], $k2[2] - $k[2] ], [ 20, 0, 0 ],
+    'stats() counts exactly those 20 published, none failed or unconfirmed');
+is($nats->count(undef, subject => 'org.t.acct.after'), 20, 'the stream holds exactly 20 of them (natsdump)');
 
 $node->stop;
 $nats->stop;
