@@ -1,4 +1,4 @@
-# 092_review_worker_search_path.pl
+# 029_worker_search_path.pl
 #    The durable worker runs as a superuser in the database it serves: a
 #    search_path the database's (non-superuser) owner sets for the database
 #    must not make the worker's statements run the owner's operators.

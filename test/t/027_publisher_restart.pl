@@ -1,4 +1,4 @@
-# 090_review_restart_connect.pl
+# 027_publisher_restart.pl
 #    A restarted publisher's first connection attempt is waited for, as at
 #    server start: the "not running" reason its predecessor left in shared
 #    memory must not make backends refuse their commits at once while the

@@ -1,4 +1,4 @@
-# 091_review_outbox_search_path.pl
+# 028_outbox_search_path.pl
 #    Durable mode writes the outbox at pre-commit with the outbox owner's
 #    rights: an operator in a schema of the committing role's search_path
 #    must never run there.  An application role that may only INSERT into a
