@@ -36,6 +36,7 @@
 #include "storage/spin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -150,7 +151,7 @@ static SPIPlanPtr insert_txn_plan = NULL;	/* 1.3: with the txn columns */
 #define INSERT_TXN_SQL \
 	"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope, txn_id, txn_key, txn_index, txn_count) " \
 	"SELECT pg_catalog.nextval('state_hub_events.outbox_seq'), t.id::pg_catalog.uuid, t.subject, t.envelope, " \
-	"$4, $5, $6 + t.n::pg_catalog.int4, $7 " \
+	"$4, $5, $6 OPERATOR(pg_catalog.+) t.n::pg_catalog.int4, $7 " \
 	"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) " \
 	"WITH ORDINALITY AS t(id, subject, envelope, n)"
 
@@ -270,6 +271,7 @@ she_outbox_write(SheEvent *events, int nevents)
 	Oid			argtypes[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	INT8OID, INT8OID, INT4OID, INT4OID};
 	int			ret;
+	int			save_nestlevel;
 	bool		with_txn;
 
 	outbox = get_relname_relid("outbox", get_namespace_oid("state_hub_events", true));
@@ -283,6 +285,15 @@ she_outbox_write(SheEvent *events, int nevents)
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(rel_owner(outbox),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+
+	/*
+	 * The statements run with the owner's rights: never resolve a name in
+	 * a schema of the session's search_path (an operator or function there
+	 * would run as the owner).  An ERROR unwinds this at abort.
+	 */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	XactReadOnly = false;
 	PG_TRY();
 	{
@@ -331,6 +342,7 @@ she_outbox_write(SheEvent *events, int nevents)
 		XactReadOnly = save_read_only;
 	}
 	PG_END_TRY();
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
 

@@ -693,7 +693,11 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
 }
 
-/* The publisher announces itself (its latch is what backends set). */
+/*
+ * The publisher announces itself (its latch is what backends set).  The
+ * reason its predecessor left ("not running") goes: the first attempt of
+ * a restarted publisher is waited for, as at server start.
+ */
 void
 she_queue_attach_publisher(void)
 {
@@ -701,6 +705,9 @@ she_queue_attach_publisher(void)
 	q->publisher_latch = MyLatch;
 	q->publisher_pid = MyProcPid;
 	q->publisher_started = true;
+	q->connected = false;
+	q->connecting = false;
+	q->conn_error[0] = '\0';
 	SpinLockRelease(&q->mutex);
 }
 

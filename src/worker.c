@@ -748,6 +748,13 @@ she_worker_main(Datum arg)
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * The worker runs as a superuser: a search_path set for the database
+	 * (ALTER DATABASE ... SET, allowed to its owner) must not put anyone's
+	 * operators or functions before pg_catalog in its statements.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = &MyProc->procLatch;
 	she_durable->worker_pid = MyProcPid;

@@ -1,0 +1,52 @@
+# 028_outbox_search_path.pl
+#    Durable mode writes the outbox at pre-commit with the outbox owner's
+#    rights: an operator in a schema of the committing role's search_path
+#    must never run there.  An application role that may only INSERT into a
+#    table with an emit() trigger must not become superuser by placing its
+#    own "+" before pg_catalog.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use SheTest;
+
+my $node = she_node('outbox_sp', undef, conf => q{
+state_hub_events.database = 'postgres'
+state_hub_events.delivery = 'durable'
+});
+
+$node->safe_psql('postgres', q{
+CREATE ROLE app LOGIN;
+CREATE SCHEMA evil AUTHORIZATION app;
+CREATE TABLE public.watched (id int PRIMARY KEY, v text);
+CREATE TRIGGER w AFTER INSERT ON public.watched
+    FOR EACH ROW EXECUTE FUNCTION state_hub_events.emit('org.t.w');
+GRANT INSERT ON public.watched TO app;
+});
+
+my ($ret, $out, $err) = $node->psql('postgres', q{
+SET ROLE app;
+CREATE FUNCTION evil.plus(a int4, b int4) RETURNS int4 LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_user <> 'app' THEN
+    EXECUTE 'ALTER ROLE app SUPERUSER';
+  END IF;
+  RETURN a OPERATOR(pg_catalog.+) b;
+END $$;
+CREATE OPERATOR evil.+ (LEFTARG = int4, RIGHTARG = int4, FUNCTION = evil.plus);
+SET search_path = evil, pg_catalog, public;
+INSERT INTO public.watched VALUES (1, 'x');
+INSERT INTO public.watched VALUES (2, 'y');
+});
+is($ret, 0, 'the inserts commit') or diag($err);
+is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'app'}), 'f',
+    'the role\'s own operator did not run as the outbox owner');
+is($node->safe_psql('postgres', q{SELECT string_agg(txn_index || '/' || txn_count, ',' ORDER BY seq) FROM state_hub_events.outbox}),
+    '1/1,1/1', 'the outbox rows record their transactions');
+
+$node->stop;
+done_testing();
