@@ -1,5 +1,5 @@
 
-# 027_txn_durable_atomic.pl
+# 030_txn_durable_atomic.pl
 #    Durable mode with state_hub_events.atomic_batches: the worker creates
 #    the stream with atomic publishing allowed (nats-server 2.12 and later;
 #    an older server ignores the field and the stream is created as
