@@ -82,6 +82,11 @@ static int	reported_n = 0;
 
 /* Atomic batches: does the stream allow them, as last asked. */
 #define ATOMIC_RECHECK_USEC	(60 * USECS_PER_SEC)
+/*
+ * While the stream does not answer (a hung server, no right to the
+ * JetStream API), ask again at most once a second: each question waits.
+ */
+#define ATOMIC_UNKNOWN_RECHECK_USEC	USECS_PER_SEC
 static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
 static int	atomic_logged = -1; /* the state last LOGged */
 static uint64 atomic_checked_at = 0;
@@ -290,7 +295,8 @@ atomic_max(const char *stream)
 		atomic_state = atomic_logged = -1;
 		return 0;
 	}
-	if (atomic_state < 0 || strcmp(stream, atomic_stream) != 0 ||
+	if (strcmp(stream, atomic_stream) != 0 ||
+		(atomic_state < 0 && now - atomic_checked_at > ATOMIC_UNKNOWN_RECHECK_USEC) ||
 		now - atomic_checked_at > ATOMIC_RECHECK_USEC)
 	{
 		int			st = she_atomic_allowed(&conn, stream,
@@ -330,7 +336,10 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 				 errdetail("A batch holds at most state_hub_events.atomic_batch_max (%d) events, and the publisher takes at most %d events or %d MB from the queue at a time; consumers see each part whole, not the transaction.",
 						   max_atomic, TAKE_MAX_EVENTS, TAKE_MAX_BYTES / (1024 * 1024))));
 	if (sum->refused > 0)
+	{
 		atomic_state = -1;		/* ask the stream again: was it changed? */
+		atomic_checked_at = 0;
+	}
 }
 
 /*
@@ -509,6 +518,7 @@ she_publisher_main(Datum arg)
 				backoff_until = 0;
 			}
 			atomic_state = -1;	/* atomic_batches or the stream may have changed */
+			atomic_checked_at = 0;
 			next_attempt = 0;
 			last_state = -1;	/* log the state after every reload */
 		}
