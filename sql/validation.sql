@@ -100,6 +100,39 @@ ROLLBACK;
 DROP FUNCTION publish_under_org(text);
 DROP TABLE subj_t;
 
+-- ... and the event-size limit of the queue (queue_size less a record's
+-- room) does not move with a stream_subjects set later in the transaction
+CREATE FUNCTION largest_blob() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    lo integer := 1000;
+    hi integer := 16 * 1024 * 1024;
+    mid integer;
+BEGIN
+    WHILE lo < hi LOOP
+        mid := (lo + hi + 1) / 2;
+        BEGIN
+            PERFORM state_hub_events.publish('org.b', jsonb_build_object('blob', repeat('x', mid)));
+            lo := mid;
+            RAISE EXCEPTION 'undo' USING ERRCODE = 'P0001';
+        EXCEPTION
+            WHEN SQLSTATE 'P0001' THEN NULL;
+            WHEN invalid_parameter_value OR program_limit_exceeded THEN hi := mid - 1;
+        END;
+    END LOOP;
+    RETURN lo;
+END $$;
+SET state_hub_events.max_event_bytes = '64MB';
+BEGIN;
+SELECT state_hub_events.publish('org.a') IS NOT NULL AS ok;
+SELECT largest_blob() AS blob_limit \gset
+SELECT :blob_limit < 8 * 1024 * 1024 AS queue_limit_binds;
+SELECT length(set_config('state_hub_events.stream_subjects', 'org.>,' || repeat('a', 4090), true));
+SELECT largest_blob() = :blob_limit AS same_limit;
+SELECT count(*) FROM state_hub_events.pending();
+ROLLBACK;
+RESET state_hub_events.max_event_bytes;
+DROP FUNCTION largest_blob();
+
 -- the destination is fixed by the first event of a transaction
 BEGIN;
 SELECT state_hub_events.publish('org.statehub.x.y') IS NOT NULL AS ok;
