@@ -106,7 +106,8 @@ COMMENT ON FUNCTION _trigger_args(bytea, int2) IS
 CREATE FUNCTION _backfill_query(rel regclass, subject text, "where" text,
                                 batch_size integer, columns text[],
                                 "trigger" name, key text[],
-                                check_where boolean DEFAULT false)
+                                check_where boolean DEFAULT false,
+                                "after" text[] DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -258,6 +259,27 @@ BEGIN
         keycast := keycast || format('($1[%s])::%s', cardinality(keycols), typ);
     END LOOP;
 
+    -- "after": one value per key column, none NULL, or ROW(key) > ROW(after)
+    -- is NULL for some rows and the batches skip them without a word
+    IF "after" IS NOT NULL THEN
+        IF array_ndims("after") > 1 THEN
+            RAISE EXCEPTION 'cannot backfill "%" after %: it is not a one-dimensional array', rel, quote_literal("after")
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the last key backfill() or backfill_batch() returned, one value per key column.';
+        END IF;
+        IF cardinality("after") <> cardinality(keycols) THEN
+            RAISE EXCEPTION 'cannot backfill "%" after %: the key (%) takes % values, not %',
+                rel, quote_literal("after"), array_to_string(key, ', '), cardinality(keycols), cardinality("after")
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass the last key backfill() or backfill_batch() returned, one value per key column.';
+        END IF;
+        IF array_position("after", NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%" after %: it holds a NULL', rel, quote_literal("after")
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Key values are never NULL; pass the last key backfill() or backfill_batch() returned.';
+        END IF;
+    END IF;
+
     -- the "where" text alone first, so that its errors name WHERE
     IF check_where THEN
         RETURN format(E'SELECT FROM %s %I.%I AS %s WHERE (\n%s\n) LIMIT 0',
@@ -285,8 +307,8 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION _backfill_query(regclass, text, text, integer, text[], name, text[], boolean) IS
-'internal: check backfill()''s arguments and build its batch query (or, with check_where, a query that only checks the "where" text)';
+COMMENT ON FUNCTION _backfill_query(regclass, text, text, integer, text[], name, text[], boolean, text[]) IS
+'internal: check backfill()''s arguments (with "after", its length against the key''s) and build its batch query (or, with check_where, a query that only checks the "where" text)';
 
 -- One batch in the caller's transaction: the caller commits.  No SET
 -- search_path: the "where" text is resolved as its caller wrote it.  It
@@ -306,13 +328,14 @@ DECLARE
 BEGIN
     IF "where" IS NOT NULL THEN
         EXECUTE state_hub_events._backfill_query(rel, subject, "where", batch_size,
-                                                 columns, "trigger", key, true);
+                                                 columns, "trigger", key, true, "after");
     END IF;
     q := state_hub_events._backfill_query(rel, subject, "where", batch_size,
-                                          columns, "trigger", key);
+                                          columns, "trigger", key, false, "after");
     events := 0;
     last_key := "after";
-    FOR r IN EXECUTE q USING "after", batch_size LOOP
+    -- [:] renumbers the values from 1, as the batch query reads them
+    FOR r IN EXECUTE q USING "after"[:], batch_size LOOP
         IF pg_catalog.array_position(r.key, NULL) IS NOT NULL THEN
             RAISE EXCEPTION 'cannot backfill "%": a row''s key % holds a NULL', rel, r.key
                 USING ERRCODE = 'null_value_not_allowed',

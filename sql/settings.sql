@@ -16,6 +16,22 @@ SET state_hub_events.stream = 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
 SET state_hub_events.stream_subjects = 'org..x';
 SET state_hub_events.stream_subjects = 'org.>.x';
 SET state_hub_events.stream_subjects = '';
+-- the publisher's queue stores stream_subjects in 16 bits: at most 4096 bytes
+SELECT length(set_config('state_hub_events.stream_subjects', 'org.>,' || repeat('a', 4090), false));
+CREATE FUNCTION pg_temp.try_subjects(v text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    d text;
+BEGIN
+    PERFORM set_config('state_hub_events.stream_subjects', v, false);
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RETURN SQLSTATE || ': ' || d;
+END $$;
+SELECT pg_temp.try_subjects('org.>,' || repeat('a', 4091));
+SELECT pg_temp.try_subjects(repeat('a.', 40000) || '>');
+SELECT length(current_setting('state_hub_events.stream_subjects'));
+RESET state_hub_events.stream_subjects;
 SET state_hub_events.publisher = '';
 -- the connection settings are the publisher's: server-wide, set at reload
 SET state_hub_events.nats_url = 'nats://a:4222';

@@ -62,13 +62,76 @@ RESET state_hub_events.max_events_per_transaction;
 
 -- valid subjects pass; the stream's subjects decide what is covered
 BEGIN;
-SELECT state_hub_events.publish('org.statehub.repo.registered', '{"repo_id": 1}') IS NOT NULL AS ok;
-SELECT state_hub_events.publish('org.a') IS NOT NULL AS ok;
 SET LOCAL state_hub_events.stream_subjects = 'org.statehub.*.registered,activity.>';
 SELECT state_hub_events.publish('org.statehub.repo.registered') IS NOT NULL AS ok;
 SELECT state_hub_events.publish('activity.task.created') IS NOT NULL AS ok;
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.repo.completed')$q$);
 ROLLBACK;
+
+-- ... as of the transaction's first event, which fixes the stream's subjects:
+-- each later event is checked against them, not against a newer setting
+CREATE TABLE subj_t (id int);
+CREATE TRIGGER subj_t_ins AFTER INSERT ON subj_t FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.t.added');
+BEGIN;
+SELECT state_hub_events.publish('org.statehub.repo.registered', '{"repo_id": 1}') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('org.a') IS NOT NULL AS ok;
+SET LOCAL state_hub_events.stream_subjects = 'activity.>';
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.repo.completed')$q$);
+SELECT try($q$INSERT INTO subj_t VALUES (1)$q$);
+SELECT try($q$SELECT state_hub_events.publish('activity.task.created')$q$);
+SELECT subject FROM state_hub_events.pending();
+SELECT state_hub_events.publish('activity.task.created');
+ROLLBACK;
+-- ... by the first event still buffered: with none left, the setting of now
+CREATE FUNCTION publish_under_org(subject text) RETURNS boolean LANGUAGE sql
+    SET state_hub_events.stream_subjects = 'org.>'
+    AS $$ SELECT state_hub_events.publish(subject) IS NOT NULL $$;
+BEGIN;
+SET LOCAL state_hub_events.stream_subjects = 'activity.>';
+SAVEPOINT s;
+SELECT publish_under_org('org.a') AS ok;
+SELECT try($q$SELECT state_hub_events.publish('activity.task.created')$q$);
+ROLLBACK TO s;
+SELECT try($q$SELECT state_hub_events.publish('activity.task.created')$q$);
+SELECT try($q$SELECT state_hub_events.publish('org.b')$q$);
+SELECT subject FROM state_hub_events.pending();
+ROLLBACK;
+DROP FUNCTION publish_under_org(text);
+DROP TABLE subj_t;
+
+-- ... and the event-size limit of the queue (queue_size less a record's
+-- room) does not move with a stream_subjects set later in the transaction
+CREATE FUNCTION largest_blob() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    lo integer := 1000;
+    hi integer := 16 * 1024 * 1024;
+    mid integer;
+BEGIN
+    WHILE lo < hi LOOP
+        mid := (lo + hi + 1) / 2;
+        BEGIN
+            PERFORM state_hub_events.publish('org.b', jsonb_build_object('blob', repeat('x', mid)));
+            lo := mid;
+            RAISE EXCEPTION 'undo' USING ERRCODE = 'P0001';
+        EXCEPTION
+            WHEN SQLSTATE 'P0001' THEN NULL;
+            WHEN invalid_parameter_value OR program_limit_exceeded THEN hi := mid - 1;
+        END;
+    END LOOP;
+    RETURN lo;
+END $$;
+SET state_hub_events.max_event_bytes = '64MB';
+BEGIN;
+SELECT state_hub_events.publish('org.a') IS NOT NULL AS ok;
+SELECT largest_blob() AS blob_limit \gset
+SELECT :blob_limit < 8 * 1024 * 1024 AS queue_limit_binds;
+SELECT length(set_config('state_hub_events.stream_subjects', 'org.>,' || repeat('a', 4090), true));
+SELECT largest_blob() = :blob_limit AS same_limit;
+SELECT count(*) FROM state_hub_events.pending();
+ROLLBACK;
+RESET state_hub_events.max_event_bytes;
+DROP FUNCTION largest_blob();
 
 -- the destination is fixed by the first event of a transaction
 BEGIN;

@@ -124,11 +124,7 @@ she_backfill_check(PG_FUNCTION_ARGS)
 				 errhint("Pass the subject the events get, usually the one of the table's emit() trigger.")));
 	subject = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	she_check_subject(subject);
-	if (!she_subject_covered(subject, she_stream_subjects))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish to subject \"%s\": the stream's subjects do not cover it", subject),
-				 errdetail("state_hub_events.stream_subjects is \"%s\".", she_stream_subjects)));
+	she_check_subject_covered(subject);
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -165,7 +161,8 @@ she_backfill_no_xact_block(PG_FUNCTION_ARGS)
  * _trigger_args(tgargs bytea, tgnargs int2) RETURNS text[]
  *
  * pg_trigger's arguments (NUL-terminated strings, one after the other) as
- * an array.
+ * an array.  Executable by PUBLIC (backfill() calls it with its caller's
+ * rights), so input pg_trigger never holds is refused with a user error.
  */
 Datum
 she_trigger_args(PG_FUNCTION_ARGS)
@@ -177,13 +174,23 @@ she_trigger_args(PG_FUNCTION_ARGS)
 	Datum	   *elems;
 	int			i;
 
+	if (nargs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot split trigger arguments: their count %d is negative", nargs),
+				 errdetail("The count is pg_trigger.tgnargs, zero or more.")));
+
 	elems = palloc(sizeof(Datum) * Max(nargs, 1));
 	for (i = 0; i < nargs; i++)
 	{
 		size_t		len = strnlen(p, end - p);
 
 		if (p + len >= end)
-			elog(ERROR, "trigger arguments are malformed");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot split trigger arguments: %d expected, only %d end with a zero byte",
+							nargs, i),
+					 errdetail("pg_trigger.tgargs holds each argument followed by a zero byte.")));
 		elems[i] = PointerGetDatum(cstring_to_text_with_len(p, len));
 		p += len + 1;
 	}

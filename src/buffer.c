@@ -145,6 +145,30 @@ she_check_can_publish(void)
 }
 
 /*
+ * Refuse a subject the stream's subjects do not cover: those the transaction
+ * will create its stream with, fixed by its first event still buffered (with
+ * none, the current stream_subjects).
+ */
+void
+she_check_subject_covered(const char *subject)
+{
+	const char *subjects = (nevents > 0) ? batch_spec.subjects : she_stream_subjects;
+
+	if (she_subject_covered(subject, subjects))
+		return;
+	if (strcmp(subjects, she_stream_subjects) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot publish to subject \"%s\": the stream's subjects do not cover it", subject),
+				 errdetail("state_hub_events.stream_subjects is \"%s\".", subjects)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("cannot publish to subject \"%s\": the stream's subjects do not cover it", subject),
+			 errdetail("The transaction's first event fixed the stream's subjects at \"%s\"; state_hub_events.stream_subjects is now \"%s\".",
+					   subjects, she_stream_subjects)));
+}
+
+/*
  * Validate one event and append it to the buffer; its id is written to
  * id_out (SHE_UUID_LEN + 1 bytes).  Every refusal happens here.
  */
@@ -158,11 +182,7 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 
 	she_check_can_publish();
 	she_check_subject(subject);
-	if (!she_subject_covered(subject, she_stream_subjects))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish to subject \"%s\": the stream's subjects do not cover it", subject),
-				 errdetail("state_hub_events.stream_subjects is \"%s\".", she_stream_subjects)));
+	she_check_subject_covered(subject);
 	if (timestamps_set)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),

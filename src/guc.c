@@ -112,11 +112,17 @@ check_stream(char **newval, void **extra, GucSource source)
 
 /*
  * Comma-separated subject patterns; each token non-empty, ">" only last
- * (subject.c checks).
+ * (subject.c checks), at most SHE_MAX_STREAM_SUBJECTS_LEN bytes in all.
  */
 static bool
 check_stream_subjects(char **newval, void **extra, GucSource source)
 {
+	if (*newval != NULL && strlen(*newval) > SHE_MAX_STREAM_SUBJECTS_LEN)
+	{
+		GUC_check_errdetail("The subject patterns cannot be longer than %d bytes in all.",
+							SHE_MAX_STREAM_SUBJECTS_LEN);
+		return false;
+	}
 	switch (she_subject_patterns_problem(*newval))
 	{
 		case SHE_SUBJECT_OK:

@@ -206,13 +206,21 @@ she_queue_ready(void)
 	return q != NULL;
 }
 
-/* The largest envelope a record can carry (with this session's stream_subjects). */
+/*
+ * The largest envelope a record can carry, with room for the longest stream,
+ * subject and stream_subjects: the same whatever stream_subjects a session
+ * has now (a transaction's events carry its first event's).  queue_size is
+ * at least 256kB, far more than that room; never negative all the same.
+ */
 int
 she_queue_max_event_bytes(void)
 {
-	uint64		room = sizeof(QueueRecord) + 1024 + strlen(she_stream_subjects);
+	uint64		room = sizeof(QueueRecord) + 1024 + SHE_MAX_STREAM_SUBJECTS_LEN;
+	uint64		size = (uint64) she_queue_size_kb * 1024;
 
-	return (int) Min((uint64) she_queue_size_kb * 1024 - room, (uint64) PG_INT32_MAX);
+	if (size <= room)
+		return 0;
+	return (int) Min(size - room, (uint64) PG_INT32_MAX);
 }
 
 static void

@@ -58,6 +58,9 @@ typedef enum SheDelivery
 extern char *she_nats_url;
 extern char *she_stream;
 extern char *she_stream_subjects;
+
+/* the longest stream_subjects: the publisher's queue records it in 16 bits */
+#define SHE_MAX_STREAM_SUBJECTS_LEN 4096
 extern char *she_publisher;
 extern int	she_publish_timeout_ms;
 extern bool she_wait_for_ack;
@@ -138,6 +141,7 @@ extern void she_format_timestamp(TimestampTz ts, char *buf);
 extern void she_buffer_init(void);
 extern void she_buffer_event(const char *subject, Jsonb *attributes, char *id_out);
 extern void she_check_can_publish(void);
+extern void she_check_subject_covered(const char *subject);
 extern void she_check_preloaded(void);
 
 /* ---------- outbox.c, launcher.c, worker.c (durable delivery) ---------- */
