@@ -769,6 +769,36 @@ spread_atomic(SheAckBatch *b, int n)
 }
 
 /*
+ * Send again the atomic batch whose commit message (index l, msg) met "no
+ * responders": its members went before it as core publishes, which no
+ * stream captured, so the commit alone would make the server refuse the
+ * batch as incomplete (10176) and lose every event of it.  The members are
+ * made and sent again first, then the commit.  Signals blocked.
+ */
+static void
+resend_atomic(SheConn *c, SheAckBatch *b, natsMsg *msg, int l, const char *stream)
+{
+	int			f = l;
+	int			i;
+
+	while (f > 0 && b->last[f - 1] == l)
+		f--;
+	for (i = f; i < l; i++)
+	{
+		natsMsg    *m = NULL;
+
+		if (make_msg(&m, &b->events[i], stream) != NATS_OK)
+		{
+			natsMsg_Destroy(m);
+			break;				/* the server refuses the batch as incomplete */
+		}
+		if (!send_member(c, b, m, i))
+			break;
+	}
+	(void) send_one(c, b, msg, l);
+}
+
+/*
  * The messages that met "no responders": create the stream and send them
  * again, or refuse them.  Signals blocked.
  */
@@ -802,6 +832,8 @@ retry_no_responders(SheConn *c, SheAckBatch *b, int n, const char *stream,
 			continue;
 		if (!created)
 			natsMsg_Destroy(msg);
+		else if (b->last != NULL && b->last[i] == i)
+			resend_atomic(c, b, msg, i, stream);
 		else
 			(void) send_one(c, b, msg, i);
 	}
