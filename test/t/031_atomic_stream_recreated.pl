@@ -1,5 +1,5 @@
 
-# 093_review_atomic_recreated.pl
+# 031_atomic_stream_recreated.pl
 #    Immediate mode with atomic batches: the publisher judged the stream
 #    (allow_atomic), then the stream is deleted.  The next transaction of
 #    two events meets "no responders": its members went as core publishes
