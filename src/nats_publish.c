@@ -758,11 +758,15 @@ spread_atomic(SheAckBatch *b, int n)
 		if (b->out[l].state == SHE_MSG_REFUSED)
 		{
 			b->out[i] = b->out[l];
+			b->out[i].reported = false; /* its own report, not the commit's */
 			b->out[i].permanent = false;
 			b->out[i].batch_refused = true;
 		}
 		else if (b->out[l].state != SHE_MSG_NOT_SENT)
+		{
 			b->out[i] = b->out[l];
+			b->out[i].reported = false; /* its own report, not the commit's */
+		}
 		else if (b->out[i].text < 0)
 			b->out[i].text = b->out[l].text;
 	}
