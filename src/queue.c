@@ -927,8 +927,9 @@ wait_for_order(uint64 t, int slotno)
  * below min(c, m) depends only on batches in [tail, head).  The cut k is
  * the largest one, not past the first record at or above min(c, m) nor
  * the size limits, after which no record has a smaller ticket than one
- * before it; what is taken is then sorted by ticket.  *nrec is k; *hold_c: held only by c (take again at
- * once), *hold_m / *mslot: held by the ended transaction m.
+ * before it; what is taken is then sorted by ticket.  *nrec is k.  When
+ * k is 0: *hold_c, held only by c (take again at once); *hold_m and
+ * *mslot, held by the ended transaction m (wait for it).
  */
 static void
 order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
@@ -986,10 +987,14 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
 	smin[nall] = PG_UINT64_MAX;
 	for (j = nall - 1; j >= 0; j--)
 		smin[j] = Min(t[j], smin[j + 1]);
-	/* cutting before record j is safe when all before it are below smin[j] */
+	/*
+	 * Cutting before record j is safe when no record from j on has a
+	 * smaller ticket than one before it (an equal one is the same batch,
+	 * whose rest follows in the next take).
+	 */
 	for (j = 0; j <= kmax; j++)
 	{
-		if (prefmax < smin[j])
+		if (prefmax <= smin[j])
 			k = j;
 		if (j < kmax)
 			prefmax = Max(prefmax, t[j]);
