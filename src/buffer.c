@@ -16,11 +16,13 @@
  *				   envelopes are otherwise complete since the call), and
  *				   each event gets its transaction's facts (SheTxn: xid,
  *				   index, count; an xid is assigned if there is none);
+ *				   immediate mode draws the batch's order ticket (queue.c)
+ *				   before the transaction becomes visible;
  *	  COMMIT	   the commit record exists and row locks are still held: the
  *				   commit record's LSN becomes the commit key and the
- *				   batch is copied into the publisher's queue (queue.c), so
- *				   transactions that touched the same rows enter it in commit
- *				   order;
+ *				   batch is copied into the publisher's queue (queue.c); the
+ *				   publisher puts batches in ticket order, so transactions
+ *				   that touched the same rows are published in commit order;
  *	  AFTER_LOCKS  (resource release, top level, commit) row locks are gone:
  *				   with wait_for_ack, the outcomes the publisher reports are
  *				   awaited here, so the wait never holds up sessions queued on
@@ -280,6 +282,7 @@ reset_buffer(void)
 	last_subject = NULL;
 	timestamps_set = false;
 	commit_ready = false;
+	she_queue_order_end();		/* abort, or no hand-over: hold nobody back */
 }
 
 /*
@@ -351,6 +354,8 @@ xact_callback(XactEvent event, void *arg)
 				/* durable: the envelopes commit (or vanish) with the transaction */
 				if (batch_durable)
 					she_outbox_write(events, nevents);
+				else if (batch_url[0] != '\0')
+					she_queue_order_begin(GetTopTransactionIdIfAny());
 			}
 			break;
 
@@ -465,6 +470,9 @@ release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, voi
 static void
 hand_over_batch(void)
 {
+	/* test only: widen the window between becoming visible and hand-over */
+	if (she_test_commit_delay_ms > 0)
+		pg_usleep((long) she_test_commit_delay_ms * 1000L);
 	handoff_start = she_now_usec();
 	handoff_deadline = handoff_start + (uint64) batch_publish_timeout_ms * 1000;
 	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream, &batch_spec,

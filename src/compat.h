@@ -13,6 +13,9 @@
  *	- 17 replaced PGPROC.pgprocno with the backend's ProcNumber
  *	  (MyProcNumber): she_my_proc_number() is the index of the backend's
  *	  PGPROC either way (the queue's wait slots are indexed by it).
+ *	- PGPROC.xid (cleared by ProcArrayEndTransaction when the transaction
+ *	  becomes visible) is read through she_proc_xid(), the one place to
+ *	  change should a version move it.
  *	- 18 made the postmaster's BackgroundWorkerList a dlist:
  *	  she_bgworker_registered() walks it either way.
  *	Other differences between 15 and 18 are in the tests (see the README's
@@ -46,6 +49,17 @@
 #else
 #define she_my_proc_number()	(MyProc->pgprocno)
 #endif
+
+/*
+ * The top-level xid of the transaction the PGPROC at index procno runs, as
+ * the proc array knows it: InvalidTransactionId once it has ended.  Read
+ * without a lock (a 4-byte aligned value); the caller places the barriers.
+ */
+static inline TransactionId
+she_proc_xid(int procno)
+{
+	return ((volatile PGPROC *) &ProcGlobal->allProcs[procno])->xid;
+}
 
 /*
  * Is a background worker with this library and function registered?  The

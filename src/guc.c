@@ -64,6 +64,7 @@ int			she_max_backlog_events = 1000000;
 int			she_backlog_overflow = SHE_OVERFLOW_ERROR;
 int			she_durable_dup_window_s = 3600;
 int			she_worker_batch_kb = 8192;
+int			she_test_commit_delay_ms = 0;
 
 static const struct config_enum_entry overflow_options[] = {
 	{"error", SHE_OVERFLOW_ERROR, false},
@@ -413,6 +414,18 @@ she_define_settings(void)
 							"A batch also holds at most 1000 events, and at least one.",
 							&she_worker_batch_kb, 8192, 1, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+
+	/*
+	 * A test setting, not for production: a sleep at XACT_EVENT_COMMIT
+	 * before the batch is handed over, after the transaction became
+	 * visible, so a test can make another transaction commit in that
+	 * window (commit order, test/t/018_publisher.pl).  Hidden, superuser.
+	 */
+	DefineCustomIntVariable("state_hub_events.test_commit_delay_ms",
+							"Test only: delay the hand-over at commit.",
+							NULL, &she_test_commit_delay_ms, 0, 0, 10000,
+							PGC_SUSET, GUC_UNIT_MS | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("state_hub_events");
 }

@@ -37,18 +37,44 @@
  *	  conn_error: the mutex.
  *	  max_payload: an atomic, read by every backend at publish().
  *
- * Order.  Records enter the ring in the order their writers got the
- * LWLock at XACT_EVENT_COMMIT, when row locks are still held, so
- * transactions that touched the same rows enter in commit order.  Writers
+ * Order.  PostgreSQL makes a transaction visible (ProcArrayEndTransaction)
+ * before XACT_EVENT_COMMIT, so a transaction T2 that sees T1's rows in
+ * that window can append its batch before T1 does.  Ring order is
+ * therefore not commit order; tickets are.  At XACT_EVENT_PRE_COMMIT
+ * (still in the proc array) a backend draws its batch's ticket from the
+ * shared counter and announces (ticket, xid) in its slot's order field;
+ * T2 saw T1 only after T1 left the proc array, so T2's ticket is larger.
+ * Every record carries its batch's ticket (QueueRecord.ticket, also the
+ * wait slot's batch id).  The slot's ticket is cleared once the batch is
+ * appended, before any wait for room (best effort for batches bigger
+ * than the free space: the publisher never waits for a writer that waits
+ * for it), at abort, and when the queue refuses the batch.
+ *
+ * The publisher (she_queue_take, order_cut) reads the counter (c), then
+ * the slots, then head.  m is the smallest ticket of a slot whose
+ * transaction already left the proc array (PGPROC.xid no longer its xid)
+ * and has not handed over: only such a transaction can have been seen by
+ * a batch already in the ring.  A slot still in the proc array (waiting
+ * for synchronous replication, say) holds nobody back.  Every record
+ * below min(c, m) depends only on batches already in [tail, head).  The
+ * take stops before the first record at or above min(c, m), and where no
+ * later record in the ring has a smaller ticket than one taken; what it
+ * took is sorted by ticket (stable: a batch stays in order).  When
+ * nothing can be taken because of m, it waits on its latch (the hand-over
+ * or the abort sets it) for at most ORDER_WAIT_MS per ticket, then clears
+ * that ticket (DEBUG1) and goes on.  Cost: one atomic add per commit
+ * (the ticket is also the wait slot's batch id) and one store to clear
+ * it; a scan of the slots per take.
+ *
+ * Admission.  Records enter the ring in the order their writers got the
+ * LWLock at XACT_EVENT_COMMIT.  Writers
  * that find no room line up in waitq and enter first come first served (a
  * newcomer joins the line even if its batch would fit; one that gives up
  * leaves and passes its turn).  A batch bigger than the free space is
  * streamed in chunks at COMMIT by the head of the line, so no other batch
  * interleaves; each writer's waits are bounded by its own publish_timeout
  * from its commit, after which the rest of its batch is lost (counted,
- * WARNING).  Not covered: PostgreSQL leaves the proc array just before
- * XACT_EVENT_COMMIT, so a transaction that saw the rows in that window
- * without waiting for the row lock can enter first (see the README).
+ * WARNING).
  *
  * Without a publisher (not registered, or exited after it ran) batches are
  * refused at once.  Postmaster death ends every wait without exiting: the
@@ -85,7 +111,7 @@ typedef struct QueueRecord
 {
 	uint32		len;			/* the whole record */
 	int32		waiter;			/* pgprocno of the waiting backend, or -1 */
-	uint64		ticket;			/* the waiter's batch */
+	uint64		ticket;			/* the batch: its order ticket (see Order) */
 	uint64		deadline;		/* she_now_usec() time the waiter gives up */
 	uint16		stream_len;
 	uint16		subject_len;
@@ -113,6 +139,9 @@ typedef struct WaitSlot
 	int			lost;
 	int			unconfirmed;
 	char		reason[256];
+	/* commit order: set by the backend at PRE_COMMIT, read by the publisher */
+	pg_atomic_uint64 order;		/* ticket not yet handed over, 0: none */
+	TransactionId order_xid;	/* its transaction (in the proc array or not) */
 } WaitSlot;
 
 typedef struct QueueShared
@@ -143,6 +172,17 @@ static int *waitq = NULL;		/* MaxBackends pgprocnos, FIFO, under lock */
 static char *ring = NULL;
 static bool in_waitq = false;	/* this backend is in waitq */
 static bool wait_cancelled = false; /* this commit's waits were cancelled */
+static uint64 my_order = 0;		/* this backend's ticket from PRE_COMMIT */
+
+/*
+ * How long the publisher holds back later tickets for a transaction that
+ * left the proc array without handing its batch over (see Order).
+ */
+#define ORDER_WAIT_MS		200
+
+/* the publisher's memory of the ticket it waits for */
+static uint64 order_waited = 0;
+static uint64 order_wait_until = 0;
 
 /* Set in the postmaster by _PG_init, inherited by every backend. */
 bool		she_publisher_registered = false;
@@ -193,7 +233,10 @@ she_queue_startup_shmem(void)
 		SpinLockInit(&q->mutex);
 		q->nslots = MaxBackends;
 		for (i = 0; i < q->nslots; i++)
+		{
 			SpinLockInit(&q->slots[i].mutex);
+			pg_atomic_init_u64(&q->slots[i].order, 0);
+		}
 	}
 	waitq = (int *) ((char *) q + header_size());
 	ring = (char *) q + slots_size();
@@ -417,15 +460,14 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 }
 
 /*
- * Start a batch in this backend's slot; returns its ticket.  Tickets come
+ * Start a batch with this ticket in this backend's slot.  Tickets come
  * from one shared counter: the next backend on the same PGPROC must never
  * reuse a ticket whose records an earlier backend abandoned in the ring.
  */
-static uint64
-start_slot(int n)
+static void
+start_slot(int n, uint64 ticket)
 {
 	WaitSlot   *slot = &q->slots[she_my_proc_number()];
-	uint64		ticket = pg_atomic_fetch_add_u64(&q->next_ticket, 1);
 
 	SpinLockAcquire(&slot->mutex);
 	slot->ticket = ticket;
@@ -435,7 +477,44 @@ start_slot(int n)
 	slot->stored = slot->duplicates = slot->lost = slot->unconfirmed = 0;
 	slot->reason[0] = '\0';
 	SpinLockRelease(&slot->mutex);
-	return ticket;
+}
+
+/*
+ * XACT_EVENT_PRE_COMMIT (immediate mode, events buffered, xid assigned):
+ * draw this batch's order ticket and announce it in the slot, before the
+ * transaction leaves the proc array.  One atomic add; no lock.
+ */
+void
+she_queue_order_begin(TransactionId xid)
+{
+	WaitSlot   *slot;
+
+	if (q == NULL)
+		return;
+	my_order = pg_atomic_fetch_add_u64(&q->next_ticket, 1);
+	if (she_my_proc_number() >= q->nslots)
+		return;
+	slot = &q->slots[she_my_proc_number()];
+	pg_write_barrier();
+	slot->order_xid = xid;
+	pg_write_barrier();
+	pg_atomic_write_u64(&slot->order, my_order);
+}
+
+/*
+ * The batch is handed over (or will not be: abort, refused, or it waits
+ * for room): clear the slot's ticket so it holds nobody back, and wake a
+ * publisher that may wait for it.  Never fails; cheap when there is none.
+ */
+void
+she_queue_order_end(void)
+{
+	if (my_order == 0)
+		return;
+	my_order = 0;
+	if (she_my_proc_number() < q->nslots)
+		pg_atomic_write_u64(&q->slots[she_my_proc_number()].order, 0);
+	wake_if_idle();				/* its barrier orders the clear first */
 }
 
 /*
@@ -540,13 +619,16 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		 * she_queue_wait would collect the previous batch's outcomes.
 		 */
 		if (wait && she_my_proc_number() < q->nslots)
-			(void) start_slot(0);
+			start_slot(0, my_order ? my_order : pg_atomic_fetch_add_u64(&q->next_ticket, 1));
+		she_queue_order_end();
 		res->lost = n;
 		she_stats_add_failed(n);
 		return 0;
 	}
 	use_slot = wait && she_my_proc_number() < q->nslots;
-	ticket = use_slot ? start_slot(n) : 0;
+	ticket = my_order ? my_order : pg_atomic_fetch_add_u64(&q->next_ticket, 1);
+	if (use_slot)
+		start_slot(n, ticket);
 	waiter = use_slot ? she_my_proc_number() : -1;
 	for (;;)
 	{
@@ -563,7 +645,16 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		if (append_some(events, n, &i, stream, create_stream, spec,
 						waiter, ticket, deadline))
 			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
-		if (i > before)
+
+		/*
+		 * Appended (head published): the ticket holds nobody back any
+		 * more.  If the batch did not fit, it is cleared before any wait
+		 * for room too (best effort: the publisher must not wait for a
+		 * writer that waits for it).  Clearing wakes the publisher.
+		 */
+		if (my_order != 0)
+			she_queue_order_end();
+		else if (i > before)
 			wake_if_idle();
 		if (i == n || she_ms_left(deadline) <= 0)
 			break;
@@ -762,21 +853,268 @@ read_string(uint64 pos, uint32 n, MemoryContext cxt)
 }
 
 /*
+ * The smallest ticket of a transaction that has left the proc array (its
+ * changes are visible) and not handed its batch over yet; PG_UINT64_MAX
+ * if none.  A transaction still in the proc array was seen by nobody, so
+ * it holds nobody back (synchronous replication waits there).  The
+ * ticket is read again after the xid: unchanged, the xid read belongs to
+ * it.  *slotno is the slot of the ticket returned.
+ */
+static uint64
+ended_order_min(int *slotno)
+{
+	uint64		min = PG_UINT64_MAX;
+	int			i;
+
+	for (i = 0; i < q->nslots; i++)
+	{
+		WaitSlot   *slot = &q->slots[i];
+		uint64		t = pg_atomic_read_u64(&slot->order);
+		TransactionId xid;
+
+		if (t == 0 || t >= min)
+			continue;
+		pg_read_barrier();
+		xid = slot->order_xid;
+		if (she_proc_xid(i) == xid)
+			continue;			/* not visible yet */
+		pg_read_barrier();
+		if (pg_atomic_read_u64(&slot->order) != t)
+			continue;			/* handed over meanwhile */
+		min = t;
+		*slotno = i;
+	}
+	return min;
+}
+
+/*
+ * The publisher waits (on its latch, which the backend's hand-over or
+ * abort sets) for the ended transaction holding ticket t in slotno, at
+ * most ORDER_WAIT_MS per ticket; after that the ticket is cleared, so it
+ * holds nobody back again (its batch, if it comes, is published late),
+ * and counted at DEBUG1.
+ */
+static void
+wait_for_order(uint64 t, int slotno)
+{
+	uint64		now = she_now_usec();
+	int			dummy;
+
+	if (order_waited != t)
+	{
+		order_waited = t;
+		order_wait_until = now + ORDER_WAIT_MS * 1000;
+	}
+	if (now >= order_wait_until)
+	{
+		uint64		expected = t;
+
+		if (pg_atomic_compare_exchange_u64(&q->slots[slotno].order, &expected, 0))
+			ereport(DEBUG1,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg_internal("state_hub_events publisher: gave up waiting %d ms for the batch of order ticket " UINT64_FORMAT " (pgprocno %d); later transactions go first",
+									 ORDER_WAIT_MS, t, slotno)));
+		return;
+	}
+	/* as in she_queue_publisher_idle: the backend's clear sets the latch */
+	pg_atomic_write_u32(&q->publisher_idle, 1);
+	pg_memory_barrier();
+	if (ended_order_min(&dummy) == t)
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(she_ms_left(order_wait_until), 1), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	pg_atomic_write_u32(&q->publisher_idle, 0);
+}
+
+/*
+ * How many records from tail may be taken so that transactions that
+ * touched the same rows are published in commit order.  A transaction
+ * that saw another's changes drew its ticket after that one left the proc
+ * array, so its ticket is larger.  The ticket counter is read first (c),
+ * then the slots (m: ended, not handed over), then head: every record
+ * below min(c, m) depends only on batches in [tail, head).  The cut k is
+ * the largest one, not past the first record at or above min(c, m) nor
+ * the size limits, after which no record has a smaller ticket than one
+ * before it; what is taken is then sorted by ticket.  *nrec is k.  When
+ * k is 0: *hold_c, held only by c (take again at once); *hold_m and
+ * *mslot, held by the ended transaction m (wait for it).
+ */
+static void
+order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
+		  uint64 *hold_m, int *mslot, bool *hold_c)
+{
+	uint64		c = pg_atomic_read_u64(&q->next_ticket);
+	uint64		m;
+	uint64		bound;
+	uint64		head;
+	uint64		pos = pg_atomic_read_u64(&q->tail);
+	uint64		bytes = 0;
+	uint64	   *t;
+	uint64	   *smin;
+	uint64		prefmax = 0;
+	int			cap = 64;
+	int			nall = 0;
+	int			first_held = -1;
+	int			kmax;
+	int			k = 0;
+	int			j;
+
+	pg_memory_barrier();
+	m = ended_order_min(mslot);
+	bound = Min(c, m);
+	pg_read_barrier();
+	head = pg_atomic_read_u64(&q->head);
+	pg_read_barrier();
+	*hold_m = 0;
+	*hold_c = false;
+	t = MemoryContextAlloc(cxt, cap * sizeof(uint64));
+	kmax = -1;
+	while (pos < head)
+	{
+		QueueRecord r;
+
+		ring_read(pos, &r, sizeof(r));
+		if (kmax < 0 && (nall >= max || bytes >= (uint64) max_bytes))
+			kmax = nall;
+		if (first_held < 0 && r.ticket >= bound)
+			first_held = nall;
+		if (nall == cap)
+		{
+			cap *= 2;
+			t = repalloc(t, cap * sizeof(uint64));
+		}
+		t[nall++] = r.ticket;
+		bytes += r.len;
+		pos += r.len;
+	}
+	if (kmax < 0)
+		kmax = nall;
+	if (first_held >= 0 && first_held < kmax)
+		kmax = first_held;
+	smin = MemoryContextAlloc(cxt, (nall + 1) * sizeof(uint64));
+	smin[nall] = PG_UINT64_MAX;
+	for (j = nall - 1; j >= 0; j--)
+		smin[j] = Min(t[j], smin[j + 1]);
+	/*
+	 * Cutting before record j is safe when no record from j on has a
+	 * smaller ticket than one before it (an equal one is the same batch,
+	 * whose rest follows in the next take).
+	 */
+	for (j = 0; j <= kmax; j++)
+	{
+		if (prefmax <= smin[j])
+			k = j;
+		if (j < kmax)
+			prefmax = Max(prefmax, t[j]);
+	}
+	if (k == 0 && nall > 0)
+	{
+		if (first_held >= 0 && kmax == first_held)
+		{
+			if (bound == c)
+				*hold_c = true;
+			else
+				*hold_m = m;
+		}
+		else
+		{
+			/* an inversion wider than one take: best effort */
+			k = kmax;
+			ereport(DEBUG1,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg_internal("state_hub_events publisher: took %d records out of ticket order (the take's size limit)", k)));
+		}
+	}
+	pfree(t);
+	pfree(smin);
+	*nrec = k;
+}
+
+/* qsort: by ticket, then by position (stable: a batch stays in order) */
+static int
+cmp_taken(const void *a, const void *b)
+{
+	const uint64 *x = (const uint64 *) a;
+	const uint64 *y = (const uint64 *) b;
+
+	if (x[0] != y[0])
+		return x[0] < y[0] ? -1 : 1;
+	return x[1] < y[1] ? -1 : (x[1] > y[1] ? 1 : 0);
+}
+
+/* Put the n taken events in ticket order (usually they already are). */
+static void
+sort_taken(SheEvent *evs, SheTaken *meta, int n, MemoryContext cxt)
+{
+	uint64	   *key;
+	SheEvent   *e2;
+	SheTaken   *m2;
+	int			i;
+
+	for (i = 1; i < n; i++)
+		if (meta[i].ticket < meta[i - 1].ticket)
+			break;
+	if (i >= n)
+		return;
+	key = MemoryContextAlloc(cxt, n * 2 * sizeof(uint64));
+	for (i = 0; i < n; i++)
+	{
+		key[2 * i] = meta[i].ticket;
+		key[2 * i + 1] = i;
+	}
+	qsort(key, n, 2 * sizeof(uint64), cmp_taken);
+	e2 = MemoryContextAlloc(cxt, n * sizeof(SheEvent));
+	m2 = MemoryContextAlloc(cxt, n * sizeof(SheTaken));
+	for (i = 0; i < n; i++)
+	{
+		e2[i] = evs[key[2 * i + 1]];
+		m2[i] = meta[key[2 * i + 1]];
+	}
+	memcpy(evs, e2, n * sizeof(SheEvent));
+	memcpy(meta, m2, n * sizeof(SheTaken));
+}
+
+/*
  * The publisher takes up to max events (about max_bytes) from the queue
  * into evs/meta (copies in cxt), skipping those whose backend gave up, and
- * frees their space.
+ * frees their space.  What it takes is cut and sorted so that
+ * transactions that touched the same rows come out in commit order (see
+ * Order); it may wait (bounded) for a committed batch not handed over yet.
  */
 int
 she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryContext cxt)
 {
 	uint64		pos = pg_atomic_read_u64(&q->tail);
-	uint64		head = pg_atomic_read_u64(&q->head);
-	uint64		bytes = 0;
-	uint64		now = she_now_usec();
+	uint64		now;
+	int			k = 0;
+	int			tries = 0;
+	bool		waited = false;
 	int			n = 0;
 
-	pg_read_barrier();
-	while (pos < head && n < max && bytes < (uint64) max_bytes)
+	while (pg_atomic_read_u64(&q->head) != pos)
+	{
+		uint64		hold_m;
+		int			mslot = -1;
+		bool		hold_c;
+
+		order_cut(max, max_bytes, cxt, &k, &hold_m, &mslot, &hold_c);
+		if (k > 0)
+			break;
+		if (hold_m != 0)
+			wait_for_order(hold_m, mslot);
+		else if (hold_c && ++tries > 100)
+		{
+			/* tickets keep arriving out of order: let the writers run */
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1,
+							 PG_WAIT_EXTENSION);
+			tries = 0;
+		}
+		waited = waited || hold_m != 0;
+	}
+	if (waited)
+		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
+	now = she_now_usec();
+	while (k-- > 0)
 	{
 		QueueRecord r;
 		uint64		p;
@@ -785,8 +1123,7 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		p = pos + sizeof(r);
 		pos += r.len;
 		if (!claim(&r))
-			continue;			/* abandoned: freed, not counted in max_bytes */
-		bytes += r.len;
+			continue;			/* abandoned: freed */
 		memset(&evs[n], 0, sizeof(SheEvent));
 		memcpy(evs[n].id, r.id, sizeof(r.id));
 		evs[n].txn = r.txn;
@@ -813,6 +1150,7 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 	pg_memory_barrier();
 	pg_atomic_write_u64(&q->tail, pos);
 	ConditionVariableBroadcast(&q->space_cv);
+	sort_taken(evs, meta, n, cxt);
 	return n;
 }
 

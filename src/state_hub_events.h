@@ -91,6 +91,7 @@ extern int	she_max_backlog_events;
 extern int	she_backlog_overflow;
 extern int	she_durable_dup_window_s;
 extern int	she_worker_batch_kb;
+extern int	she_test_commit_delay_ms;	/* tests only, hidden */
 
 typedef enum SheOverflow
 {

@@ -127,6 +127,47 @@ my @n = map { $_->{body}{attributes}{n} } @order;
 is(scalar @n, 400, 'all 400 events are in the stream');
 is_deeply(\@n, [ sort { $a <=> $b } @n ], 'in the order their transactions committed');
 
+# --- the window PostgreSQL leaves between a transaction becoming visible
+# (ProcArrayEndTransaction) and its XACT_EVENT_COMMIT hand-over: session A
+# sleeps there (the test setting test_commit_delay_ms, 50 ms, below the
+# publisher's 200 ms bound); session B spins until A's row is visible, then
+# updates it and commits at once, handing its batch over first.  B's event
+# must still be published after A's (its order ticket is larger).
+$node->safe_psql('postgres', q{CREATE TABLE win (id int PRIMARY KEY, v int); INSERT INTO win VALUES (1, 0)});
+for my $round (1 .. 3)
+{
+    my $want = 2 * $round - 1;
+    my $b = $node->background_psql('postgres');
+    $b->query_until(qr/spinning/, qq{\\echo spinning
+DO \$\$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 s';
+    nv int;
+BEGIN
+    WHILE (SELECT v FROM win WHERE id = 1) < $want AND clock_timestamp() < deadline LOOP
+    END LOOP;
+    UPDATE win SET v = v + 1 WHERE id = 1 RETURNING v INTO nv;
+    PERFORM state_hub_events.publish('org.t.window', jsonb_build_object('who', 'B', 'v', nv));
+END
+\$\$;
+});
+    $node->safe_psql('postgres', q{SET state_hub_events.test_commit_delay_ms = 50;
+WITH u AS (UPDATE win SET v = v + 1 WHERE id = 1 RETURNING v)
+SELECT state_hub_events.publish('org.t.window', jsonb_build_object('who', 'A', 'v', v)) FROM u;});
+    $b->query_safe('SELECT 1');
+    $b->quit;
+}
+my @win;
+wait_until('the window test\'s 6 events', 30, sub {
+    @win = grep { $_->{subject} eq 'org.t.window' } $nats->messages;
+    return @win >= 6;
+});
+my @wv = map { "$_->{body}{attributes}{who}$_->{body}{attributes}{v}" } @win;
+is_deeply(\@wv, [qw(A1 B2 A3 B4 A5 B6)],
+    'a transaction that saw another in the window before its hand-over is published after it');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name = 'state_hub_events.test_commit_delay_ms'}),
+    '0', 'the test setting is hidden');
+
 # --- stats() shows the publisher's groups: one transaction's 50 events
 # enter the queue under one lock and leave it in one take, one group
 sub groups
