@@ -23,6 +23,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
@@ -191,6 +192,8 @@ she_trigger_args(PG_FUNCTION_ARGS)
 					 errmsg("cannot split trigger arguments: %d expected, only %d end with a zero byte",
 							nargs, i),
 					 errdetail("pg_trigger.tgargs holds each argument followed by a zero byte.")));
+		/* text in the database encoding, as pg_trigger's arguments are */
+		(void) pg_verifymbstr(p, len, false);
 		elems[i] = PointerGetDatum(cstring_to_text_with_len(p, len));
 		p += len + 1;
 	}
