@@ -182,6 +182,10 @@ SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE') AS public_e
 SELECT bf.try($q$SELECT state_hub_events._trigger_args('\x6100', -1::int2)$q$);
 SELECT bf.try($q$SELECT state_hub_events._trigger_args('\x6100', 2::int2)$q$);
 SELECT bf.try($q$SELECT state_hub_events._trigger_args('\x61', 1::int2)$q$);
+-- ... and bytes that are not text in the database's encoding (22021)
+SELECT CASE WHEN getdatabaseencoding() = 'UTF8'
+            THEN split_part(bf.try($q$SELECT state_hub_events._trigger_args('\xff00', 1::int2)$q$), ':', 1)
+            ELSE '22021' END AS invalid_bytes;
 SELECT state_hub_events._trigger_args('\x610062630000', 3::int2);
 SELECT state_hub_events._trigger_args('\x', 0::int2);
 CREATE ROLE she_bf_app;
