@@ -67,7 +67,7 @@
 
 /*
  * Linger: a small take (fewer than LINGER_EVENTS events) is held back for
- * at most LINGER_MS while more commits arrive, and published with them in
+ * at most batch_linger while more commits arrive, and published with them in
  * one write.  Each write costs this process and nats-server a fixed number
  * of wake-ups and syscalls, so on a busy server bigger writes leave more
  * CPU to the committing sessions.  A take that a session waits for
@@ -78,7 +78,6 @@
  * delay).
  */
 #define LINGER_EVENTS		64
-#define LINGER_MS			1
 
 PGDLLEXPORT void she_publisher_main(Datum arg);
 
@@ -196,7 +195,7 @@ anyone_waits(const SheTaken *meta, int n)
 static int
 linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext cxt)
 {
-	uint64		until = she_now_usec() + LINGER_MS * 1000;
+	uint64		until = she_now_usec() + (uint64) she_batch_linger_ms * 1000;
 	int			i;
 
 	while (n < LINGER_EVENTS && !ShutdownRequestPending && conn.js != NULL &&
@@ -210,12 +209,12 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 			break;
 		if (!waits)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 LINGER_MS, PG_WAIT_EXTENSION);
+							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
 		else if (she_queue_publisher_idle())
 		{
 			/* the next hand-over (or a ticket's end) sets the latch */
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 LINGER_MS, PG_WAIT_EXTENSION);
+							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
 			she_queue_publisher_busy();
 		}
 		ResetLatch(MyLatch);
