@@ -57,6 +57,7 @@ int			she_stream_max_age_s = 0;
 int			she_duplicate_window_s = 120;
 int			she_max_events_per_xact = 100000;
 int			she_retry_interval_ms = 5000;
+int			she_batch_linger_ms = 1;
 bool		she_atomic_batches = false;
 int			she_atomic_batch_max = 1000;
 char	   *she_database = NULL;
@@ -296,6 +297,11 @@ she_define_settings(void)
 							 "Whether COMMIT waits for JetStream acknowledgements.",
 							 NULL, &she_wait_for_ack, true, PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.batch_linger",
+							"How long the publisher holds a small write back for more commits to join it.",
+							"0 publishes each take at once.",
+							&she_batch_linger_ms, 1, 0, 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("state_hub_events.connect_timeout",
 							"Upper bound on one connection attempt.",
 							NULL, &she_connect_timeout_ms, 1000, 1, 600000,

@@ -81,8 +81,24 @@ she_conn_set_name(const char *name)
 void
 she_conn_init(SheConn *c)
 {
+	static bool opened = false;
+
 	memset(c, 0, sizeof(*c));
 	pthread_mutex_init(&c->mu, NULL);
+
+	/*
+	 * Open nats.c without its lock spinning: by default a contended nats.c
+	 * mutex is tried 2,000 times in a busy loop before its thread sleeps.
+	 * The publisher's threads (its own, nats.c's reader, flusher and
+	 * delivery threads) share two cores with every committing session
+	 * here, where a spinning thread only delays the holder it waits for.
+	 * The first call opens the library; a later one changes nothing.
+	 */
+	if (!opened)
+	{
+		(void) nats_Open(0);
+		opened = true;
+	}
 }
 
 /* Connection callbacks (nats threads): note the state under mu. */

@@ -65,6 +65,20 @@
 #define TAKE_MAX_BYTES		(8 * 1024 * 1024)
 #define IDLE_POLL_MS		1000
 
+/*
+ * Linger: a small take (fewer than LINGER_EVENTS events) is held back for
+ * at most batch_linger while more commits arrive, and published with them in
+ * one write.  Each write costs this process and nats-server a fixed number
+ * of wake-ups and syscalls, so on a busy server bigger writes leave more
+ * CPU to the committing sessions.  A take that a session waits for
+ * (wait_for_ack = on) is held only while other transactions are between
+ * pre-commit and hand-over (their commit records being flushed, typically
+ * in the same group commit), and each arrival wakes the publisher; a take
+ * nobody waits for is held the whole moment (only its consumers see the
+ * delay).
+ */
+#define LINGER_EVENTS		64
+
 PGDLLEXPORT void she_publisher_main(Datum arg);
 
 static SheConn conn;
@@ -159,6 +173,63 @@ begin_take(SheMsgOutcome *out, int n)
 		out[i].reported = false;
 	taken_n = n;
 	reported_n = 0;
+}
+
+/* Does a backend wait for any of these n events' outcomes? */
+static bool
+anyone_waits(const SheTaken *meta, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (meta[i].waiter >= 0)
+			return true;
+	return false;
+}
+
+/*
+ * After a take of n events: while the take is small and more commits are
+ * on their way (see LINGER_EVENTS), wait for them and take them too.
+ * Returns the new count; what is taken here joins the take (begin_take).
+ */
+static int
+linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext cxt)
+{
+	uint64		until = she_now_usec() + (uint64) she_batch_linger_ms * 1000;
+	int			i;
+
+	while (n < LINGER_EVENTS && !ShutdownRequestPending && conn.js != NULL &&
+		   she_now_usec() < until)
+	{
+		bool		waits = anyone_waits(meta, n);
+		int			m;
+		int			bytes = 0;
+
+		if (waits && she_queue_commits_in_flight() == 0)
+			break;
+		if (!waits)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
+		else if (she_queue_publisher_idle())
+		{
+			/* the next hand-over (or a ticket's end) sets the latch */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
+			she_queue_publisher_busy();
+		}
+		ResetLatch(MyLatch);
+		for (i = 0; i < n; i++)
+			bytes += evs[i].envelope_len + strlen(evs[i].subject);
+		m = she_queue_take(evs + n, meta + n, TAKE_MAX_EVENTS - n,
+						   Max(TAKE_MAX_BYTES - bytes, 1), cxt);
+		for (i = n; i < n + m; i++)
+			out[i].reported = false;
+		n += m;
+		taken_n = n;
+		if (m == 0 && !waits)
+			break;
+	}
+	return n;
 }
 
 /*
@@ -538,6 +609,7 @@ she_publisher_main(Datum arg)
 		if (n > 0)
 		{
 			begin_take(out, n);
+			n = linger(evs, meta, out, n, cxt);
 			pgstat_report_activity(STATE_RUNNING, "publishing");
 			publish_taken(evs, meta, out, n);
 			taken_n = reported_n = 0;

@@ -518,6 +518,24 @@ she_queue_order_end(void)
 }
 
 /*
+ * How many transactions drew an order ticket at pre-commit and have not
+ * handed their batch over yet: commits on their way to the queue (or
+ * waiting for a synchronous standby).  The publisher reads it to decide
+ * whether holding a small write back for a moment gathers them into it.
+ */
+int
+she_queue_commits_in_flight(void)
+{
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < q->nslots; i++)
+		if (pg_atomic_read_u64(&q->slots[i].order) != 0)
+			n++;
+	return n;
+}
+
+/*
  * Is the publisher process there to take a batch?  Not when it could not
  * be registered (max_worker_processes), nor when it ran and exited (crash
  * loop, restart): then batches are refused at once instead of each waiting

@@ -62,6 +62,7 @@ extern void she_queue_report(const SheTaken *t, const SheMsgOutcome *o,
 							 const SheBatchOutcome *sum);
 extern void she_queue_wake_publisher(void);
 extern bool she_queue_publisher_idle(void);
+extern int	she_queue_commits_in_flight(void);
 extern void she_queue_publisher_busy(void);
 
 /* the server's max payload and the publisher's connection state */

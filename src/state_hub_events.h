@@ -83,6 +83,7 @@ extern int	she_stream_max_age_s;
 extern int	she_duplicate_window_s;
 extern int	she_max_events_per_xact;
 extern int	she_retry_interval_ms;
+extern int	she_batch_linger_ms;
 extern bool she_atomic_batches;
 extern int	she_atomic_batch_max;
 
