@@ -107,6 +107,7 @@ static SheConn conn;			/* the worker's NATS connection */
 static void report_atomic(const SheBatchOutcome *res, int max_atomic, int probe);
 
 /* Atomic batches: does the stream allow them, as last asked. */
+static emit_log_hook_type prev_emit_log_hook = NULL;
 static int	atomic_state = -1;	/* 1 yes, 0 no, -1 ask now, -2 no answer */
 static int	atomic_logged = -1; /* the state last LOGged */
 static TimestampTz atomic_checked_at = 0;
@@ -132,6 +133,63 @@ set_status(int64 backlog, bool published, const char *error)
 		she_durable->last_error_at = now;
 	}
 	SpinLockRelease(&she_durable->mutex);
+}
+
+/*
+ * Settings the worker's statements must not take from the database it
+ * serves (ALTER DATABASE ... SET is allowed to the database's owner, who
+ * need not be a superuser; the worker runs as one):
+ *
+ * - search_path: nobody's operators or functions before pg_catalog;
+ * - read-only default transactions, statement, lock, idle-in-transaction
+ *   and transaction timeouts, serializable isolation: each would make the
+ *   worker's reads or deletes fail (or be retried forever), so delivery
+ *   stops and the outbox grows until backlog_overflow refuses commits.
+ *
+ * synchronous_commit is off: the worker's only writes are deletes of
+ * acknowledged rows.  One lost in a crash (or not yet on a standby that is
+ * promoted) is published again and dropped by JetStream as a duplicate
+ * within the duplicate window, like any re-publish: no need to wait for a
+ * WAL flush per batch.
+ */
+static void
+pin_settings(void)
+{
+	static const char *const settings[][2] = {
+		{"search_path", "pg_catalog, pg_temp"},
+		{"synchronous_commit", "off"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_isolation", "read committed"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+#if PG_VERSION_NUM >= 170000
+		{"transaction_timeout", "0"},
+#endif
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(settings); i++)
+		SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/*
+ * emit_log_hook: an ERROR that ends the worker is also its last_error in
+ * backlog() and worker_status(), where monitoring looks (the server log
+ * has it too).  No allocation, no ERROR: a spinlock and a copy.
+ */
+static void
+note_error(ErrorData *edata)
+{
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+	if (edata->elevel >= ERROR && edata->message != NULL && she_durable != NULL)
+	{
+		char		text[256];
+
+		snprintf(text, sizeof(text), "the worker stopped: %s", edata->message);
+		set_status(-1, false, text);
+	}
 }
 
 /* SPI_connect, or ERROR: the worker's statements need it. */
@@ -739,21 +797,9 @@ she_worker_main(Datum arg)
 	she_in_worker = true;
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 
-	/*
-	 * The worker's only writes are deletes of acknowledged rows.  One lost
-	 * in a crash (or not yet on a standby that is promoted) is published
-	 * again and dropped by JetStream as a duplicate within the duplicate
-	 * window, like any re-publish: no need to wait for a WAL flush per
-	 * batch.
-	 */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
-	 * The worker runs as a superuser: a search_path set for the database
-	 * (ALTER DATABASE ... SET, allowed to its owner) must not put anyone's
-	 * operators or functions before pg_catalog in its statements.
-	 */
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	pin_settings();
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = note_error;
 
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = &MyProc->procLatch;
