@@ -36,12 +36,20 @@ sub fmt { my ($f, $v) = @_; return defined $v ? sprintf($f, $v) : '—'; }
 my %runs;    # "group/variant/shape" => { run => {tps, lat, p99, xacts, landed, batches, events} }
 for my $line (split /\n/, slurp($rawf))
 {
-    my ($g, $v, $shape, $run, $tps, $lat, $p99, $xacts, $landed, $pb, $pe) = split /\t/, $line;
+    my ($g, $v, $shape, $run, $tps, $lat, $p99, $xacts, $landed, $pb, $pe, $cpu) = split /\t/, $line;
     $runs{"$g/$v/$shape"}{$run} = { tps => $tps, lat => $lat, p99 => $p99, xacts => $xacts,
-        landed => $landed, batches => $pb, events => $pe };
+        landed => $landed, batches => $pb, events => $pe, cpu => $cpu // '' };
 }
 sub values_of { my ($key, $field) = @_; my $r = $runs{$key} || {}; return map { $r->{$_}{$field} } sort keys %$r; }
 sub stat_of { return median(values_of(@_)); }
+# CPU per transaction, the median of each part over the rounds: "a / b / c / d" µs
+sub cpu_of
+{
+    my @runs = grep { /^\d+\/\d+\/\d+\/\d+$/ } values_of($_[0], 'cpu');
+    return '—' unless @runs;
+    my @parts = map { my $i = $_; median(map { (split m{/})[$i] } @runs) } 0 .. 3;
+    return join(' / ', map { sprintf('%.0f', $_) } @parts);
+}
 
 # ratio of medians, and the ratio within each round
 sub ratio
@@ -86,8 +94,8 @@ for my $t (@tables)
     my ($g, $shape, $title) = @$t;
     next unless $runs{"$g/plain/$shape"};
     $out .= "### $title\n\n";
-    $out .= "| variant | TPS median (min-max) | mean latency ms | p99 ms | vs no trigger | vs NOTIFY | vs outbox | events per publisher write | events landed |\n";
-    $out .= "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    $out .= "| variant | TPS median (min-max) | mean latency ms | p99 ms | vs no trigger | vs NOTIFY | vs outbox | events per publisher write | events landed | CPU µs per transaction: sessions / publisher / worker / nats-server |\n";
+    $out .= "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
     for my $v (qw(plain notify outbox emit_ack emit_noack emit_durable emit_durable_paused))
     {
         my $key = "$g/$v/$shape";
@@ -109,9 +117,9 @@ for my $t (@tables)
             my @short = grep { my ($h, $w) = split m{/}; $h < $w } @landed;
             $landed = @short ? 'NOT all: ' . join(', ', @landed) : 'all (' . join(', ', map { (split m{/})[1] } @landed) . ')';
         }
-        $out .= sprintf("| %s | %.0f (%.0f-%.0f) | %.3f | %.3f | %s | %s | %s | %s | %s |\n",
+        $out .= sprintf("| %s | %.0f (%.0f-%.0f) | %.3f | %.3f | %s | %s | %s | %s | %s | %s |\n",
             $label{$v}, median(@tps), $lo, $hi, stat_of($key, 'lat'), stat_of($key, 'p99'),
-            (map { fmt('%.2fx', $_) } @ratios), $per, $landed);
+            (map { fmt('%.2fx', $_) } @ratios), $per, $landed, cpu_of($key));
     }
     $out .= "\n";
 }

@@ -104,6 +104,22 @@ worker_publishing() {
     sleep 0.5
 }
 
+# CPU time (clock ticks) of one process, its threads included
+proc_ticks() {
+    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+    sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+# The postmaster's children's CPU as it reaps them (the sessions of a
+# pgbench run), and the live publisher, durable worker and nats-server:
+# "sessions publisher worker nats" in clock ticks.
+cpu_ticks() {
+    local pub wrk
+    pub=$(pgrep -P "$PM_PID" -f "state_hub_events publisher" | head -1 || true)
+    wrk=$(pgrep -P "$PM_PID" -f "state_hub_events worker" | head -1 || true)
+    echo "$(sed 's/.*) //' "/proc/$PM_PID/stat" | awk '{print $14 + $15}') $(proc_ticks "$pub") $(proc_ticks "$wrk") $(proc_ticks "$NATS_PID")"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
 # run_pgbench GROUP VARIANT SCRIPT SHAPE RUN CLIENTS XACTS_PER_CLIENT [PGOPTIONS] [-C]
 run_pgbench() {
     local group=$1 variant=$2 script=$3 shape=$4 run=$5 clients=$6 t=$7 opts=${8:-} connect=${9:-}
@@ -113,10 +129,13 @@ run_pgbench() {
     local out before after
     [[ $variant != *_paused ]] || worker_publishing off
     before=$(publisher_counters)
+    read -r c0 p0 w0 n0 <<<"$(cpu_ticks)"
     out=$(cd "$logdir" && $AS_USER env PGOPTIONS="$opts" PGHOST=$PGHOST PGPORT=$PGPORT PGUSER=postgres \
         $PGBENCH -n $connect -c "$clients" -j "$(( clients < 2 ? clients : 2 ))" -t "$t" -f "$WORK/$script" \
         -l --log-prefix="$logdir/pgbench" $BENCH_DB 2>&1) ||
         { echo "pgbench failed for $group $variant x$shape run $run:"; echo "$out" | tail -20; exit 1; }
+    sleep 0.2    # the sessions exit and are reaped
+    read -r c1 p1 w1 n1 <<<"$(cpu_ticks)"
     [[ $variant != *_paused ]] || worker_publishing on
     local tps lat xacts p99 landed=-
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -1)
@@ -138,10 +157,16 @@ run_pgbench() {
         read -r b0 e0 <<<"$before"; read -r b1 e1 <<<"$after"
         pb=$(( b1 - b0 )); pe=$(( e1 - e0 ))
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$variant" "$shape" "$run" "$tps" "$lat" "$p99" "$xacts" "$landed" "$pb" "$pe" >>"$RAW"
+    # CPU per transaction, microseconds: sessions, publisher, worker,
+    # nats-server (the worker's is what it spent during the run; the
+    # events it publishes later are not in it)
+    local us
+    us=$(awk -v x="$xacts" -v hz="$CLK_TCK" -v c="$((c1 - c0))" -v p="$((p1 - p0))" -v w="$((w1 - w0))" -v n="$((n1 - n0))" \
+        'BEGIN {f = 1e6 / hz / (x > 0 ? x : 1); printf "%.0f/%.0f/%.0f/%.0f", c * f, p * f, w * f, n * f}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$variant" "$shape" "$run" "$tps" "$lat" "$p99" "$xacts" "$landed" "$pb" "$pe" "$us" >>"$RAW"
     local per=""
     [ "$pb" = - ] || [ "$pb" -eq 0 ] || per=", $(awk -v e="$pe" -v b="$pb" 'BEGIN {printf "%.1f", e / b}') events per publisher write"
-    echo "   $group $variant x$shape run $run: $tps tps, $lat ms mean, $p99 ms p99${landed:+, landed $landed}$per"
+    echo "   $group $variant x$shape run $run: $tps tps, $lat ms mean, $p99 ms p99${landed:+, landed $landed}$per; CPU us/txn sessions/publisher/worker/nats $us"
 }
 
 ACK="-c state_hub_events.wait_for_ack=on"
