@@ -96,7 +96,12 @@ she_conn_init(SheConn *c)
 	 */
 	if (!opened)
 	{
+		sigset_t	saved;
+
+		/* the library's threads start here: they must not take our signals */
+		she_nats_block_signals(&saved);
 		(void) nats_Open(0);
+		she_nats_restore_signals(&saved);
 		opened = true;
 	}
 }
