@@ -9,6 +9,8 @@
 #    counts 1 failed and 2 published, the stream holds the other two (their
 #    ids, their transaction headers), and the LOG says the batch was refused
 #    and published again one event at a time (stats() atomic_splits + 1).
+#    The same for an event on a subject the publisher may not publish to
+#    (the server drops that member: the batch is "incomplete").
 #    The atomic path needs nats-server 2.12 or later (NATS_SERVER, see
 #    test/matrix.sh); an older server checks the same accounting on the
 #    one-by-one fallback.
@@ -26,8 +28,19 @@ use SheTest;
 my $atomic = NatsServer->at_least(2, 12);
 diag('nats-server ' . join('.', NatsServer->version) . ($atomic ? ': atomic batches' : ': the fallback'));
 
-my $nats = NatsServer->new->start;
-my $node = she_node('atomicpoison', $nats, conf => q{
+# the publisher connects as "hub", which may not publish to org.t.ap.deny.>;
+# the test tools connect as "admin"
+my $nats = NatsServer->new(user => 'admin', password => 'adminpw', auth_conf => q{
+authorization {
+  users = [
+    { user: admin, password: adminpw }
+    { user: hub, password: hubpw, permissions: { publish: { deny: ["org.t.ap.deny.>"] } } }
+  ]
+}
+})->start;
+my $hub_url = 'nats://hub:hubpw@127.0.0.1:' . $nats->port;
+my $node = she_node('atomicpoison', $nats, conf => qq{
+state_hub_events.nats_url = '$hub_url'
 state_hub_events.publish_timeout = '5s'
 state_hub_events.wait_for_ack = on
 state_hub_events.atomic_batches = on
@@ -46,15 +59,17 @@ sub stats
 sub delta { my ($a, $b, $k) = @_; return $b->{$k} - $a->{$k}; }
 
 # Commit one transaction of $n events on $subject ($big: the index of an
-# event given a 3000-byte attribute).  Returns (stderr, [ids], xid).
+# event given a 3000-byte attribute; $deny: the index of an event on
+# org.t.ap.deny.x).  Returns (stderr, [ids], xid).
 sub commit_txn
 {
-    my ($subject, $n, $big) = @_;
+    my ($subject, $n, $big, $deny) = @_;
     my $sql = "BEGIN;\n";
     for my $i (1 .. $n)
     {
         my $pad = defined $big && $i == $big ? ', "pad": "' . ('x' x 3000) . '"' : '';
-        $sql .= "SELECT 'id=' || state_hub_events.publish('$subject', '{\"i\": $i$pad}');\n";
+        my $subj = defined $deny && $i == $deny ? 'org.t.ap.deny.x' : $subject;
+        $sql .= "SELECT 'id=' || state_hub_events.publish('$subj', '{\"i\": $i$pad}');\n";
     }
     $sql .= "SELECT 'xid=' || pg_current_xact_id();\nCOMMIT;\n";
     my ($out, $err) = ('', '');
@@ -131,6 +146,31 @@ else
     unlike(log_since($offset), qr/refused an atomic batch/, 'and no atomic refusal LOGged');
 }
 
+# --- an event on a subject the publisher may not publish to (no JetStream code)
+my $p0 = stats();
+$held = $nats->count;
+$offset = -s $node->logfile;
+($err, $ids, $xid) = commit_txn('org.t.ap.perm', 3, undef, 2);
+my $p1 = stats();
+like($err, qr/WARNING:  state_hub_events: 1 of 3 events of the committed transaction were not published/,
+    'no permission for one event: the COMMIT is warned about exactly one lost event');
+like($err, qr/DETAIL:  .*Permissions Violation for Publish to "org\.t\.ap\.deny\.x"/,
+    'with the server\'s words') or diag($err);
+is(delta($p0, $p1, 'failed'), 1, 'stats(): one failed');
+is(delta($p0, $p1, 'published'), 2, 'stats(): two published');
+is(delta($p0, $p1, 'unconfirmed'), 0, 'stats(): nothing unconfirmed');
+my @p = wait_for_messages($nats, 2, undef, subject => 'org.t.ap.perm');
+is($nats->count, $held + 2, 'the stream gained exactly the two others');
+is_deeply([ map { $_->{msg_id} } @p ], [ $ids->[0], $ids->[2] ], 'events 1 and 3, by their ids');
+is_deeply([ map { hdr($_, 'Txn-Index') . '/' . hdr($_, 'Txn-Count') . '/' . hdr($_, 'Txn-Id') } @p ],
+    [ "1/3/$xid", "3/3/$xid" ], 'with their transaction headers');
+if ($atomic)
+{
+    is(delta($p0, $p1, 'atomic_splits'), 1, 'stats(): counted in atomic_splits');
+    like(log_since($offset), qr/publisher: JetStream refused the atomic batch of 1 transaction \(/,
+        'the refused batch is LOGged');
+}
+
 # --- the next transaction goes as an atomic batch again
 my $n0 = stats();
 ($err) = commit_txn('org.t.ap.after', 3);
@@ -142,7 +182,7 @@ is(delta($n0, stats(), 'atomic_batches'), $atomic ? 1 : 0,
 my $s9 = stats();
 is($s9->{unconfirmed}, 0, 'nothing unconfirmed');
 is($s9->{published} - $s9->{duplicates}, $nats->count, 'stats(): published less duplicates == what the stream holds');
-is($s9->{failed}, 1, 'stats(): the one event too large is the only one lost');
+is($s9->{failed}, 2, 'stats(): the event too large and the one without permission are the only ones lost');
 
 $node->stop;
 $nats->stop;
