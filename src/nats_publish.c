@@ -37,6 +37,15 @@
  * the same deadline.  With state_hub_events.atomic_batches on, the stream
  * is created with allow_atomic (a raw request: see create_stream_atomic).
  *
+ * Atomic batches.  Each run of one transaction's events goes as atomic
+ * batches (plan_atomic, send_member); the members take their commit
+ * message's outcome (spread_atomic).  The server refuses a batch without
+ * naming the member; where one member may be the cause, the publisher's
+ * entry (she_publish_events_cb) publishes that transaction again at once,
+ * one event at a time, so that each event gets its own outcome
+ * (retry_refused_batches); the durable worker's entry leaves that to the
+ * worker's next attempt.
+ *
  * IDENTIFICATION
  *	  src/nats_publish.c
  *
