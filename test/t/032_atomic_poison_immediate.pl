@@ -178,11 +178,42 @@ is($err, '', 'a transaction that fits after it: no WARNING');
 is(delta($n0, stats(), 'atomic_batches'), $atomic ? 1 : 0,
     $atomic ? 'as one atomic batch' : 'one by one on an older server');
 
+# --- a transaction split at atomic_batch_max, the poison in its first batch:
+# that batch goes again one event at a time, the second stays one batch, and
+# atomic_splits counts the transaction once
+SKIP:
+{
+    skip 'needs atomic batches (nats-server 2.12 or later)', 8 unless $atomic;
+    sql(q{ALTER SYSTEM SET state_hub_events.atomic_batch_max = 2; SELECT pg_reload_conf();});
+    my $r0 = stats();
+    my $reloaded = wait_until('the publisher to split at 2', 60, sub {
+        commit_txn('org.t.ap.reload', 3);
+        return delta($r0, stats(), 'atomic_splits') > 0;
+    });
+    ok($reloaded, 'the publisher splits at the new atomic_batch_max');
+    my $t0 = stats();
+    $held = $nats->count;
+    ($err, $ids, $xid) = commit_txn('org.t.ap.split', 4, 2);
+    my $t1 = stats();
+    like($err, qr/WARNING:  state_hub_events: 1 of 4 events of the committed transaction were not published/,
+        'split and refused: the COMMIT is warned about exactly one lost event');
+    is(delta($t0, $t1, 'failed') . '/' . delta($t0, $t1, 'published'), '1/3', 'stats(): one failed, three published');
+    is(delta($t0, $t1, 'atomic_batches'), 1, 'stats(): the second batch (events 3 and 4) committed');
+    is(delta($t0, $t1, 'atomic_splits'), 1, 'stats(): the transaction counted in atomic_splits once');
+    my @t = wait_for_messages($nats, 3, undef, subject => 'org.t.ap.split');
+    is($nats->count, $held + 3, 'the stream gained exactly the three others');
+    # event 1 went again after the batch behind it was stored: compare as sets
+    is_deeply([ sort map { $_->{msg_id} } @t ], [ sort @$ids[0, 2, 3] ], 'events 1, 3 and 4, by their ids');
+    my %bid = map { hdr($_, 'Txn-Index') => ($_->{headers}{'Nats-Batch-Id'} // '-') } @t;
+    ok($bid{1} eq '-' && $bid{3} ne '-' && $bid{3} eq $bid{4},
+        'event 1 alone, events 3 and 4 as one atomic batch') or diag(explain(\%bid));
+}
+
 # exact accounting over the whole file: stats() == the stream
 my $s9 = stats();
 is($s9->{unconfirmed}, 0, 'nothing unconfirmed');
 is($s9->{published} - $s9->{duplicates}, $nats->count, 'stats(): published less duplicates == what the stream holds');
-is($s9->{failed}, 2, 'stats(): the event too large and the one without permission are the only ones lost');
+is($s9->{failed}, $atomic ? 3 : 2, 'stats(): the events too large and the one without permission are the only ones lost');
 
 $node->stop;
 $nats->stop;
