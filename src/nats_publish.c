@@ -37,6 +37,15 @@
  * the same deadline.  With state_hub_events.atomic_batches on, the stream
  * is created with allow_atomic (a raw request: see create_stream_atomic).
  *
+ * Atomic batches.  Each run of one transaction's events goes as atomic
+ * batches (plan_atomic, send_member); the members take their commit
+ * message's outcome (spread_atomic).  The server refuses a batch without
+ * naming the member; where one member may be the cause, the publisher's
+ * entry (she_publish_events_cb) publishes that transaction again at once,
+ * one event at a time, so that each event gets its own outcome
+ * (retry_refused_batches); the durable worker's entry leaves that to the
+ * worker's next attempt.
+ *
  * IDENTIFICATION
  *	  src/nats_publish.c
  *
@@ -725,7 +734,8 @@ plan_atomic(const SheEvent *ev, int n, int max, int *last, SheBatchOutcome *sum)
  * the commit fail as "incomplete", 10176; a message id already stored,
  * "contains duplicate message id", 10201), so every member, the commit
  * too, is refused with batch_refused set and never for good: publishing
- * them one by one (the durable worker does) learns each one's outcome.
+ * them one by one learns each one's outcome (the publisher does so at once,
+ * retry_refused_batches; the durable worker on its next attempt).
  *
  * Duplicates.  nats-server (2.12 to 2.15: the atomic path checks every
  * member's Nats-Msg-Id at the commit) refuses a batch holding an id of
@@ -1079,30 +1089,61 @@ she_publish_events(SheConn *c, const char *stream, bool create_stream,
 						  out, sum, NULL, NULL);
 }
 
-/* Publish, with atomic batches of at most max_atomic events (see nats_publish.h). */
+static void publish_core(SheConn *c, const char *stream, bool create_stream,
+						 const SheEvent *events, int n, uint64_t deadline,
+						 int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+						 SheOutcomeFn fn, void *fn_arg);
+static void retry_refused_batches(SheConn *c, const char *stream, bool create_stream,
+								  const SheEvent *events, int n, uint64_t deadline,
+								  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+								  SheOutcomeFn fn, void *fn_arg);
+
+/*
+ * Publish, with atomic batches of at most max_atomic events (see
+ * nats_publish.h).  A refused batch stays refused: the durable worker
+ * publishes it one event at a time on its next attempt.
+ */
 void
 she_publish_events_atomic(SheConn *c, const char *stream, bool create_stream,
 						  const SheEvent *events, int n, uint64_t deadline,
 						  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum)
 {
-	she_publish_events_cb(c, stream, create_stream, events, n, deadline, max_atomic,
-						  out, sum, NULL, NULL);
+	publish_core(c, stream, create_stream, events, n, deadline, max_atomic,
+				 out, sum, NULL, NULL);
 }
 
 /*
  * she_publish_events_atomic with fn told each acknowledged outcome as it
- * arrives (see nats_publish.h).  A single message keeps the synchronous
- * request (one write, no PING/PONG, no flusher wake-up: half the context
- * switches and syscalls of the asynchronous path with its flush, as
- * measured); fn is not called for it and the caller reports it.  Nor for
- * atomic batches, whose members take their commit message's outcome only
- * at the end (spread_atomic).
+ * arrives, and refused atomic batches published again one event at a time
+ * (see nats_publish.h).
  */
 void
 she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
 					  const SheEvent *events, int n, uint64_t deadline,
 					  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
 					  SheOutcomeFn fn, void *fn_arg)
+{
+	publish_core(c, stream, create_stream, events, n, deadline, max_atomic,
+				 out, sum, fn, fn_arg);
+	if (max_atomic >= 2 && sum->refused > 0)
+		retry_refused_batches(c, stream, create_stream, events, n, deadline,
+							  max_atomic, out, sum, fn, fn_arg);
+}
+
+/*
+ * Publish events[0..n-1], with atomic batches of at most max_atomic
+ * events, fn told each acknowledged outcome as it arrives.  A single
+ * message keeps the synchronous request (one write, no PING/PONG, no
+ * flusher wake-up: half the context switches and syscalls of the
+ * asynchronous path with its flush, as measured); fn is not called for it
+ * and the caller reports it.  Nor for atomic batches, whose members take
+ * their commit message's outcome only at the end (spread_atomic).
+ */
+static void
+publish_core(SheConn *c, const char *stream, bool create_stream,
+			 const SheEvent *events, int n, uint64_t deadline,
+			 int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+			 SheOutcomeFn fn, void *fn_arg)
 {
 	SheAckBatch *b;
 	sigset_t	saved;
@@ -1177,5 +1218,136 @@ she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
 		batch_free(b, n);
 	}
 	she_nats_restore_signals(&saved);
+	summarize(out, n, sum);
+}
+
+/* JetStream's refusals of an atomic batch that one member may cause */
+#define JS_BATCH_INCOMPLETE		10176
+#define JS_BATCH_TOO_LARGE		10199
+#define JS_BATCH_DUPLICATE		10201
+
+/*
+ * Was o refused as a member of an atomic batch for a reason one member may
+ * cause (the server names none): a member over the stream's max_msg_size
+ * or the server's max payload (the batch is then "incomplete", 10176),
+ * captured by another stream, on a subject we may not publish to (no
+ * code), already stored (10201), or the batch over the server's limit
+ * (10199)?  Not a refusal that holds for the whole batch (a full stream):
+ * that one stands, so the stream never stores part of the transaction.
+ * The same list as the durable worker's.
+ */
+static bool
+member_refusal(const SheMsgOutcome *o)
+{
+	return o->state == SHE_MSG_REFUSED && o->batch_refused &&
+		(o->err_code == 0 || o->err_code == JSStreamMessageExceedsMaximumErr ||
+		 o->err_code == JSStreamNotMatchErr || o->err_code == JS_BATCH_INCOMPLETE ||
+		 o->err_code == JS_BATCH_TOO_LARGE || o->err_code == JS_BATCH_DUPLICATE);
+}
+
+/* A retry's acknowledged outcomes, told to the caller's fn at their index. */
+typedef struct RetryRelay
+{
+	SheOutcomeFn fn;
+	void	   *arg;
+	int			offset;			/* the retried run's first index */
+} RetryRelay;
+
+/* SheOutcomeFn of a retry (nats thread, under SheConn.mu). */
+static void
+relay_outcome(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
+{
+	const RetryRelay *r = (const RetryRelay *) arg;
+
+	r->fn(r->arg, r->offset + i, o, sum);
+}
+
+/*
+ * Did plan_atomic plan the transaction whose first event is ev[i] as one
+ * batch (and so not count it split)?
+ */
+static bool
+planned_whole(const SheEvent *ev, int n, int i, int max)
+{
+	int			j = i + 1;
+
+	if (ev[i].txn.xid == 0 || ev[i].txn.index != 1)
+		return false;
+	while (j < n && ev[j].txn.xid == ev[i].txn.xid &&
+		   ev[j].txn.index == ev[j - 1].txn.index + 1)
+		j++;
+	return j - i <= max && j - i >= ev[i].txn.count;
+}
+
+/* Count the transactions of the refused run events[f..l-1] that go again. */
+static void
+count_retried(const SheEvent *events, int n, int f, int l, int max_atomic,
+			  SheBatchOutcome *sum)
+{
+	int			i;
+
+	for (i = f; i < l; i++)
+	{
+		if (i > f && events[i].txn.xid == events[i - 1].txn.xid)
+			continue;
+		sum->atomic_retried++;
+		/* plan_atomic counted those it split in atomic_splits */
+		if (planned_whole(events, n, i, max_atomic))
+			sum->atomic_retried_whole++;
+	}
+}
+
+/*
+ * After publish_core: publish again, one event at a time (each with its
+ * own acknowledgement and its Nats-Msg-Id, within the same deadline), each
+ * run of events refused as members of atomic batches for a reason one
+ * member may cause, so that each gets its own outcome: only the events
+ * the server objects to stay refused.  None of them was reported to fn
+ * (atomic batches are settled at the end).  An event already stored is
+ * acknowledged as a duplicate: nats-server refuses a whole batch holding
+ * one (10201) rather than acknowledging the batch as a duplicate.  Those
+ * events enter the stream after what the group sent behind them.  Then
+ * sum is summed again, its texts holding the retries' too.
+ */
+static void
+retry_refused_batches(SheConn *c, const char *stream, bool create_stream,
+					  const SheEvent *events, int n, uint64_t deadline,
+					  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+					  SheOutcomeFn fn, void *fn_arg)
+{
+	int			f = 0;
+	bool		retried = false;
+
+	while (f < n && she_ms_left(deadline) > 0)
+	{
+		int			l = f;
+		int			i;
+		SheBatchOutcome sub;
+		RetryRelay	relay = {fn, fn_arg, f};
+
+		while (l < n && member_refusal(&out[l]))
+			l++;
+		if (l == f)
+		{
+			f++;
+			continue;
+		}
+		if (sum->atomic_refusal[0] == '\0')
+			strlcpy(sum->atomic_refusal, she_outcome_text(sum, &out[f]),
+					sizeof(sum->atomic_refusal));
+		count_retried(events, n, f, l, max_atomic, sum);
+		publish_core(c, stream, create_stream, events + f, l - f, deadline, 0,
+					 out + f, &sub, fn ? relay_outcome : NULL, &relay);
+		for (i = f; i < l; i++)
+			if (out[i].text >= 0)
+				out[i].text = add_text(sum, she_outcome_text(&sub, &out[i]));
+		retried = true;
+		f = l;
+	}
+	if (!retried)
+		return;
+	sum->stored = sum->duplicates = sum->refused = sum->refused_permanent = 0;
+	sum->unconfirmed = sum->not_sent = 0;
+	sum->reason[0] = '\0';
 	summarize(out, n, sum);
 }

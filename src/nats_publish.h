@@ -55,6 +55,12 @@ typedef struct SheBatchOutcome
 	char		texts[SHE_OUTCOME_TEXTS][200];
 	int			atomic_batches; /* atomic batches the server committed */
 	int			atomic_splits;	/* transactions not sent as one batch */
+	int			atomic_retried; /* transactions whose refused atomic batch was
+								 * published again one event at a time
+								 * (she_publish_events_cb) */
+	int			atomic_retried_whole;	/* those of them not counted in
+										 * atomic_splits (planned as one batch) */
+	char		atomic_refusal[200];	/* the first such refusal's text */
 } SheBatchOutcome;
 
 /* The headers every message carries about its transaction (see README). */
@@ -124,7 +130,13 @@ typedef void (*SheOutcomeFn) (void *arg, int i, const SheMsgOutcome *o,
  * she_publish_events_atomic, telling each acknowledged outcome to fn at
  * once (a batch of one message is published by a synchronous request, and
  * atomic batches settle their members together at the end: fn is not
- * called for those).
+ * called for those).  An atomic batch the server refused without naming
+ * the member, for a reason one member may cause (too large, no
+ * permission, already stored, the batch too large), is published again at
+ * once, within the same deadline, one event at a time (the publisher:
+ * only the events the server objects to are refused); those transactions
+ * count in sum->atomic_retried.  The durable worker does that itself, on its
+ * next attempt, to keep the outbox's order.
  */
 extern void she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
 								  const SheEvent *events, int n, uint64_t deadline,

@@ -393,11 +393,16 @@ atomic_max(const char *stream)
 	return atomic_state == 1 ? she_atomic_batch_max : 0;
 }
 
-/* Count and LOG what the atomic batches of a group did. */
+/*
+ * Count and LOG what the atomic batches of a group did: transactions split
+ * over several batches, and those whose refused batch was published again
+ * one event at a time (in stats() atomic_splits too, each transaction
+ * once).
+ */
 static void
 report_atomic(const SheBatchOutcome *sum, int max_atomic)
 {
-	she_stats_add_atomic(sum->atomic_batches, sum->atomic_splits);
+	she_stats_add_atomic(sum->atomic_batches, sum->atomic_splits + sum->atomic_retried_whole);
 	if (sum->atomic_splits > 0)
 		ereport(LOG,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -406,6 +411,13 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 							   sum->atomic_splits, sum->atomic_splits),
 				 errdetail("A batch holds at most state_hub_events.atomic_batch_max (%d) events, and the publisher takes at most %d events or %d MB from the queue at a time; consumers see each part whole, not the transaction.",
 						   max_atomic, TAKE_MAX_EVENTS, TAKE_MAX_BYTES / (1024 * 1024))));
+	if (sum->atomic_retried > 0)
+		ereport(LOG,
+				(errcode(ERRCODE_WARNING),
+				 errmsg_plural("state_hub_events publisher: JetStream refused the atomic batch of %d transaction (%s); its events were published again one event at a time",
+							   "state_hub_events publisher: JetStream refused the atomic batches of %d transactions (the first: %s); their events were published again one event at a time",
+							   sum->atomic_retried, sum->atomic_retried, sum->atomic_refusal),
+				 errdetail("JetStream does not say which event of a batch it objects to; published alone, each event gets its own outcome, and only those it refuses are lost.")));
 	if (sum->refused > 0)
 	{
 		atomic_state = -1;		/* ask the stream again: was it changed? */
