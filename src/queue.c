@@ -1362,6 +1362,8 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		return 0;
 	pos = copy_records(pos, k, evs, meta, cxt);
 	sort_taken(evs, meta, k, cxt);
+	elog(DEBUG2, "state_hub_events publisher: taking %d records, read %d record headers",
+		 k, nread);
 	/* no ERROR from here on: spinlocks, atomics, a broadcast */
 	for (i = 0; i < k; i++)
 	{
@@ -1377,8 +1379,6 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 	pg_memory_barrier();
 	pg_atomic_write_u64(&q->tail, pos);
 	ConditionVariableBroadcast(&q->space_cv);
-	elog(DEBUG2, "state_hub_events publisher: took %d of %d records, read %d record headers",
-		 n, k, nread);
 	return n;
 }
 

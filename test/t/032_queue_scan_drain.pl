@@ -72,10 +72,10 @@ $holder->quit;
 my ($takes, $worst, $biggest) = (0, 0, 0);
 for (split /\n/, slurp_file($node->logfile, $off))
 {
-    next unless /took (\d+) of (\d+) records, read (\d+) record headers/;
+    next unless /taking (\d+) records, read (\d+) record headers/;
     $takes++;
-    $biggest = $2 if $2 > $biggest;
-    $worst = $3 - $2 if $3 - $2 > $worst;
+    $biggest = $1 if $1 > $biggest;
+    $worst = $2 - $1 if $2 - $1 > $worst;
 }
 cmp_ok($takes, '>=', 2, "the backlog was taken in parts ($takes takes)");
 is($biggest, 10000, 'a take was as big as the take limit (10,000 events)');
@@ -110,6 +110,42 @@ ok($node->wait_for_log(qr/LOG:  state_hub_events publisher: the commit order of 
     'the lapse of the commit order is LOGged');
 like(slurp_file($node->logfile, $off), qr/DETAIL:  Held back for a committed transaction not handed over within 200 ms: 1;/,
     'and says why');
+
+# --- the publisher alone terminated (SIGTERM) while sessions commit with
+# wait_for_ack = off: it is restarted, and every committed event is either
+# in the stream or counted in stats() (the counters survive the restart)
+sub stats
+{
+    return split /\|/, $node->safe_psql('postgres',
+        q{SELECT published, failed, unconfirmed FROM state_hub_events.stats()});
+}
+$node->safe_psql('postgres', q{CREATE TABLE done (id bigserial PRIMARY KEY)});
+my $script = $node->basedir . '/term.sql';
+open my $fh, '>', $script or die $!;
+print $fh "SET state_hub_events.wait_for_ack = off;\n"
+  . "BEGIN;\nINSERT INTO done DEFAULT VALUES;\nSELECT state_hub_events.publish('org.t.term');\nCOMMIT;\n";
+close $fh;
+my @s0 = stats();
+my $ppid = $node->safe_psql('postgres', q{SELECT state_hub_events.ping()->>'publisher_pid'});
+my $bench = IPC::Run::start([ 'pgbench', '-n', '-c', '4', '-j', '4', '-t', '1500', '-f', $script, $node->connstr('postgres') ],
+    '>', \my $bout, '2>', \my $berr);
+ok($node->poll_query_until('postgres', q{SELECT count(*) >= 500 FROM done}), 'sessions commit');
+kill 'TERM', $ppid;
+$bench->finish;
+my $rows = $node->safe_psql('postgres', q{SELECT count(*) FROM done});
+is($rows, 6000, 'every pgbench transaction committed');
+my @s1;
+ok(wait_until('every committed event published or counted', 60, sub {
+    @s1 = stats();
+    return $s1[0] - $s0[0] + $s1[1] - $s0[1] + $s1[2] - $s0[2] >= $rows;
+}), 'the restarted publisher serves');
+isnt($node->safe_psql('postgres', q{SELECT state_hub_events.ping()->>'publisher_pid'}), $ppid,
+    'a new publisher process');
+is($s1[0] - $s0[0] + $s1[1] - $s0[1] + $s1[2] - $s0[2], $rows,
+    'stats(): published + failed + unconfirmed == the events committed');
+is($nats->count(undef, subject => 'org.t.term'), $s1[0] - $s0[0],
+    'the stream holds exactly the events counted published');
+cmp_ok($s1[1] - $s0[1], '>', 0, 'some were refused while no publisher ran (and counted)');
 
 # --- the drain at shutdown: 10,000 events whose backend gave up fill the
 # drain's first take (nothing of it is published); the five events queued
