@@ -19,7 +19,8 @@
  * committing backends set.
  *
  * Shutdown (SIGTERM): the publisher stops accepting batches (new commits
- * are refused at once), publishes what the queue holds, for at most
+ * are refused at once, and the queue is closed to a commit already past
+ * that check), publishes what the queue holds until it is empty, for at most
  * publish_timeout (a hung server: refused at once after that), reports
  * every outcome, then exits.
  *
