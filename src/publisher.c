@@ -19,7 +19,8 @@
  * committing backends set.
  *
  * Shutdown (SIGTERM): the publisher stops accepting batches (new commits
- * are refused at once), publishes what the queue holds, for at most
+ * are refused at once, and the queue is closed to a commit already past
+ * that check), publishes what the queue holds until it is empty, for at most
  * publish_timeout (a hung server: refused at once after that), reports
  * every outcome, then exits.
  *
@@ -520,9 +521,13 @@ publish_taken(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 }
 
 /*
- * SIGTERM: new commits are refused at once (the publisher is detached);
- * what the queue holds is published, for at most publish_timeout, then
- * refused; every outcome is reported.  Then exit.
+ * SIGTERM: new commits are refused at once (the publisher is detached),
+ * and the queue is closed, so a commit that had already passed that check
+ * counts what it could not append lost instead of leaving it behind the
+ * last take; what the queue holds is published, for at most
+ * publish_timeout, then refused; every outcome is reported.  Then exit.
+ * A take may return nothing while records remain (their backends gave
+ * up): the drain ends only when the queue is empty.
  */
 static void
 drain_and_exit(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, MemoryContext cxt)
@@ -532,13 +537,14 @@ drain_and_exit(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, MemoryContext 
 	int			total = 0;
 
 	she_queue_detach_publisher(0, (Datum) 0);
+	she_queue_close();
 	pgstat_report_activity(STATE_RUNNING, "publishing the queue before exiting");
-	for (;;)
+	while (!she_queue_is_empty())
 	{
 		MemoryContextReset(cxt);
 		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
 		if (n == 0)
-			break;
+			continue;
 		begin_take(out, n);
 		drain_expired = (she_now_usec() >= until);
 		publish_taken(evs, meta, out, n);

@@ -33,6 +33,9 @@
  *	  sleeps (then looks at head once more); the first writer that sees
  *	  it clears it and sets the publisher's latch.  A publisher that is
  *	  busy is not woken per commit: it takes again before it sleeps.
+ *	- closed, seg_last, seg_min (written): under the queue LWLock;
+ *	  seg_min is read by the publisher without it (see Scan), lapses are
+ *	  atomics.
  *	- publisher_latch, publisher_pid, publisher_started, connected,
  *	  conn_error: the mutex.
  *	  max_payload: an atomic, read by every backend at publish().
@@ -62,9 +65,19 @@
  * took is sorted by ticket (stable: a batch stays in order).  When
  * nothing can be taken because of m, it waits on its latch (the hand-over
  * or the abort sets it) for at most ORDER_WAIT_MS per ticket, then clears
- * that ticket (DEBUG1) and goes on.  Cost: one atomic add per commit
- * (the ticket is also the wait slot's batch id) and one store to clear
- * it; a scan of the slots per take.
+ * that ticket and goes on.  Where the order may lapse (a ticket held back
+ * that long, a batch that waited for room, an inversion wider than one
+ * take) it is counted in lapses, and the publisher LOGs the counts at
+ * most once per LAPSE_LOG_MS.  Cost: one atomic add per commit (the
+ * ticket is also the wait slot's batch id) and one store to clear it; a
+ * scan of the slots per take.
+ *
+ * Scan.  To find the cut, the publisher reads record headers only up to
+ * the take's size limits and on to the end of that segment of the ring
+ * (QUEUE_SEGMENTS segments); for the records after, it needs only their
+ * smallest ticket, which writers keep per segment (seg_min, under the
+ * lock, before head is published).  So a take reads about what it
+ * returns plus one segment, whatever the backlog behind it.
  *
  * Admission.  Records enter the ring in the order their writers got the
  * LWLock at XACT_EVENT_COMMIT.  Writers
@@ -77,7 +90,10 @@
  * WARNING).
  *
  * Without a publisher (not registered, or exited after it ran) batches are
- * refused at once.  Postmaster death ends every wait without exiting: the
+ * refused at once.  A publisher draining the queue to exit closes it
+ * (closed, under the lock): a writer that passed that check appends no
+ * more and counts the rest of its batch lost, so nothing lands behind the
+ * drain's last take.  Postmaster death ends every wait without exiting: the
  * transaction committed; the backend exits after the commit.
  *
  * Nothing here ERRORs or allocates on the backend side: it runs after the
@@ -144,6 +160,21 @@ typedef struct WaitSlot
 	TransactionId order_xid;	/* its transaction (in the proc array or not) */
 } WaitSlot;
 
+/*
+ * The ring in segments for the publisher's scan (see Scan): the smallest
+ * ticket of the records that start in each segment of the current lap.
+ */
+#define QUEUE_SEGMENTS		1024
+
+/* Why the commit order may lapse (counted in QueueShared.lapses). */
+typedef enum OrderLapse
+{
+	LAPSE_HELD,					/* a ticket held back more than ORDER_WAIT_MS */
+	LAPSE_ROOM,					/* a batch waited for room in the ring */
+	LAPSE_WIDE,					/* an inversion wider than one take */
+	NUM_LAPSES
+} OrderLapse;
+
 typedef struct QueueShared
 {
 	LWLock	   *lock;			/* writers: head, nwaiting, waitq */
@@ -156,6 +187,11 @@ typedef struct QueueShared
 	pg_atomic_uint32 max_payload;
 	pg_atomic_uint32 publisher_idle;	/* 1: it may sleep; the next writer
 										 * sets its latch (see wake_if_idle) */
+	bool		closed;			/* under lock: the publisher drains to exit */
+	uint64		seg_bytes;		/* the ring in QUEUE_SEGMENTS parts */
+	uint64		seg_last;		/* under lock: segment of the last record */
+	pg_atomic_uint64 seg_min[QUEUE_SEGMENTS];	/* see Scan */
+	pg_atomic_uint64 lapses[NUM_LAPSES];	/* see Order: counted, LOGged */
 	slock_t		mutex;			/* the six fields below */
 	Latch	   *publisher_latch;
 	int			publisher_pid;
@@ -179,6 +215,9 @@ static uint64 my_order = 0;		/* this backend's ticket from PRE_COMMIT */
  * left the proc array without handing its batch over (see Order).
  */
 #define ORDER_WAIT_MS		200
+
+/* At most one LOG line about lapses of the commit order per this. */
+#define LAPSE_LOG_MS		10000
 
 /* the publisher's memory of the ticket it waits for */
 static uint64 order_waited = 0;
@@ -230,6 +269,13 @@ she_queue_startup_shmem(void)
 		q->size = (uint64) she_queue_size_kb * 1024;
 		pg_atomic_init_u32(&q->max_payload, 0);
 		pg_atomic_init_u32(&q->publisher_idle, 1);
+		q->closed = false;
+		q->seg_bytes = Max(q->size / QUEUE_SEGMENTS, 1);
+		q->seg_last = 0;
+		for (i = 0; i < QUEUE_SEGMENTS; i++)
+			pg_atomic_init_u64(&q->seg_min[i], PG_UINT64_MAX);
+		for (i = 0; i < NUM_LAPSES; i++)
+			pg_atomic_init_u64(&q->lapses[i], 0);
 		SpinLockInit(&q->mutex);
 		q->nslots = MaxBackends;
 		for (i = 0; i < q->nslots; i++)
@@ -340,6 +386,33 @@ she_queue_publisher_busy(void)
 	pg_atomic_write_u32(&q->publisher_idle, 0);
 }
 
+/*
+ * A record with this ticket starts at pos (the caller holds the lock):
+ * keep the smallest ticket of each segment's records (see Scan).  A
+ * segment is emptied when head first enters it in a lap, so it never
+ * holds a ticket of a record consumed a lap ago; the slot it shares with
+ * the segment a lap back is only read by the publisher for segments past
+ * the one holding tail.
+ */
+static void
+note_segment(uint64 pos, uint64 ticket)
+{
+	uint64		s = pos / q->seg_bytes;
+	pg_atomic_uint64 *m;
+
+	if (s != q->seg_last)
+	{
+		uint64		x = Max(q->seg_last + 1, s >= QUEUE_SEGMENTS ? s - QUEUE_SEGMENTS + 1 : 0);
+
+		for (; x <= s; x++)
+			pg_atomic_write_u64(&q->seg_min[x % QUEUE_SEGMENTS], PG_UINT64_MAX);
+		q->seg_last = s;
+	}
+	m = &q->seg_min[s % QUEUE_SEGMENTS];
+	if (ticket < pg_atomic_read_u64(m))
+		pg_atomic_write_u64(m, ticket);
+}
+
 /* Append one record at *head (the caller holds the lock and checked space). */
 static void
 append_record(uint64 *head, const SheEvent *ev, const char *stream, bool create,
@@ -363,6 +436,7 @@ append_record(uint64 *head, const SheEvent *ev, const char *stream, bool create,
 	r.duplicate_window_s = spec->duplicate_window_s;
 	memcpy(r.id, ev->id, sizeof(r.id));
 	r.txn = ev->txn;
+	note_segment(*head, ticket);
 	ring_write(*head, &r, sizeof(r));
 	ring_write(p, stream, r.stream_len);
 	p += r.stream_len;
@@ -406,11 +480,13 @@ leave_waitq(void)
  * others wait joins the tail even if its batch would fit.  The head stays
  * there while it streams a batch bigger than the free space, so no other
  * batch interleaves.  Returns true when the turn moved on (others must be
- * woken).  Under no lock on entry.
+ * woken).  Sets *closed, appending nothing, once the publisher drains the
+ * queue to exit (see she_queue_close).  Under no lock on entry.
  */
 static bool
 append_some(const SheEvent *events, int n, int *i, const char *stream, bool create,
-			const SheStreamSpec *spec, int waiter, uint64 ticket, uint64 deadline)
+			const SheStreamSpec *spec, int waiter, uint64 ticket, uint64 deadline,
+			bool *closed)
 {
 	int			me = she_my_proc_number();
 	uint64		head;
@@ -418,6 +494,17 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 	bool		turn_moved = false;
 
 	LWLockAcquire(q->lock, LW_EXCLUSIVE);
+	*closed = q->closed;
+	if (*closed)
+	{
+		if (in_waitq)
+		{
+			leave_waitq();
+			turn_moved = true;
+		}
+		LWLockRelease(q->lock);
+		return turn_moved;
+	}
 	if (!in_waitq && q->nwaiting > 0)
 	{
 		waitq[q->nwaiting++] = me;
@@ -619,6 +706,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 	int			i = 0;
 	bool		pm_dead = false;
 	bool		interrupted = false;
+	bool		closed = false;
 	bool		reset = false;
 	bool		on_list = false;
 
@@ -661,20 +749,25 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		if (on_list)
 			ConditionVariablePrepareToSleep(&q->space_cv);
 		if (append_some(events, n, &i, stream, create_stream, spec,
-						waiter, ticket, deadline))
+						waiter, ticket, deadline, &closed))
 			ConditionVariableBroadcast(&q->space_cv);	/* the next writer's turn */
 
 		/*
 		 * Appended (head published): the ticket holds nobody back any
 		 * more.  If the batch did not fit, it is cleared before any wait
 		 * for room too (best effort: the publisher must not wait for a
-		 * writer that waits for it).  Clearing wakes the publisher.
+		 * writer that waits for it, counted as a lapse of the order).
+		 * Clearing wakes the publisher.
 		 */
 		if (my_order != 0)
+		{
+			if (i < n && !closed)
+				pg_atomic_fetch_add_u64(&q->lapses[LAPSE_ROOM], 1);
 			she_queue_order_end();
+		}
 		else if (i > before)
 			wake_if_idle();
-		if (i == n || she_ms_left(deadline) <= 0)
+		if (i == n || closed || she_ms_left(deadline) <= 0)
 			break;
 		if (!on_list)
 		{
@@ -714,6 +807,10 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		if (pm_dead)
 			snprintf(res->reason, sizeof(res->reason),
 					 "the postmaster died while %d events waited for room in the publisher's queue",
+					 n - i);
+		else if (closed)
+			snprintf(res->reason, sizeof(res->reason),
+					 "the publisher process stopped before %d events were queued",
 					 n - i);
 		else if (interrupted)
 			snprintf(res->reason, sizeof(res->reason),
@@ -818,6 +915,9 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 void
 she_queue_attach_publisher(void)
 {
+	LWLockAcquire(q->lock, LW_EXCLUSIVE);
+	q->closed = false;
+	LWLockRelease(q->lock);
 	SpinLockAcquire(&q->mutex);
 	q->publisher_latch = MyLatch;
 	q->publisher_pid = MyProcPid;
@@ -841,18 +941,41 @@ she_queue_detach_publisher(int code, Datum arg)
 	SpinLockRelease(&q->mutex);
 }
 
-/* Does the slot still wait for this record's batch?  Counts it taken. */
+/*
+ * The publisher drains the queue to exit (SIGTERM): from now on no writer
+ * appends (a writer already past the check for a running publisher finds
+ * the queue closed under the lock and counts the rest of its batch lost),
+ * so a take that finds the ring empty has seen every record.  Writers
+ * waiting for room are woken to give up at once.
+ */
+void
+she_queue_close(void)
+{
+	LWLockAcquire(q->lock, LW_EXCLUSIVE);
+	q->closed = true;
+	LWLockRelease(q->lock);
+	ConditionVariableBroadcast(&q->space_cv);
+}
+
+/* Has the publisher taken every record appended so far? */
+bool
+she_queue_is_empty(void)
+{
+	return pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail);
+}
+
+/* Does the slot still wait for this event's batch?  Counts it taken. */
 static bool
-claim(const QueueRecord *r)
+claim(const SheTaken *t)
 {
 	WaitSlot   *slot;
 	bool		ok;
 
-	if (r->waiter < 0)
+	if (t->waiter < 0)
 		return true;
-	slot = &q->slots[r->waiter];
+	slot = &q->slots[t->waiter];
 	SpinLockAcquire(&slot->mutex);
-	ok = (slot->ticket == r->ticket && !slot->abandoned);
+	ok = (slot->ticket == t->ticket && !slot->abandoned);
 	if (ok)
 		slot->taken++;
 	SpinLockRelease(&slot->mutex);
@@ -910,7 +1033,7 @@ ended_order_min(int *slotno)
  * abort sets) for the ended transaction holding ticket t in slotno, at
  * most ORDER_WAIT_MS per ticket; after that the ticket is cleared, so it
  * holds nobody back again (its batch, if it comes, is published late),
- * and counted at DEBUG1.
+ * counted as a lapse of the order (see report_lapses).
  */
 static void
 wait_for_order(uint64 t, int slotno)
@@ -928,10 +1051,13 @@ wait_for_order(uint64 t, int slotno)
 		uint64		expected = t;
 
 		if (pg_atomic_compare_exchange_u64(&q->slots[slotno].order, &expected, 0))
+		{
+			pg_atomic_fetch_add_u64(&q->lapses[LAPSE_HELD], 1);
 			ereport(DEBUG1,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("state_hub_events publisher: gave up waiting %d ms for the batch of order ticket " UINT64_FORMAT " (pgprocno %d); later transactions go first",
 									 ORDER_WAIT_MS, t, slotno)));
+		}
 		return;
 	}
 	/* as in she_queue_publisher_idle: the backend's clear sets the latch */
@@ -945,6 +1071,21 @@ wait_for_order(uint64 t, int slotno)
 }
 
 /*
+ * The smallest ticket of the records that start in [from, head), from the
+ * segments' minima (see Scan); from is the first record of its segment.
+ */
+static uint64
+segments_min(uint64 from, uint64 head)
+{
+	uint64		min = PG_UINT64_MAX;
+	uint64		s;
+
+	for (s = from / q->seg_bytes; s <= (head - 1) / q->seg_bytes; s++)
+		min = Min(min, pg_atomic_read_u64(&q->seg_min[s % QUEUE_SEGMENTS]));
+	return min;
+}
+
+/*
  * How many records from tail may be taken so that transactions that
  * touched the same rows are published in commit order.  A transaction
  * that saw another's changes drew its ticket after that one left the proc
@@ -953,12 +1094,15 @@ wait_for_order(uint64 t, int slotno)
  * below min(c, m) depends only on batches in [tail, head).  The cut k is
  * the largest one, not past the first record at or above min(c, m) nor
  * the size limits, after which no record has a smaller ticket than one
- * before it; what is taken is then sorted by ticket.  *nrec is k.  When
- * k is 0: *hold_c, held only by c (take again at once); *hold_m and
- * *mslot, held by the ended transaction m (wait for it).
+ * before it; what is taken is then sorted by ticket.  Headers are read
+ * up to the size limits and on to the end of that segment; the records
+ * after it count by their segments' minima (see Scan).  *nrec is k, and
+ * *nread the headers read.  When k is 0: *hold_c, held only by c (take
+ * again at once); *hold_m and *mslot, held by the ended transaction m
+ * (wait for it).
  */
 static void
-order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
+order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec, int *nread,
 		  uint64 *hold_m, int *mslot, bool *hold_c)
 {
 	uint64		c = pg_atomic_read_u64(&q->next_ticket);
@@ -966,14 +1110,16 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
 	uint64		bound;
 	uint64		head;
 	uint64		pos = pg_atomic_read_u64(&q->tail);
+	uint64		seg = pos / q->seg_bytes;
 	uint64		bytes = 0;
+	uint64		rest = PG_UINT64_MAX;	/* the smallest ticket not read */
 	uint64	   *t;
 	uint64	   *smin;
 	uint64		prefmax = 0;
 	int			cap = 64;
 	int			nall = 0;
 	int			first_held = -1;
-	int			kmax;
+	int			kmax = -1;
 	int			k = 0;
 	int			j;
 
@@ -986,16 +1132,25 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
 	*hold_m = 0;
 	*hold_c = false;
 	t = MemoryContextAlloc(cxt, cap * sizeof(uint64));
-	kmax = -1;
 	while (pos < head)
 	{
 		QueueRecord r;
 
-		ring_read(pos, &r, sizeof(r));
 		if (kmax < 0 && (nall >= max || bytes >= (uint64) max_bytes))
 			kmax = nall;
+		if (kmax >= 0 && pos / q->seg_bytes != seg)
+		{
+			rest = segments_min(pos, head);
+			break;
+		}
+		seg = pos / q->seg_bytes;
+		ring_read(pos, &r, sizeof(r));
 		if (first_held < 0 && r.ticket >= bound)
+		{
 			first_held = nall;
+			if (kmax < 0)
+				kmax = nall;	/* nothing from here on is taken */
+		}
 		if (nall == cap)
 		{
 			cap *= 2;
@@ -1010,7 +1165,7 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
 	if (first_held >= 0 && first_held < kmax)
 		kmax = first_held;
 	smin = MemoryContextAlloc(cxt, (nall + 1) * sizeof(uint64));
-	smin[nall] = PG_UINT64_MAX;
+	smin[nall] = rest;
 	for (j = nall - 1; j >= 0; j--)
 		smin[j] = Min(t[j], smin[j + 1]);
 	/*
@@ -1038,6 +1193,7 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
 		{
 			/* an inversion wider than one take: best effort */
 			k = kmax;
+			pg_atomic_fetch_add_u64(&q->lapses[LAPSE_WIDE], 1);
 			ereport(DEBUG1,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("state_hub_events publisher: took %d records out of ticket order (the take's size limit)", k)));
@@ -1046,6 +1202,7 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec,
 	pfree(t);
 	pfree(smin);
 	*nrec = k;
+	*nread = nall;
 }
 
 /* qsort: by ticket, then by position (stable: a batch stays in order) */
@@ -1093,46 +1250,18 @@ sort_taken(SheEvent *evs, SheTaken *meta, int n, MemoryContext cxt)
 }
 
 /*
- * The publisher takes up to max events (about max_bytes) from the queue
- * into evs/meta (copies in cxt), skipping those whose backend gave up, and
- * frees their space.  What it takes is cut and sorted so that
- * transactions that touched the same rows come out in commit order (see
- * Order); it may wait (bounded) for a committed batch not handed over yet.
+ * Copy the k records from pos into evs/meta (in cxt) and return where they
+ * end.  Touches nothing shared but the ring's bytes: an ERROR (out of
+ * memory) here leaves the queue as it was, and the restarted publisher
+ * takes the same records once.
  */
-int
-she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryContext cxt)
+static uint64
+copy_records(uint64 pos, int k, SheEvent *evs, SheTaken *meta, MemoryContext cxt)
 {
-	uint64		pos = pg_atomic_read_u64(&q->tail);
-	uint64		now;
-	int			k = 0;
-	int			tries = 0;
-	bool		waited = false;
-	int			n = 0;
+	uint64		now = she_now_usec();
+	int			n;
 
-	while (pg_atomic_read_u64(&q->head) != pos)
-	{
-		uint64		hold_m;
-		int			mslot = -1;
-		bool		hold_c;
-
-		order_cut(max, max_bytes, cxt, &k, &hold_m, &mslot, &hold_c);
-		if (k > 0)
-			break;
-		if (hold_m != 0)
-			wait_for_order(hold_m, mslot);
-		else if (hold_c && ++tries > 100)
-		{
-			/* tickets keep arriving out of order: let the writers run */
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1,
-							 PG_WAIT_EXTENSION);
-			tries = 0;
-		}
-		waited = waited || hold_m != 0;
-	}
-	if (waited)
-		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
-	now = she_now_usec();
-	while (k-- > 0)
+	for (n = 0; n < k; n++)
 	{
 		QueueRecord r;
 		uint64		p;
@@ -1140,8 +1269,6 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		ring_read(pos, &r, sizeof(r));
 		p = pos + sizeof(r);
 		pos += r.len;
-		if (!claim(&r))
-			continue;			/* abandoned: freed */
 		memset(&evs[n], 0, sizeof(SheEvent));
 		memcpy(evs[n].id, r.id, sizeof(r.id));
 		evs[n].txn = r.txn;
@@ -1163,12 +1290,113 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 			meta[n].deadline = now + (uint64) she_publish_timeout_ms * 1000;
 		else
 			meta[n].deadline = r.deadline;
+	}
+	return pos;
+}
+
+/*
+ * LOG, at most once per LAPSE_LOG_MS, how many batches the commit order
+ * was not guaranteed for since the last such line (see Order).
+ */
+static void
+report_lapses(void)
+{
+	static uint64 logged[NUM_LAPSES];
+	static uint64 logged_at = 0;
+	uint64		now_n[NUM_LAPSES];
+	uint64		total = 0;
+	uint64		now;
+	int			i;
+
+	for (i = 0; i < NUM_LAPSES; i++)
+	{
+		now_n[i] = pg_atomic_read_u64(&q->lapses[i]);
+		total += now_n[i] - logged[i];
+	}
+	if (total == 0)
+		return;
+	now = she_now_usec();
+	if (logged_at != 0 && now - logged_at < (uint64) LAPSE_LOG_MS * 1000)
+		return;
+	ereport(LOG,
+			(errcode(ERRCODE_WARNING),
+			 errmsg("state_hub_events publisher: the commit order of " UINT64_FORMAT " batches was not guaranteed since the last report",
+					total),
+			 errdetail("Held back for a committed transaction not handed over within %d ms: " UINT64_FORMAT "; waited for room in the queue (state_hub_events.queue_size): " UINT64_FORMAT "; out of order wider than one take: " UINT64_FORMAT ".  Since start: " UINT64_FORMAT ", " UINT64_FORMAT ", " UINT64_FORMAT ".",
+					   ORDER_WAIT_MS, now_n[LAPSE_HELD] - logged[LAPSE_HELD],
+					   now_n[LAPSE_ROOM] - logged[LAPSE_ROOM],
+					   now_n[LAPSE_WIDE] - logged[LAPSE_WIDE],
+					   now_n[LAPSE_HELD], now_n[LAPSE_ROOM], now_n[LAPSE_WIDE])));
+	memcpy(logged, now_n, sizeof(logged));
+	logged_at = now;
+}
+
+/*
+ * The publisher takes up to max events (about max_bytes) from the queue
+ * into evs/meta (copies in cxt), skipping those whose backend gave up, and
+ * frees their space.  What it takes is cut and sorted so that
+ * transactions that touched the same rows come out in commit order (see
+ * Order); it may wait (bounded) for a committed batch not handed over yet.
+ * Everything is allocated (copied, sorted) before an event is counted
+ * taken in its slot: an ERROR leaves no slot counting an event twice.
+ */
+int
+she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryContext cxt)
+{
+	uint64		pos = pg_atomic_read_u64(&q->tail);
+	int			k = 0;
+	int			nread = 0;
+	int			tries = 0;
+	bool		waited = false;
+	int			n = 0;
+	int			i;
+
+	report_lapses();
+	while (pg_atomic_read_u64(&q->head) != pos)
+	{
+		uint64		hold_m;
+		int			mslot = -1;
+		bool		hold_c;
+		int			r;
+
+		order_cut(max, max_bytes, cxt, &k, &r, &hold_m, &mslot, &hold_c);
+		nread += r;
+		if (k > 0)
+			break;
+		if (hold_m != 0)
+			wait_for_order(hold_m, mslot);
+		else if (hold_c && ++tries > 100)
+		{
+			/* tickets keep arriving out of order: let the writers run */
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1,
+							 PG_WAIT_EXTENSION);
+			tries = 0;
+		}
+		waited = waited || hold_m != 0;
+	}
+	if (waited)
+		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
+	if (k == 0)
+		return 0;
+	pos = copy_records(pos, k, evs, meta, cxt);
+	sort_taken(evs, meta, k, cxt);
+	elog(DEBUG2, "state_hub_events publisher: taking %d records, read %d record headers",
+		 k, nread);
+	/* no ERROR from here on: spinlocks, atomics, a broadcast */
+	for (i = 0; i < k; i++)
+	{
+		if (!claim(&meta[i]))
+			continue;			/* abandoned: freed */
+		if (n < i)
+		{
+			evs[n] = evs[i];
+			meta[n] = meta[i];
+		}
 		n++;
 	}
 	pg_memory_barrier();
 	pg_atomic_write_u64(&q->tail, pos);
 	ConditionVariableBroadcast(&q->space_cv);
-	sort_taken(evs, meta, n, cxt);
 	return n;
 }
 

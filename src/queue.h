@@ -56,6 +56,8 @@ extern void she_queue_order_end(void);
 /* the publisher */
 extern void she_queue_attach_publisher(void);
 extern void she_queue_detach_publisher(int code, Datum arg);
+extern void she_queue_close(void);
+extern bool she_queue_is_empty(void);
 extern int	she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes,
 						   MemoryContext cxt);
 extern void she_queue_report(const SheTaken *t, const SheMsgOutcome *o,
