@@ -1,5 +1,5 @@
 
-# 032_queue_scan_drain.pl
+# 037_queue_scan_drain.pl
 #    The publisher's queue under a backlog and at shutdown: a take reads
 #    the headers of about what it returns, not the whole backlog behind it;
 #    a lapse of the commit order (a transaction visible but not handed over
