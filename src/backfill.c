@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * backfill.c
- *	  The C parts of backfill(): the checks made at the call, and the
- *	  splitting of an emit() trigger's arguments.  The batches themselves
+ *	  The C parts of backfill(): the checks made at the call, the
+ *	  splitting of an emit() trigger's arguments, and the key type's
+ *	  ordering operator.  The batches themselves
  *	  are PL/pgSQL (state_hub_events--1.2--1.3.sql): a procedure that
  *	  COMMITs between batches, running with its caller's rights.
  *
@@ -29,12 +30,16 @@
 #include "parser/parser.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_backfill_check);
 PG_FUNCTION_INFO_V1(she_backfill_no_xact_block);
 PG_FUNCTION_INFO_V1(she_trigger_args);
+PG_FUNCTION_INFO_V1(she_backfill_key_operator);
 
 #define WHERE_PREFIX "SELECT 1 WHERE "
 
@@ -198,4 +203,37 @@ she_trigger_args(PG_FUNCTION_ARGS)
 		p += len + 1;
 	}
 	PG_RETURN_ARRAYTYPE_P(construct_array(elems, nargs, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * _backfill_key_operator(typ regtype, greater boolean) RETURNS regoperator
+ *
+ * The ">" (or "=") of a key column's type: the member of the type's default
+ * btree operator class, the one ORDER BY sorts with.  The batch query names
+ * it schema-qualified, so no operator in a schema of its caller's
+ * search_path is ever chosen for the key comparison.  NULL when the type has
+ * no default btree operator class.  Executable by PUBLIC: it reads nothing
+ * but the catalogs.
+ */
+Datum
+she_backfill_key_operator(PG_FUNCTION_ARGS)
+{
+	Oid			typid = PG_GETARG_OID(0);
+	bool		greater = PG_GETARG_BOOL(1);
+	TypeCacheEntry *tc;
+	Oid			op;
+
+	if (!OidIsValid(typid) || !SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(typid)) ||
+		!get_typisdefined(typid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("cannot find the ordering of type with OID %u: it does not exist", typid)));
+	tc = lookup_type_cache(typid, TYPECACHE_GT_OPR | TYPECACHE_EQ_OPR);
+	/* "=" only with ">": an equality from a hash operator class orders nothing */
+	if (!OidIsValid(tc->gt_opr))
+		PG_RETURN_NULL();
+	op = greater ? tc->gt_opr : tc->eq_opr;
+	if (!OidIsValid(op))
+		PG_RETURN_NULL();
+	PG_RETURN_OID(op);
 }
