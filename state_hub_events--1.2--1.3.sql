@@ -96,13 +96,13 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION _trigger_args(bytea, int2) IS
 'internal: pg_trigger.tgargs as an array';
 
-CREATE FUNCTION _backfill_key_operator(typ regtype, greater boolean)
+CREATE FUNCTION _backfill_key_operator(typ regtype, strategy integer)
 RETURNS regoperator
 AS 'MODULE_PATHNAME', 'she_backfill_key_operator'
 LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
-COMMENT ON FUNCTION _backfill_key_operator(regtype, boolean) IS
-'internal: the ">" (or "=") of a type''s default btree operator class, which backfill() compares its key with; NULL if it has none';
+COMMENT ON FUNCTION _backfill_key_operator(regtype, integer) IS
+'internal: the operator of a btree strategy (3 "=", 4 ">=", 5 ">") in a type''s default btree operator class, which backfill() compares its key with; NULL if the type cannot be sorted';
 
 -- The batch query of backfill() and backfill_batch(): $1 is the key to
 -- start after (text[], NULL for the first batch), $2 the batch size.  Every
@@ -133,10 +133,12 @@ DECLARE
     keyright text[] := '{}';
     gtops text[] := '{}';
     eqops text[] := '{}';
+    geop text;
     cmp text;
     typid oid;
     gt oid;
     eq oid;
+    ge oid;
     ltyp text;
     rtyp text;
     spec text;
@@ -283,9 +285,10 @@ BEGIN
             RAISE EXCEPTION 'cannot backfill "%": key column "%" does not exist', rel, coalesce(col, 'NULL')
                 USING ERRCODE = 'undefined_column';
         END IF;
-        gt := state_hub_events._backfill_key_operator(typid, true);
-        eq := state_hub_events._backfill_key_operator(typid, false);
-        IF gt IS NULL OR eq IS NULL THEN
+        gt := state_hub_events._backfill_key_operator(typid, 5);
+        eq := state_hub_events._backfill_key_operator(typid, 3);
+        ge := state_hub_events._backfill_key_operator(typid, 4);
+        IF gt IS NULL OR eq IS NULL OR ge IS NULL THEN
             RAISE EXCEPTION 'cannot backfill "%": key column "%" has type %, which has no default btree operator class', rel, col, typid::regtype
                 USING ERRCODE = 'undefined_function',
                       HINT = 'Batches are ordered by the key: pass key => ''{column, ...}'' with columns that can be sorted.';
@@ -310,13 +313,19 @@ BEGIN
           FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
          WHERE o.oid = eq;
         eqops := eqops || typ;
+        IF geop IS NULL THEN
+            SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname) INTO geop
+              FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+             WHERE o.oid = ge;
+        END IF;
         keycols := keycols || format('%s.%I', alias, col);
         keyleft := keyleft || format('%s.%I::%s', alias, col, ltyp);
         keyright := keyright || format('($1[%s])::%s', cardinality(keycols), rtyp);
     END LOOP;
     -- after the key "after": one row comparison when every column's ">" is
     -- the same operator name (an index on the key serves it); else column
-    -- by column, the last one innermost
+    -- by column, the last one innermost, and the first column's ">=" for
+    -- an index to start at
     IF (SELECT count(DISTINCT g) FROM unnest(gtops) g) = 1 THEN
         cmp := format('ROW(%s) %s ROW(%s)', array_to_string(keyleft, ', '), gtops[1],
                       array_to_string(keyright, ', '));
@@ -328,6 +337,7 @@ BEGIN
                           keyleft[i], gtops[i], keyright[i],
                           keyleft[i], eqops[i], keyright[i], cmp);
         END LOOP;
+        cmp := format('(%s %s %s AND %s)', keyleft[1], geop, keyright[1], cmp);
     END IF;
 
     -- "after": one value per key column, none NULL, or ROW(key) > ROW(after)

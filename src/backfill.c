@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/stratnum.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -206,33 +207,40 @@ she_trigger_args(PG_FUNCTION_ARGS)
 }
 
 /*
- * _backfill_key_operator(typ regtype, greater boolean) RETURNS regoperator
+ * _backfill_key_operator(typ regtype, strategy integer) RETURNS regoperator
  *
- * The ">" (or "=") of a key column's type: the member of the type's default
- * btree operator class, the one ORDER BY sorts with.  The batch query names
- * it schema-qualified, so no operator in a schema of its caller's
- * search_path is ever chosen for the key comparison.  NULL when the type has
- * no default btree operator class.  Executable by PUBLIC: it reads nothing
- * but the catalogs.
+ * The operator of a btree strategy (3 "=", 4 ">=", 5 ">") of a key column's
+ * type: the member of the type's default btree operator class, whose
+ * ordering ORDER BY uses.  The batch query names it schema-qualified, so no
+ * operator in a schema of its caller's search_path is ever chosen for the
+ * key comparison.  NULL when the type cannot be sorted (no default btree
+ * operator class, or an array or composite of such a type).  Executable by
+ * PUBLIC: it reads nothing but the catalogs.
  */
 Datum
 she_backfill_key_operator(PG_FUNCTION_ARGS)
 {
 	Oid			typid = PG_GETARG_OID(0);
-	bool		greater = PG_GETARG_BOOL(1);
+	int32		strategy = PG_GETARG_INT32(1);
 	TypeCacheEntry *tc;
 	Oid			op;
 
+	if (strategy < BTLessStrategyNumber || strategy > BTGreaterStrategyNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot find a btree operator of strategy %d", strategy),
+				 errdetail("Btree strategies are 1 to 5.")));
 	if (!OidIsValid(typid) || !SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(typid)) ||
 		!get_typisdefined(typid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("cannot find the ordering of type with OID %u: it does not exist", typid)));
-	tc = lookup_type_cache(typid, TYPECACHE_GT_OPR | TYPECACHE_EQ_OPR);
-	/* "=" only with ">": an equality from a hash operator class orders nothing */
-	if (!OidIsValid(tc->gt_opr))
+	/* gt_opr is set only if the type (and its elements or fields) sorts */
+	tc = lookup_type_cache(typid, TYPECACHE_GT_OPR | TYPECACHE_BTREE_OPFAMILY);
+	if (!OidIsValid(tc->gt_opr) || !OidIsValid(tc->btree_opf))
 		PG_RETURN_NULL();
-	op = greater ? tc->gt_opr : tc->eq_opr;
+	op = get_opfamily_member(tc->btree_opf, tc->btree_opintype, tc->btree_opintype,
+							 (int16) strategy);
 	if (!OidIsValid(op))
 		PG_RETURN_NULL();
 	PG_RETURN_OID(op);

@@ -131,4 +131,21 @@ $bare =~ s/OPERATOR\([^)]*\)//g;
 $bare =~ s/'(?:[^']|'')*'//g;
 unlike($bare, qr/[<>=+|!~]/, 'no operator in the batch query is unqualified') or diag($q);
 
+# the key condition is an index condition (a row comparison when every
+# column's ">" has the same name)
+for my $t ([ 'public.items', '{id}', '{1}' ], [ 'public.names', '{name}', '{A}' ],
+    [ 'public.pairs', '{name,n}', '{A,1}' ])
+{
+    my ($table, $key, $after) = @$t;
+    my $bq = $node->safe_psql('postgres', qq{
+        SELECT state_hub_events._backfill_query('$table', 'org.hijack.keys', NULL, 1, '{}', NULL,
+                                                '$key', false, '$after')});
+    my $plan = $node->safe_psql('postgres', qq{
+        SET enable_seqscan = off;
+        PREPARE b(text[], int) AS $bq;
+        EXPLAIN (COSTS OFF) EXECUTE b('$after', 1);});
+    like($plan, qr/Index Cond:/, "$table: the batch's key condition uses the primary key's index")
+      or diag($plan);
+}
+
 done_testing();
