@@ -267,7 +267,7 @@ BEGIN
         RAISE EXCEPTION 'cannot backfill "%" with an empty key', rel
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Each key column is compared with its type's own ">" (and "="): the
+    -- Each key column is compared with its type's own ">" (and "=", ">="): the
     -- members of the type's default btree operator class, the ordering
     -- ORDER BY uses.  The batch query runs under its caller's search_path
     -- (for the "where" text), so the operators are named with their schema,
