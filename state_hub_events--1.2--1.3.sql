@@ -96,6 +96,14 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION _trigger_args(bytea, int2) IS
 'internal: pg_trigger.tgargs as an array';
 
+CREATE FUNCTION _backfill_key_operator(typ regtype, strategy integer)
+RETURNS regoperator
+AS 'MODULE_PATHNAME', 'she_backfill_key_operator'
+LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION _backfill_key_operator(regtype, integer) IS
+'internal: the operator of a btree strategy (3 "=", 4 ">=", 5 ">") in a type''s default btree operator class, which backfill() compares its key with; NULL if the type cannot be sorted';
+
 -- The batch query of backfill() and backfill_batch(): $1 is the key to
 -- start after (text[], NULL for the first batch), $2 the batch size.  Every
 -- argument is checked here; the "where" text's shape by _backfill_check(),
@@ -121,7 +129,18 @@ DECLARE
     attrs text[] := '{}';
     attrs_sql text;
     keycols text[] := '{}';
-    keycast text[] := '{}';
+    keyleft text[] := '{}';
+    keyright text[] := '{}';
+    gtops text[] := '{}';
+    eqops text[] := '{}';
+    geop text;
+    cmp text;
+    typid oid;
+    gt oid;
+    eq oid;
+    ge oid;
+    ltyp text;
+    rtyp text;
     spec text;
     col text;
     attr text;
@@ -219,13 +238,14 @@ BEGIN
                     USING ERRCODE = 'undefined_column';
             END IF;
             -- what emit() does: the column's value in to_jsonb(row)
-            attrs := attrs || format('%L, _backfill_row.r -> %L', attr, col);
+            attrs := attrs || format('%L::pg_catalog.text, _backfill_row.r OPERATOR(pg_catalog.->) %L::pg_catalog.text',
+                                     attr, col);
         END LOOP;
         -- jsonb_build_object takes at most 50 pairs: join chunks (a later
         -- attribute of the same name wins, as in emit())
         attrs_sql := '';
         FOR i IN 1 .. cardinality(attrs) BY 50 LOOP
-            attrs_sql := attrs_sql || CASE WHEN i > 1 THEN ' || ' ELSE '' END
+            attrs_sql := attrs_sql || CASE WHEN i > 1 THEN ' OPERATOR(pg_catalog.||) ' ELSE '' END
                 || 'pg_catalog.jsonb_build_object(' || array_to_string(attrs[i:i + 49], ', ') || ')';
         END LOOP;
     END IF;
@@ -247,34 +267,95 @@ BEGIN
         RAISE EXCEPTION 'cannot backfill "%" with an empty key', rel
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Each key column is compared with its type's own ">" (and "=", ">="): the
+    -- members of the type's default btree operator class, the ordering
+    -- ORDER BY uses.  The batch query runs under its caller's search_path
+    -- (for the "where" text), so the operators are named with their schema,
+    -- and both sides are cast to the operator's declared input types
+    -- (schema-qualified): an operator or type that a role creates in a
+    -- schema of the caller's path is never chosen.  The key columns'
+    -- operators live in the schema of their type's operator class
+    -- (pg_catalog for built-in types); whoever may create objects there is
+    -- trusted with the type itself.
     FOREACH col IN ARRAY key LOOP
-        SELECT format_type(a.atttypid, NULL) INTO typ
+        SELECT a.atttypid INTO typid
           FROM pg_attribute a
          WHERE a.attrelid = rel AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'cannot backfill "%": key column "%" does not exist', rel, coalesce(col, 'NULL')
                 USING ERRCODE = 'undefined_column';
         END IF;
+        gt := state_hub_events._backfill_key_operator(typid, 5);
+        eq := state_hub_events._backfill_key_operator(typid, 3);
+        ge := state_hub_events._backfill_key_operator(typid, 4);
+        IF gt IS NULL OR eq IS NULL OR ge IS NULL THEN
+            RAISE EXCEPTION 'cannot backfill "%": key column "%" has type %, which has no default btree operator class', rel, col, typid::regtype
+                USING ERRCODE = 'undefined_function',
+                      HINT = 'Batches are ordered by the key: pass key => ''{column, ...}'' with columns that can be sorted.';
+        END IF;
+        -- (a polymorphic operator, e.g. anyarray > anyarray, is pg_catalog's:
+        -- its operands are cast to the column's type)
+        SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname),
+               (SELECT format('%I.%I', tn.nspname, t.typname)
+                  FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace
+                 WHERE t.oid = CASE WHEN lt.typtype = 'p' THEN typid ELSE o.oprleft END),
+               (SELECT format('%I.%I', tn.nspname, t.typname)
+                  FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace
+                 WHERE t.oid = CASE WHEN rt.typtype = 'p' THEN typid ELSE o.oprright END)
+          INTO typ, ltyp, rtyp
+          FROM pg_operator o
+               JOIN pg_namespace n ON n.oid = o.oprnamespace
+               JOIN pg_type lt ON lt.oid = o.oprleft
+               JOIN pg_type rt ON rt.oid = o.oprright
+         WHERE o.oid = gt;
+        gtops := gtops || typ;
+        SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname) INTO typ
+          FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+         WHERE o.oid = eq;
+        eqops := eqops || typ;
+        IF geop IS NULL THEN
+            SELECT format('OPERATOR(%I.%s)', n.nspname, o.oprname) INTO geop
+              FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+             WHERE o.oid = ge;
+        END IF;
         keycols := keycols || format('%s.%I', alias, col);
-        keycast := keycast || format('($1[%s])::%s', cardinality(keycols), typ);
+        keyleft := keyleft || format('%s.%I::%s', alias, col, ltyp);
+        keyright := keyright || format('($1[%s])::%s', cardinality(keycols), rtyp);
     END LOOP;
+    -- after the key "after": one row comparison when every column's ">" is
+    -- the same operator name (an index on the key serves it); else column
+    -- by column, the last one innermost, and the first column's ">=" for
+    -- an index to start at
+    IF (SELECT count(DISTINCT g) FROM unnest(gtops) g) = 1 THEN
+        cmp := format('ROW(%s) %s ROW(%s)', array_to_string(keyleft, ', '), gtops[1],
+                      array_to_string(keyright, ', '));
+    ELSE
+        i := cardinality(keyleft);
+        cmp := format('%s %s %s', keyleft[i], gtops[i], keyright[i]);
+        FOR i IN REVERSE cardinality(keyleft) - 1 .. 1 LOOP
+            cmp := format('(%s %s %s OR (%s %s %s AND (%s)))',
+                          keyleft[i], gtops[i], keyright[i],
+                          keyleft[i], eqops[i], keyright[i], cmp);
+        END LOOP;
+        cmp := format('(%s %s %s AND %s)', keyleft[1], geop, keyright[1], cmp);
+    END IF;
 
     -- "after": one value per key column, none NULL, or ROW(key) > ROW(after)
     -- is NULL for some rows and the batches skip them without a word
     IF "after" IS NOT NULL THEN
         IF array_ndims("after") > 1 THEN
-            RAISE EXCEPTION 'cannot backfill "%" after %: it is not a one-dimensional array', rel, quote_literal("after")
+            RAISE EXCEPTION 'cannot backfill "%" after %: it is not a one-dimensional array', rel, pg_catalog.quote_literal("after")
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Pass the last key backfill() or backfill_batch() returned, one value per key column.';
         END IF;
         IF cardinality("after") <> cardinality(keycols) THEN
             RAISE EXCEPTION 'cannot backfill "%" after %: the key (%) takes % values, not %',
-                rel, quote_literal("after"), array_to_string(key, ', '), cardinality(keycols), cardinality("after")
+                rel, pg_catalog.quote_literal("after"), array_to_string(key, ', '), cardinality(keycols), cardinality("after")
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Pass the last key backfill() or backfill_batch() returned, one value per key column.';
         END IF;
         IF array_position("after", NULL) IS NOT NULL THEN
-            RAISE EXCEPTION 'cannot backfill "%" after %: it holds a NULL', rel, quote_literal("after")
+            RAISE EXCEPTION 'cannot backfill "%" after %: it holds a NULL', rel, pg_catalog.quote_literal("after")
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'Key values are never NULL; pass the last key backfill() or backfill_batch() returned.';
         END IF;
@@ -292,7 +373,7 @@ BEGIN
         '  FROM %s %I.%I AS %s,\n'
         '       LATERAL (SELECT pg_catalog.to_jsonb(%s.*) AS r) AS _backfill_row\n'
         ' WHERE (%s)\n'
-        '   AND ($1 IS NULL OR ROW(%s) > ROW(%s))\n'
+        '   AND ($1 IS NULL OR %s)\n'
         ' ORDER BY %s\n'
         ' LIMIT $2',
         attrs_sql,
@@ -302,7 +383,7 @@ BEGIN
         alias,
         -- on lines of their own: a trailing comment ends with its line
         E'\n' || coalesce("where", 'true') || E'\n',
-        array_to_string(keycols, ', '), array_to_string(keycast, ', '),
+        cmp,
         array_to_string(keycols, ', '));
 END
 $$;
@@ -311,10 +392,17 @@ COMMENT ON FUNCTION _backfill_query(regclass, text, text, integer, text[], name,
 'internal: check backfill()''s arguments (with "after", its length against the key''s) and build its batch query (or, with check_where, a query that only checks the "where" text)';
 
 -- One batch in the caller's transaction: the caller commits.  No SET
--- search_path: the "where" text is resolved as its caller wrote it.  It
--- publishes with its caller's rights (EXECUTE on publish() is checked
--- first), so it can stay executable by PUBLIC, and granting backfill() or
--- backfill_batch() alone is enough.
+-- search_path: the "where" text is resolved as its caller wrote it.  So
+-- every other name here, and in the batch query _backfill_query() builds,
+-- is schema-qualified, operators and the types of its variables included
+-- (PL/pgSQL resolves those when it compiles the function, in the path of
+-- the session's first caller): a function, operator or type (a domain's
+-- CHECK) that a role creates in a schema of the caller's search_path
+-- (CVE-2018-1058) must never run with the caller's rights.
+-- Only the "where" text resolves names in the caller's path.  It publishes
+-- with its caller's rights, so it can stay executable by PUBLIC: a caller
+-- needs EXECUTE on backfill() or backfill_batch() and on publish(), which
+-- _backfill_query() checks before anything is read.
 CREATE FUNCTION _backfill_batch(rel regclass, subject text, "where" text,
                                 batch_size integer, "after" text[],
                                 columns text[], "trigger" name, key text[],
@@ -323,7 +411,7 @@ RETURNS record
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
 AS $$
 DECLARE
-    q text;
+    q pg_catalog.text;
     r record;
 BEGIN
     IF "where" IS NOT NULL THEN
@@ -342,7 +430,7 @@ BEGIN
                       HINT = 'Order by a unique, non-null key (key => ''{column, ...}'').';
         END IF;
         PERFORM state_hub_events.publish(subject, r.attributes);
-        events := events + 1;
+        events := events OPERATOR(pg_catalog.+) 1;
         last_key := r.key;
     END LOOP;
 END
@@ -370,6 +458,8 @@ $$;
 COMMENT ON FUNCTION backfill_batch(regclass, text, text, integer, text[], text[], name, text[]) IS
 'publish the next batch of rows (after the key "after", in key order) as events with the table''s emit() mapping, in the current transaction; returns how many and the last key';
 
+-- A procedure that COMMITs cannot SET search_path: it runs in its caller's,
+-- so every name and operator in it is schema-qualified (see above).
 CREATE PROCEDURE backfill("table" regclass, subject text,
                           "where" text DEFAULT NULL,
                           batch_size integer DEFAULT 1000,
@@ -381,23 +471,23 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     b record;
-    total bigint := 0;
-    batches integer := 0;
+    total pg_catalog.int8 := 0;
+    batches pg_catalog.int4 := 0;
 BEGIN
     PERFORM state_hub_events._backfill_no_xact_block();
     LOOP
         SELECT * INTO b
           FROM state_hub_events._backfill_batch("table", subject, "where", batch_size,
                                                 "after", columns, "trigger", key);
-        EXIT WHEN b.events = 0;
+        EXIT WHEN b.events OPERATOR(pg_catalog.=) 0;
         COMMIT;
         "after" := b.last_key;
-        total := total + b.events;
-        batches := batches + 1;
+        total := total OPERATOR(pg_catalog.+) b.events;
+        batches := batches OPERATOR(pg_catalog.+) 1;
         RAISE NOTICE 'backfill of %: batch % committed (% events, % in all), after => %',
-            "table", batches, b.events, total, quote_literal("after")
+            "table", batches, b.events, total, pg_catalog.quote_literal("after")
             USING HINT = 'To resume after this batch, CALL backfill() again with this "after".';
-        EXIT WHEN b.events < batch_size;
+        EXIT WHEN b.events OPERATOR(pg_catalog.<) batch_size;
     END LOOP;
     RAISE NOTICE 'backfill of % done (% events in % batches)', "table", total, batches;
 END
@@ -414,4 +504,40 @@ REVOKE EXECUTE ON PROCEDURE backfill(regclass, text, text, integer, text[], text
 
 -- ---------------------------------------------------------------------
 -- end of 1.3, backfill
+-- ---------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------
+-- 1.3, security
+-- ---------------------------------------------------------------------
+
+-- CREATE TRIGGER: the event trigger runs as whoever creates a trigger, also
+-- a role without USAGE on this schema (an application or migration role, a
+-- pg_restore as the tables' owner).  It picks the emit() triggers out
+-- through the catalogs alone (no name lookup in this schema, no privilege
+-- check) and validates only those; a role that names emit() in CREATE
+-- TRIGGER holds USAGE on the schema and EXECUTE on emit() already.
+CREATE OR REPLACE FUNCTION _check_new_triggers()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cmd record;
+BEGIN
+    FOR cmd IN SELECT t.oid, t.tgfoid
+                 FROM pg_catalog.pg_event_trigger_ddl_commands() d
+                 JOIN pg_catalog.pg_trigger t ON t.oid = d.objid
+                 JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+                 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                WHERE d.object_type = 'trigger'
+                  AND n.nspname = 'state_hub_events' AND p.proname = 'emit'
+                  AND p.pronargs = 0
+    LOOP
+        PERFORM state_hub_events._check_trigger(cmd.oid, cmd.tgfoid);
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------
+-- end of 1.3, security
 -- ---------------------------------------------------------------------

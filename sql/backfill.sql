@@ -121,6 +121,25 @@ CALL state_hub_events.backfill('bf.nokey', 'org.t.x', columns => '{}');
 CALL state_hub_events.backfill('bf.nokey', 'org.t.x', columns => '{}', key => '{nope}');
 CALL state_hub_events.backfill('bf.nokey', 'org.t.x', columns => '{}', key => '{}');
 CALL state_hub_events.backfill('bf.items_v', 'org.t.x', columns => '{}');
+-- a key column whose type cannot be sorted (no default btree operator class)
+CREATE TABLE bf.pts (p point, a int[], q point[]);
+CALL state_hub_events.backfill('bf.pts', 'org.t.x', columns => '{}', key => '{p}');
+CALL state_hub_events.backfill('bf.pts', 'org.t.x', columns => '{}', key => '{q}');
+-- (an array of a sortable type sorts, with pg_catalog's anyarray > anyarray)
+INSERT INTO bf.pts (a) VALUES ('{1,2}'), ('{1}'), ('{0,5}');
+BEGIN;
+SELECT * FROM state_hub_events.backfill_batch('bf.pts', 'org.t.x', columns => '{a}', key => '{a}',
+                                              batch_size => 1, "after" => '{"{1}"}');
+SELECT * FROM state_hub_events.backfill_batch('bf.pts', 'org.t.x', columns => '{a}', key => '{a}',
+                                              batch_size => 5, "after" => '{"{0,5}"}');
+ROLLBACK;
+DROP TABLE bf.pts;
+-- the key's operators: those of its type's default btree operator class
+SELECT s, state_hub_events._backfill_key_operator('int4', s) FROM generate_series(1, 5) s;
+SELECT state_hub_events._backfill_key_operator('int4[]', 5), state_hub_events._backfill_key_operator('varchar', 5),
+       state_hub_events._backfill_key_operator('point', 5);
+SELECT state_hub_events._backfill_key_operator('int4', 6);
+SELECT state_hub_events._backfill_key_operator(0, 5);
 -- the "where" text: one boolean expression over the table, nothing more
 CALL state_hub_events.backfill('bf.items', 'org.t.x', '');
 CALL state_hub_events.backfill('bf.items', 'org.t.x', 'id');

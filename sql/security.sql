@@ -12,6 +12,8 @@ DROP ROLE IF EXISTS she_app;
 DROP ROLE IF EXISTS she_owner;
 DROP ROLE IF EXISTS she_trigger;
 DROP ROLE IF EXISTS she_monitor;
+DROP ROLE IF EXISTS she_migrator;
+DROP ROLE IF EXISTS she_mallory;
 RESET client_min_messages;
 \set VERBOSITY terse
 
@@ -186,6 +188,136 @@ SET ROLE she_app;
 SELECT count(*) FROM pg_settings WHERE name IN ('state_hub_events.token', 'state_hub_events.password');
 RESET ROLE;
 
+-- The CREATE TRIGGER event trigger runs as whoever creates a trigger: a
+-- role without USAGE on state_hub_events (an application or migration role,
+-- a pg_restore as the tables' owner) creates, and drops, triggers that have
+-- nothing to do with emit(), and drops its schema (the drop guard's event
+-- trigger runs for it too).
+CREATE ROLE she_migrator;
+CREATE SCHEMA mig AUTHORIZATION she_migrator;
+SET ROLE she_migrator;
+SELECT has_schema_privilege('state_hub_events', 'USAGE') AS has_usage;
+CREATE TABLE mig.t (id int);
+CREATE FUNCTION mig.tf() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE TRIGGER unrelated AFTER INSERT ON mig.t FOR EACH ROW EXECUTE FUNCTION mig.tf();
+CREATE TRIGGER unrelated_stmt AFTER UPDATE ON mig.t EXECUTE FUNCTION mig.tf();
+INSERT INTO mig.t VALUES (1);
+-- emit() itself stays out of its reach
+CREATE TRIGGER forge AFTER INSERT ON mig.t FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.forged');
+DROP TRIGGER unrelated ON mig.t;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'mig.t'::regclass ORDER BY 1;
+DROP OWNED BY she_migrator;
+RESET ROLE;
+SELECT count(*) AS left_over FROM pg_namespace WHERE nspname = 'mig';
+-- emit() triggers are still validated at CREATE TRIGGER (a missing column)
+SET ROLE she_trigger;
+CREATE TRIGGER account_broken AFTER INSERT ON hub.accounts FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.account.broken', 'no_such_column');
+RESET ROLE;
+
+-- backfill() and backfill_batch() run in their caller's search_path (for
+-- the "where" text).  A role that may create objects in a schema on that
+-- path plants functions, operators and types that a superuser's backfill
+-- would pick over pg_catalog's if any name were unqualified (the path puts
+-- the schema before pg_catalog).  Each plant logs its use and, run by a
+-- superuser, makes its author a superuser.
+CREATE ROLE she_mallory;
+CREATE SCHEMA plant AUTHORIZATION she_mallory;
+SET ROLE she_mallory;
+CREATE TABLE plant.hits (what text);
+GRANT INSERT ON plant.hits TO PUBLIC;
+CREATE FUNCTION plant.hit(what text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO plant.hits VALUES (what);
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        EXECUTE 'ALTER ROLE she_mallory SUPERUSER';
+    END IF;
+    RETURN true;
+END $$;
+CREATE FUNCTION plant.quote_literal(text[]) RETURNS text LANGUAGE sql
+    AS $$ SELECT 'planted' WHERE plant.hit('quote_literal') $$;
+CREATE FUNCTION plant.arrow(jsonb, text) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.->) $2 WHERE plant.hit('->') $$;
+CREATE OPERATOR plant.-> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = plant.arrow);
+CREATE FUNCTION plant.arrowj(jsonb, jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT $1 WHERE plant.hit('->(jsonb)') $$;
+CREATE OPERATOR plant.-> (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = plant.arrowj);
+CREATE FUNCTION plant.cat(jsonb, jsonb) RETURNS jsonb LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.||) $2 WHERE plant.hit('||') $$;
+CREATE OPERATOR plant.|| (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = plant.cat);
+CREATE FUNCTION plant.gt(int, int) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.>) $2 AND plant.hit('>') $$;
+CREATE OPERATOR plant.> (LEFTARG = int, RIGHTARG = int, FUNCTION = plant.gt);
+CREATE FUNCTION plant.gtt(text, text) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.>) $2 AND plant.hit('>(text)') $$;
+CREATE OPERATOR plant.> (LEFTARG = text, RIGHTARG = text, FUNCTION = plant.gtt);
+CREATE FUNCTION plant.eq(int, int) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.=) $2 AND plant.hit('=') $$;
+CREATE OPERATOR plant.= (LEFTARG = int, RIGHTARG = int, FUNCTION = plant.eq);
+CREATE FUNCTION plant.lt(int, int) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.<) $2 AND plant.hit('<') $$;
+CREATE OPERATOR plant.< (LEFTARG = int, RIGHTARG = int, FUNCTION = plant.lt);
+CREATE FUNCTION plant.plus(int, int) RETURNS int LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.+) $2 WHERE plant.hit('+') $$;
+CREATE OPERATOR plant.+ (LEFTARG = int, RIGHTARG = int, FUNCTION = plant.plus);
+CREATE FUNCTION plant.plus8(bigint, int) RETURNS bigint LANGUAGE sql
+    AS $$ SELECT $1 OPERATOR(pg_catalog.+) $2 WHERE plant.hit('+(bigint)') $$;
+CREATE OPERATOR plant.+ (LEFTARG = bigint, RIGHTARG = int, FUNCTION = plant.plus8);
+CREATE DOMAIN plant.text AS pg_catalog.text CHECK (plant.hit('text'));
+CREATE DOMAIN plant.int4 AS pg_catalog.int4 CHECK (plant.hit('int4'));
+-- (the plants work: her own unqualified query in that path uses them)
+SET search_path = plant, pg_catalog;
+SELECT '{"a": 1}'::jsonb -> 'a'::pg_catalog.text AS a, quote_literal('{x}'::pg_catalog.text[]) AS q,
+       1 + 1 AS two, 'x'::text AS t;
+RESET search_path;
+SELECT what FROM plant.hits ORDER BY 1;
+DELETE FROM plant.hits;
+RESET ROLE;
+
+CREATE TABLE hub.keyed (id int PRIMARY KEY, slug text);
+CREATE TRIGGER keyed_added AFTER INSERT ON hub.keyed FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.statehub.keyed', 'id', 'slug');
+CREATE TABLE hub.texted (name text PRIMARY KEY, n int);
+CREATE DOMAIN hub.code AS int CHECK (VALUE > 0);
+CREATE TABLE hub.coded (c hub.code PRIMARY KEY, k text);
+INSERT INTO hub.keyed VALUES (1, 'a'), (2, 'b'), (3, 'c');
+INSERT INTO hub.texted VALUES ('a', 1), ('b', 2), ('c', 3);
+INSERT INTO hub.coded VALUES (1, 'x'), (2, 'y');
+SET search_path = plant, pg_catalog;
+-- the procedure (batches, NOTICEs, resuming), as a superuser
+CALL state_hub_events.backfill('hub.keyed', 'org.statehub.keyed', batch_size => 2);
+CALL state_hub_events.backfill('hub.keyed', 'org.statehub.keyed', batch_size => 2, "after" => '{1}');
+-- the batch function: a text key, a domain key, 51 attributes (two
+-- jsonb_build_object chunks), a "where" text the caller's path resolves
+BEGIN;
+SELECT * FROM state_hub_events.backfill_batch('hub.texted', 'org.statehub.texted', columns => '{}',
+                                              "after" => '{a}');
+SELECT * FROM state_hub_events.backfill_batch('hub.coded', 'org.statehub.coded', columns => '{k}',
+                                              "after" => '{1}');
+SELECT * FROM state_hub_events.backfill_batch('hub.keyed', 'org.statehub.wide',
+           columns => (SELECT pg_catalog.array_agg('id:a' OPERATOR(pg_catalog.||) g::pg_catalog.text)
+                         FROM pg_catalog.generate_series(1, 51) g),
+           "after" => '{2}');
+SELECT * FROM state_hub_events.backfill_batch('hub.keyed', 'org.statehub.keyed', 'slug <> ''b''');
+RESET search_path;
+SELECT subject, attributes->'a1' AS a1, attributes->'a51' AS a51,
+       attributes - ARRAY(SELECT 'a' || g FROM generate_series(1, 51) g) AS rest
+  FROM state_hub_events.pending();
+COMMIT;
+-- no plant ran, and she_mallory is no superuser
+SELECT what FROM plant.hits ORDER BY 1;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'she_mallory';
+-- but the "where" text is the caller's own SQL, resolved in the caller's
+-- path: there plant.> is the caller's choice (README, Security)
+SET search_path = plant, pg_catalog;
+BEGIN;
+SELECT * FROM state_hub_events.backfill_batch('hub.keyed', 'org.statehub.keyed', 'id > 2');
+RESET search_path;
+SELECT what FROM plant.hits ORDER BY 1;
+ROLLBACK;
+
+DROP SCHEMA plant CASCADE;
 DROP SCHEMA hub CASCADE;
 DROP SCHEMA app;
 REVOKE ALL ON SCHEMA state_hub_events FROM she_owner, she_app, she_trigger;
@@ -196,3 +328,5 @@ DROP ROLE she_app;
 DROP ROLE she_owner;
 DROP ROLE she_trigger;
 DROP ROLE she_monitor;
+DROP ROLE she_migrator;
+DROP ROLE she_mallory;

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * backfill.c
- *	  The C parts of backfill(): the checks made at the call, and the
- *	  splitting of an emit() trigger's arguments.  The batches themselves
+ *	  The C parts of backfill(): the checks made at the call, the
+ *	  splitting of an emit() trigger's arguments, and the key type's
+ *	  ordering operator.  The batches themselves
  *	  are PL/pgSQL (state_hub_events--1.2--1.3.sql): a procedure that
  *	  COMMITs between batches, running with its caller's rights.
  *
@@ -20,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/stratnum.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -29,12 +31,16 @@
 #include "parser/parser.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
 
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_backfill_check);
 PG_FUNCTION_INFO_V1(she_backfill_no_xact_block);
 PG_FUNCTION_INFO_V1(she_trigger_args);
+PG_FUNCTION_INFO_V1(she_backfill_key_operator);
 
 #define WHERE_PREFIX "SELECT 1 WHERE "
 
@@ -198,4 +204,44 @@ she_trigger_args(PG_FUNCTION_ARGS)
 		p += len + 1;
 	}
 	PG_RETURN_ARRAYTYPE_P(construct_array(elems, nargs, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * _backfill_key_operator(typ regtype, strategy integer) RETURNS regoperator
+ *
+ * The operator of a btree strategy (3 "=", 4 ">=", 5 ">") of a key column's
+ * type: the member of the type's default btree operator class, whose
+ * ordering ORDER BY uses.  The batch query names it schema-qualified, so no
+ * operator in a schema of its caller's search_path is ever chosen for the
+ * key comparison.  NULL when the type cannot be sorted (no default btree
+ * operator class, or an array or composite of such a type).  Executable by
+ * PUBLIC: it reads nothing but the catalogs.
+ */
+Datum
+she_backfill_key_operator(PG_FUNCTION_ARGS)
+{
+	Oid			typid = PG_GETARG_OID(0);
+	int32		strategy = PG_GETARG_INT32(1);
+	TypeCacheEntry *tc;
+	Oid			op;
+
+	if (strategy < BTLessStrategyNumber || strategy > BTGreaterStrategyNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot find a btree operator of strategy %d", strategy),
+				 errdetail("Btree strategies are 1 to 5.")));
+	if (!OidIsValid(typid) || !SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(typid)) ||
+		!get_typisdefined(typid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("cannot find the ordering of type with OID %u: it does not exist", typid)));
+	/* gt_opr is set only if the type (and its elements or fields) sorts */
+	tc = lookup_type_cache(typid, TYPECACHE_GT_OPR | TYPECACHE_BTREE_OPFAMILY);
+	if (!OidIsValid(tc->gt_opr) || !OidIsValid(tc->btree_opf))
+		PG_RETURN_NULL();
+	op = get_opfamily_member(tc->btree_opf, tc->btree_opintype, tc->btree_opintype,
+							 (int16) strategy);
+	if (!OidIsValid(op))
+		PG_RETURN_NULL();
+	PG_RETURN_OID(op);
 }

@@ -102,9 +102,10 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- org.statehub.decision.resolved comes from resolving a decision:
+-- org.statehub.decision.resolved comes from resolving a decision (with a
+-- fixed search_path, like every function here that can have one):
 CREATE FUNCTION hub_events.resolve_decision(decision uuid, decided_by text, rationale text)
-RETURNS void LANGUAGE sql SECURITY INVOKER AS $$
+RETURNS void LANGUAGE sql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
     UPDATE hub.decisions
        SET status = 'resolved', decided_by = $2, rationale = $3, resolved_at = now()
      WHERE id = $1;
@@ -159,6 +160,8 @@ SELECT r.id         AS repo_id,
        r.local_path AS local_path
   FROM hub.repos r;
 
+-- (a procedure that COMMITs cannot fix its search_path: every name in it is
+-- qualified, and "where" is resolved in the caller's path)
 CREATE PROCEDURE hub_events.reannounce_repos("where" text DEFAULT NULL,
                                              batch_size integer DEFAULT 1000,
                                              INOUT "after" text[] DEFAULT NULL)
