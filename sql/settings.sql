@@ -40,6 +40,9 @@ ALTER SYSTEM SET state_hub_events.nats_url = 'nats://a:4222,,nats://b:4222';
 -- a password holding ',' would split the list (and show its pieces): refused
 ALTER SYSTEM SET state_hub_events.nats_url = 'nats://u:p,q@h:4222';
 ALTER SYSTEM SET state_hub_events.nats_url = 'nats://h:x';
+-- a refused URL is quoted with its credentials masked, never as given
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://u:secret@bad host';
+ALTER SYSTEM SET state_hub_events.nats_url = 'nats://u:secret@h:notaport';
 SET state_hub_events.delivery = 'sometimes';
 SET state_hub_events.no_such_setting = 1;
 -- good values

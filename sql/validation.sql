@@ -22,6 +22,17 @@ SELECT try($q$SELECT state_hub_events.publish('.org.x')$q$);
 SELECT try($q$SELECT state_hub_events.publish('org.statehub repo')$q$);
 SELECT try($q$SELECT state_hub_events.publish(E'org.statehub.\trepo')$q$);
 SELECT try($q$SELECT state_hub_events.publish(E'org.statehub.\x01')$q$);
+-- Unicode whitespace and control characters too (given as UTF-8 bytes, so
+-- the test reads the same in any database encoding): NBSP, NEL (a C1
+-- control), U+2028, U+2029, U+3000, U+200A, U+1680, U+0080; other non-ASCII
+-- characters are fine
+SELECT s, try(format('SELECT state_hub_events.publish(%L)', convert_from(s::bytea, 'UTF8')))
+  FROM unnest(ARRAY['\x6f72672e78c2a079', '\x6f72672e78c28579', '\x6f72672ee280a8',
+                    '\x6f72672ee280a9', '\x6f72672ee3808078', '\x6f72672e78e2808a',
+                    '\x6f72672ee19a80', '\x6f72672ec280']) AS s;
+SELECT try(format('SELECT state_hub_events.publish(%L)', convert_from('\x6f72672e6361c3a92e78'::bytea, 'UTF8')));
+-- the detail names the character and its position
+SELECT state_hub_events.publish(convert_from('\x6f72672e78c2a079'::bytea, 'UTF8'));
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.*')$q$);
 SELECT try($q$SELECT state_hub_events.publish('org.>')$q$);
 SELECT try($q$SELECT state_hub_events.publish('org.a*b')$q$);
@@ -59,6 +70,24 @@ SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y')$q$);
 SELECT count(*) FROM state_hub_events.pending();
 ROLLBACK;
 RESET state_hub_events.max_events_per_transaction;
+
+-- too many bytes in one transaction: the event that would pass
+-- max_transaction_bytes is refused, those before it stay; a rolled-back
+-- savepoint gives its bytes back
+SET state_hub_events.max_transaction_bytes = '1MB';
+BEGIN;
+SELECT count(state_hub_events.publish('org.statehub.x.big', jsonb_build_object('blob', repeat('x', 300000))))
+  FROM generate_series(1, 3);
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.big', jsonb_build_object('blob', repeat('x', 300000)))$q$);
+SELECT count(*) FROM state_hub_events.pending();
+SAVEPOINT s;
+SELECT state_hub_events.publish('org.statehub.x.big', jsonb_build_object('blob', repeat('x', 100000))) IS NOT NULL AS ok;
+SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.big', jsonb_build_object('blob', repeat('x', 100000)))$q$);
+ROLLBACK TO SAVEPOINT s;
+SELECT state_hub_events.publish('org.statehub.x.big', jsonb_build_object('blob', repeat('x', 100000))) IS NOT NULL AS ok;
+SELECT count(*) FROM state_hub_events.pending();
+ROLLBACK;
+RESET state_hub_events.max_transaction_bytes;
 
 -- valid subjects pass; the stream's subjects decide what is covered
 BEGIN;

@@ -35,6 +35,15 @@
  * envelopes into state_hub_events.outbox, and COMMIT only wakes the worker:
  * the backend does no network I/O.
  *
+ * The buffer holds the wire's form, UTF-8 (envelope.c converts at the call).
+ * What leaves for SQL is converted back to the database's encoding: the rows
+ * of pending(), and, in durable mode, the envelopes and subjects at
+ * pre-commit before the outbox insert.
+ *
+ * The bytes of the buffered envelopes are counted: a transaction may hold at
+ * most state_hub_events.max_transaction_bytes of them (refused at the call;
+ * a rolled-back savepoint gives its events' bytes back).
+ *
  * All state is backend-local and touched only by the backend's own thread.
  *
  * IDENTIFICATION
@@ -52,6 +61,7 @@
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/builtins.h"
@@ -72,6 +82,7 @@ static MemoryContext BufferContext = NULL;
 static SheEvent *events = NULL;
 static int	nevents = 0;
 static int	maxevents = 0;
+static int64 nbytes = 0;		/* envelope bytes of events[0 .. nevents-1] */
 
 /* Destination and behaviour, fixed by the first event still buffered. */
 static char *batch_url = NULL;
@@ -93,6 +104,8 @@ static uint64 handoff_start = 0;
 static uint64 handoff_deadline = 0;
 
 static void reset_buffer(void);
+static void check_transaction_bytes(SheEvent *ev);
+static void to_database_encoding(void);
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
@@ -171,6 +184,28 @@ she_check_subject_covered(const char *subject)
 }
 
 /*
+ * Refuse the event just built if the transaction's envelopes would pass
+ * max_transaction_bytes with it (its envelope is freed first); the events
+ * buffered before stay.
+ */
+static void
+check_transaction_bytes(SheEvent *ev)
+{
+	int64		limit = (int64) she_max_transaction_kb * 1024;
+
+	if (nbytes + ev->envelope_len <= limit)
+		return;
+	pfree(ev->envelope);
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("cannot buffer an event of %d bytes: the transaction's events would exceed state_hub_events.max_transaction_bytes",
+					ev->envelope_len),
+			 errdetail("The transaction has buffered %lld bytes of events; the limit is %lld bytes.",
+					   (long long) nbytes, (long long) limit),
+			 errhint("Raise state_hub_events.max_transaction_bytes or split the transaction.")));
+}
+
+/*
  * Validate one event and append it to the buffer; its id is written to
  * id_out (SHE_UUID_LEN + 1 bytes).  Every refusal happens here.
  */
@@ -181,9 +216,10 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	SheEvent	ev;
 	int			max_bytes;
 	int			server_max;
+	const char *wire_subject;
 
 	she_check_can_publish();
-	she_check_subject(subject);
+	wire_subject = she_check_subject(subject);
 	she_check_subject_covered(subject);
 	if (timestamps_set)
 		ereport(ERROR,
@@ -233,12 +269,13 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	if (!batch_durable)
 		max_bytes = Min(max_bytes, she_queue_max_event_bytes());
 
-	she_build_event(&ev, subject, attributes, max_bytes, BufferContext);
+	she_build_event(&ev, wire_subject, attributes, max_bytes, BufferContext);
 	ev.nest_level = GetCurrentTransactionNestLevel();
+	check_transaction_bytes(&ev);
 
 	oldcxt = MemoryContextSwitchTo(BufferContext);
-	if (last_subject == NULL || strcmp(last_subject, subject) != 0)
-		last_subject = pstrdup(subject);
+	if (last_subject == NULL || strcmp(last_subject, wire_subject) != 0)
+		last_subject = pstrdup(wire_subject);
 	ev.subject = last_subject;
 
 	if (nevents >= maxevents)
@@ -261,6 +298,7 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	MemoryContextSwitchTo(oldcxt);
 
 	events[nevents++] = ev;
+	nbytes += ev.envelope_len;
 	she_stats_add_buffered(1);
 	memcpy(id_out, ev.id, SHE_UUID_LEN + 1);
 }
@@ -276,6 +314,7 @@ reset_buffer(void)
 	events = NULL;
 	nevents = 0;
 	maxevents = 0;
+	nbytes = 0;
 	batch_url = NULL;
 	batch_stream = NULL;
 	batch_durable = false;
@@ -341,6 +380,48 @@ set_timestamps(void)
 	timestamps_set = true;
 }
 
+/*
+ * Durable mode, just before the outbox insert (pre-commit or pre-prepare):
+ * the outbox holds text in the database's encoding, so convert each
+ * envelope and subject back from UTF-8 (nothing to do in UTF8 and SQL_ASCII
+ * databases); the worker converts them to UTF-8 again when it publishes.
+ * May ERROR (the transaction then aborts).  The offsets and the byte count
+ * describe the UTF-8 envelopes and are not used again: the buffer is reset
+ * at COMMIT, PREPARE or abort.
+ */
+static void
+to_database_encoding(void)
+{
+	int			enc = GetDatabaseEncoding();
+	char	   *prev_subject = NULL;
+	char	   *prev_converted = NULL;
+	MemoryContext oldcxt;
+	int			i;
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return;
+	oldcxt = MemoryContextSwitchTo(BufferContext);
+	for (i = 0; i < nevents; i++)
+	{
+		char	   *env = she_from_wire(events[i].envelope, events[i].envelope_len);
+
+		if (env != events[i].envelope)
+		{
+			pfree(events[i].envelope);
+			events[i].envelope = env;
+			events[i].envelope_len = (int) strlen(env);
+		}
+		/* subjects are shared by consecutive events: convert each once */
+		if (events[i].subject != prev_subject)
+		{
+			prev_subject = events[i].subject;
+			prev_converted = she_from_wire(prev_subject, strlen(prev_subject));
+		}
+		events[i].subject = prev_converted;
+	}
+	MemoryContextSwitchTo(oldcxt);
+}
+
 static void
 xact_callback(XactEvent event, void *arg)
 {
@@ -353,7 +434,10 @@ xact_callback(XactEvent event, void *arg)
 				set_txn_facts();
 				/* durable: the envelopes commit (or vanish) with the transaction */
 				if (batch_durable)
+				{
+					to_database_encoding();
 					she_outbox_write(events, nevents);
+				}
 				else if (batch_url[0] != '\0')
 					she_queue_order_begin(GetTopTransactionIdIfAny());
 			}
@@ -365,6 +449,7 @@ xact_callback(XactEvent event, void *arg)
 				/* they leave at COMMIT PREPARED, when the rows become visible */
 				set_timestamps();
 				set_txn_facts();	/* the prepared transaction's xid */
+				to_database_encoding();
 				she_outbox_write(events, nevents);
 			}
 			else if (nevents > 0)
@@ -429,6 +514,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			while (nevents > 0 && events[nevents - 1].nest_level >= level)
 			{
 				nevents--;
+				nbytes -= events[nevents].envelope_len;
 				pfree(events[nevents].envelope);
 			}
 
@@ -566,8 +652,11 @@ she_pending(PG_FUNCTION_ARGS)
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		attrs = pnstrdup(events[i].envelope + events[i].attrs_offset,
 						 events[i].attrs_len);
+		/* the buffer holds UTF-8: back to the database's encoding */
+		attrs = she_from_wire(attrs, events[i].attrs_len);
 		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(events[i].id));
-		values[1] = CStringGetTextDatum(events[i].subject);
+		values[1] = CStringGetTextDatum(she_from_wire(events[i].subject,
+													  strlen(events[i].subject)));
 		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(attrs));
 		MemoryContextSwitchTo(oldcxt);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

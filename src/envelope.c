@@ -13,6 +13,15 @@
  * The parsing and the JSON text themselves are plain C in subject.c and
  * envelope_json.c (built without a server by test/fuzz).
  *
+ * Encodings: the wire is UTF-8 (subject and body), whatever the database's
+ * encoding.  The subject, the publisher setting and the attributes' text are
+ * converted to UTF-8 here, at the call, and the buffered event holds the
+ * UTF-8 form.  A SQL_ASCII database has no conversion (its text is whatever
+ * bytes it was given), so there they must already be valid UTF-8.  What goes
+ * back to SQL (pending(), the durable outbox) is converted back to the
+ * database's encoding; the durable worker converts the outbox's text to
+ * UTF-8 again when it publishes.
+ *
  * IDENTIFICATION
  *	  src/envelope.c
  *
@@ -25,6 +34,7 @@
 
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "port.h"
 #include "utils/memutils.h"
 #include "utils/jsonb.h"
@@ -66,17 +76,100 @@ make_uuid_v4(char *out)
 }
 
 /*
- * Refuse a subject NATS would not deliver as one literal subject.
- *
- * Raises 22004 for NULL (handled by the caller) and 22023 for everything
- * else, naming the problem (subject.c finds it).
+ * s (len bytes, in the database's encoding) as UTF-8, for the wire: s
+ * itself when no conversion is needed, else a palloc'd copy.  what names
+ * the value in the error.  A SQL_ASCII database converts nothing, so there
+ * the bytes must already be UTF-8: otherwise 22021 at the call.  Other
+ * encodings convert (a character without a Unicode equivalent is 22P05,
+ * raised by the conversion).
  */
-void
+char *
+she_to_wire(const char *s, int len, const char *what)
+{
+	int			enc = GetDatabaseEncoding();
+
+	if (enc == PG_UTF8)
+		return unconstify(char *, s);
+	if (enc == PG_SQL_ASCII)
+	{
+		int			ok = pg_encoding_verifymbstr(PG_UTF8, s, len);
+
+		if (ok < len)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+					 errmsg("cannot publish an event whose %s is not valid UTF-8", what),
+					 errdetail("Byte 0x%02x at position %d does not continue a UTF-8 character.",
+							   (unsigned char) s[ok], ok + 1),
+					 errhint("Events are sent as UTF-8; the database's encoding is SQL_ASCII, which PostgreSQL cannot convert from.")));
+		return unconstify(char *, s);
+	}
+	return pg_server_to_any(s, len, PG_UTF8);
+}
+
+/*
+ * The UTF-8 text s (len bytes) in the database's encoding, for SQL: s itself
+ * when no conversion is needed (UTF8 and SQL_ASCII databases), else a
+ * palloc'd copy.  Text made by she_to_wire always converts back.
+ */
+char *
+she_from_wire(const char *s, int len)
+{
+	int			enc = GetDatabaseEncoding();
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return unconstify(char *, s);
+	return pg_any_to_server(s, len, PG_UTF8);
+}
+
+/*
+ * The durable worker: an outbox text (subject or envelope, in the database's
+ * encoding) as UTF-8 for the wire.  In a SQL_ASCII database the bytes go as
+ * they are (publish() accepted only UTF-8 there; an older row is not refused
+ * here, where an ERROR would stop the worker on it).
+ */
+char *
+she_outbox_text_to_wire(char *s)
+{
+	int			enc = GetDatabaseEncoding();
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return s;
+	return pg_server_to_any(s, strlen(s), PG_UTF8);
+}
+
+/*
+ * The 1-based character position of byte offset pos in the UTF-8 text s.
+ */
+static int
+char_position(const char *s, size_t pos)
+{
+	int			n = 1;
+	size_t		i;
+
+	for (i = 0; i < pos; i++)
+		if (((unsigned char) s[i] & 0xc0) != 0x80)
+			n++;
+	return n;
+}
+
+/*
+ * Refuse a subject NATS would not deliver as one literal subject, and return
+ * it as UTF-8 (the wire's form, see she_to_wire; the subject itself when
+ * the database is UTF8).
+ *
+ * The checks run on the UTF-8 form: its length in bytes is what NATS sees,
+ * and Unicode whitespace and control characters are refused there.  The
+ * messages quote the subject as given.  22021 for text that is not UTF-8
+ * (SQL_ASCII), 22004 for NULL (handled by the caller) and 22023 for
+ * everything else, naming the problem (subject.c finds it).
+ */
+const char *
 she_check_subject(const char *subject)
 {
 	size_t		pos = 0;
+	const char *wire = she_to_wire(subject, strlen(subject), "subject");
 
-	switch (she_subject_problem(subject, SHE_MAX_SUBJECT_LEN, &pos))
+	switch (she_subject_problem(wire, SHE_MAX_SUBJECT_LEN, &pos))
 	{
 		case SHE_SUBJECT_OK:
 			break;
@@ -88,8 +181,8 @@ she_check_subject(const char *subject)
 		case SHE_SUBJECT_TOO_LONG:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("cannot publish an event with a subject of %zu bytes", strlen(subject)),
-					 errdetail("Subjects are limited to %d bytes.", SHE_MAX_SUBJECT_LEN)));
+					 errmsg("cannot publish an event with a subject of %zu bytes", strlen(wire)),
+					 errdetail("Subjects are limited to %d bytes (in UTF-8).", SHE_MAX_SUBJECT_LEN)));
 			break;
 		case SHE_SUBJECT_EMPTY_TOKEN:
 			ereport(ERROR,
@@ -98,22 +191,30 @@ she_check_subject(const char *subject)
 					 errdetail("Subjects are dot-separated tokens such as \"org.statehub.repo.registered\".")));
 			break;
 		case SHE_SUBJECT_BAD_BYTE:
+			if ((unsigned char) wire[pos] < 0x80)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("cannot publish to a subject containing whitespace or control characters"),
+						 errdetail("Offending byte 0x%02x at position %d.",
+								   (unsigned char) wire[pos], char_position(wire, pos))));
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cannot publish to a subject containing whitespace or control characters"),
-					 errdetail("Offending byte 0x%02x at position %d.",
-							   (unsigned char) subject[pos], (int) pos + 1)));
+					 errdetail("Offending character U+%04X at position %d.",
+							   (unsigned int) utf8_to_unicode((const unsigned char *) wire + pos),
+							   char_position(wire, pos))));
 			break;
 		case SHE_SUBJECT_WILDCARD:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("cannot publish to subject \"%s\": it contains the wildcard \"%c\"", subject, subject[pos]),
+					 errmsg("cannot publish to subject \"%s\": it contains the wildcard \"%c\"", subject, wire[pos]),
 					 errdetail("Events are published to literal subjects; wildcards only belong in subscriptions.")));
 			break;
 		case SHE_SUBJECT_GT_NOT_LAST:
 			elog(ERROR, "unexpected subject problem for \"%s\"", subject);
 			break;
 	}
+	return wire;
 }
 
 /*
@@ -143,11 +244,13 @@ she_format_timestamp(TimestampTz ts, char *buf)
  * Build one event's envelope; the result is allocated in target, at its
  * exact size.  The subject is not stored (the caller interns it).
  *
- * The subject must already have passed she_check_subject and the coverage
- * check.  attributes may be NULL (meaning {}); anything but an object is
- * refused.  The envelope is refused if it would exceed max_bytes.  The JSON
- * text is laid out and written by envelope_json.c; only the attributes are
- * printed here, into a scratch buffer.
+ * The subject is the UTF-8 form she_check_subject returned, after the
+ * coverage check.  attributes may be NULL (meaning {}); anything but an
+ * object is refused.  The publisher setting and the attributes' text are
+ * converted to UTF-8 (see she_to_wire); the envelope is refused if its UTF-8
+ * form would exceed max_bytes.  The JSON text is laid out and written by
+ * envelope_json.c; only the attributes are printed here, into a scratch
+ * buffer.
  */
 void
 she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_bytes,
@@ -166,7 +269,7 @@ she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_by
 	make_uuid_v4(ev->id);
 	parts.id = ev->id;
 	parts.type = subject;
-	parts.publisher = she_publisher;
+	parts.publisher = she_to_wire(she_publisher, strlen(she_publisher), "publisher (state_hub_events.publisher)");
 	if (attributes == NULL)
 	{
 		parts.attributes = "{}";
@@ -188,15 +291,17 @@ she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_by
 		}
 		resetStringInfo(scratch);
 		(void) JsonbToCString(scratch, &attributes->root, VARSIZE(attributes));
-		parts.attributes = scratch->data;
-		parts.attributes_len = scratch->len;
+		parts.attributes = she_to_wire(scratch->data, scratch->len, "attributes");
+		parts.attributes_len = (parts.attributes == scratch->data) ?
+			(size_t) scratch->len : strlen(parts.attributes);
 	}
 
 	she_envelope_layout(&parts, &layout);
 	if (layout.len > (size_t) max_bytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot publish an event of %zu bytes to subject \"%s\"", layout.len, subject),
+				 errmsg("cannot publish an event of %zu bytes to subject \"%s\"", layout.len,
+						she_from_wire(subject, strlen(subject))),
 				 errdetail("The envelope is limited to %d bytes by state_hub_events.max_event_bytes and the server's max payload.",
 						   max_bytes)));
 

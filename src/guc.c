@@ -56,6 +56,7 @@ int			she_stream_replicas = 1;
 int			she_stream_max_age_s = 0;
 int			she_duplicate_window_s = 120;
 int			she_max_events_per_xact = 100000;
+int			she_max_transaction_kb = 1024 * 1024;
 int			she_retry_interval_ms = 5000;
 int			she_batch_linger_ms = 1;
 bool		she_atomic_batches = false;
@@ -217,7 +218,28 @@ nats_url_hosts_valid(const char *url)
 }
 
 /*
- * nats_url: empty, or comma-separated URLs without whitespace.
+ * Replace PostgreSQL's message for a refused nats_url, which would quote the
+ * value, password and all, to the client and the server log: quote it with
+ * everything before its last '@' masked instead.  The value is malformed, so
+ * the usual masking (url_mask.c, per comma-separated URL) could miss part of
+ * a password that holds a ',' or whitespace: mask from the start.  Returns
+ * false, for the check hook to return.
+ */
+static bool
+refuse_nats_url(const char *url)
+{
+	const char *at = strrchr(url, '@');
+
+	if (at == NULL)
+		GUC_check_errmsg("invalid value for parameter \"state_hub_events.nats_url\": \"%s\"", url);
+	else
+		GUC_check_errmsg("invalid value for parameter \"state_hub_events.nats_url\": \"***%s\"", at);
+	return false;
+}
+
+/*
+ * nats_url: empty, or comma-separated URLs without whitespace.  A refused
+ * value is never quoted with its credentials (refuse_nats_url).
  */
 static bool
 check_nats_url(char **newval, void **extra, GucSource source)
@@ -231,21 +253,21 @@ check_nats_url(char **newval, void **extra, GucSource source)
 		if (isspace((unsigned char) *p) || (unsigned char) *p < ' ')
 		{
 			GUC_check_errdetail("Server URLs cannot contain whitespace; separate them with commas only.");
-			return false;
+			return refuse_nats_url(*newval);
 		}
 	}
 	if (strstr(*newval, ",,") != NULL || **newval == ',' ||
 		(**newval != '\0' && (*newval)[strlen(*newval) - 1] == ','))
 	{
 		GUC_check_errdetail("The list of server URLs has an empty entry.");
-		return false;
+		return refuse_nats_url(*newval);
 	}
 	if (!nats_url_hosts_valid(*newval))
 	{
 		/* never echo the value: it may hold a password */
 		GUC_check_errdetail("Each server URL must end in host or host:port (digits); a password in a URL may contain '@' and ':' but not ','.");
 		GUC_check_errhint("Put the password in state_hub_events.password, or use creds_file.");
-		return false;
+		return refuse_nats_url(*newval);
 	}
 	return true;
 }
@@ -376,6 +398,11 @@ she_define_settings(void)
 							"Most events one transaction may buffer.",
 							NULL, &she_max_events_per_xact, 100000, 1, 10000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("state_hub_events.max_transaction_bytes",
+							"Most envelope bytes one transaction may buffer.",
+							"An event that would pass it is refused at the call; its memory is the publishing backend's until COMMIT.",
+							&she_max_transaction_kb, 1024 * 1024, 1024, INT_MAX,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("state_hub_events.retry_interval",
 							"After a failed connection or an unanswered batch, how long commits skip NATS before trying again.",
 							NULL, &she_retry_interval_ms, 5000, 0, 3600000,

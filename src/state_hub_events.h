@@ -77,6 +77,7 @@ extern char *she_tls_cert_file;
 extern char *she_tls_key_file;
 extern bool she_tls_handshake_first;
 extern int	she_max_event_bytes;
+extern int	she_max_transaction_kb;
 extern bool she_create_stream;
 extern int	she_stream_replicas;
 extern int	she_stream_max_age_s;
@@ -122,8 +123,8 @@ typedef struct SheTxn
 typedef struct SheEvent
 {
 	char		id[SHE_UUID_LEN + 1];
-	char	   *subject;
-	char	   *envelope;		/* NUL-terminated JSON */
+	char	   *subject;		/* UTF-8 (see envelope.c) */
+	char	   *envelope;		/* NUL-terminated JSON, UTF-8 */
 	int			envelope_len;
 	int			ts_offset;		/* where the timestamp placeholder sits */
 	int			attrs_offset;	/* where the attributes object starts */
@@ -132,7 +133,10 @@ typedef struct SheEvent
 	SheTxn		txn;			/* set at pre-commit and commit */
 } SheEvent;
 
-extern void she_check_subject(const char *subject);
+extern const char *she_check_subject(const char *subject);
+extern char *she_to_wire(const char *s, int len, const char *what);
+extern char *she_from_wire(const char *s, int len);
+extern char *she_outbox_text_to_wire(char *s);
 extern void she_build_event(SheEvent *ev, const char *subject,
 							Jsonb *attributes, int max_bytes,
 							MemoryContext target);

@@ -4,7 +4,9 @@
  *	  NATS subject syntax and stream-subject pattern coverage, in plain C.
  *
  * A subject is published as one literal subject: dot-separated, non-empty
- * tokens without whitespace, control characters or wildcards.  The stream's
+ * tokens without whitespace, control characters or wildcards.  Subjects are
+ * UTF-8 (the wire's encoding: envelope.c converts them first), and Unicode
+ * whitespace and control characters are refused as well as ASCII ones.  The stream's
  * subjects (state_hub_events.stream_subjects) are comma-separated patterns
  * in which a "*" token matches one token and a final ">" token one or more.
  *
@@ -22,13 +24,57 @@
 #include "subject.h"
 
 /*
+ * Is the code point whitespace or a control character?  Beyond ASCII:
+ * the C1 controls (Cc, U+0080..U+009F, NEL among them), the space
+ * separators (Zs) and the line and paragraph separators (Zl, Zp), as in
+ * Unicode 15, plus U+180E (a space separator until Unicode 6.3).
+ */
+static bool
+unicode_space_or_control(unsigned int cp)
+{
+	return (cp >= 0x80 && cp <= 0xa0) || cp == 0x1680 || cp == 0x180e ||
+		(cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+		cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+/*
+ * The code point of the UTF-8 sequence at p, whose lead byte is 0x80 or
+ * above, or 0 when the sequence is not well-formed (the caller checked the
+ * encoding; the fuzz harnesses feed anything).
+ */
+static unsigned int
+utf8_code_point(const unsigned char *p)
+{
+	int			n;
+	unsigned int cp;
+	int			i;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	for (i = 1; i < n; i++)
+	{
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	return cp;
+}
+
+/*
  * What is wrong with a subject to publish to, or SHE_SUBJECT_OK.
  *
  * Checked in this order: empty, longer than maxlen bytes, then the bytes
  * from left to right (the first empty token, whitespace or control byte, or
  * wildcard wins).  For the last three, *pos is set to the 0-based offset of
  * the offending byte (the '.' or the terminating NUL that ends an empty
- * token).  Bytes 0x80 and above are accepted (UTF-8).
+ * token; the lead byte of a refused multi-byte character).  Other bytes
+ * 0x80 and above are accepted (UTF-8).
  */
 SheSubjectProblem
 she_subject_problem(const char *subject, size_t maxlen, size_t *pos)
@@ -57,6 +103,8 @@ she_subject_problem(const char *subject, size_t maxlen, size_t *pos)
 			continue;
 		}
 		if (c <= ' ' || c == 0x7f)
+			return SHE_SUBJECT_BAD_BYTE;
+		if (c >= 0x80 && unicode_space_or_control(utf8_code_point((const unsigned char *) p)))
 			return SHE_SUBJECT_BAD_BYTE;
 		if (c == '*' || c == '>')
 			return SHE_SUBJECT_WILDCARD;

@@ -341,8 +341,9 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 
 			b->seqs[i] = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
 			strlcpy(ev->id, id, sizeof(ev->id));
-			ev->subject = SPI_getvalue(t, d, 3);
-			ev->envelope = SPI_getvalue(t, d, 4);
+			/* the outbox's text is in the database's encoding: UTF-8 out */
+			ev->subject = she_outbox_text_to_wire(SPI_getvalue(t, d, 3));
+			ev->envelope = she_outbox_text_to_wire(SPI_getvalue(t, d, 4));
 			ev->envelope_len = strlen(ev->envelope);
 			b->bytes += ev->envelope_len;
 			b->ahead = DatumGetInt64(SPI_getbinval(t, d, 5, &isnull));

@@ -9,7 +9,8 @@
  *	  looking at the previous byte instead of counting token lengths): the
  *	  same first problem at the same position, or none;
  *	- so an accepted subject is non-empty, at most the limit, and has no
- *	  whitespace, control byte, '*', '>' or empty token;
+ *	  whitespace, control byte, '*', '>' or empty token (nor Unicode
+ *	  whitespace or control characters, given as UTF-8);
  *	- an accepted subject is covered by ">" and (without a ',') by itself as
  *	  a pattern, and not by a pattern with one more token.
  *
@@ -21,6 +22,29 @@
 #include "fuzz_common.h"
 
 #include "subject.h"
+
+/*
+ * Does a refused non-ASCII character (Unicode whitespace or control, as
+ * UTF-8 bytes) start at s?  Listed as byte sequences, not decoded.
+ */
+static int
+refused_utf8_at(const unsigned char *s)
+{
+	static const char *const seqs[] = {
+		"\xe1\x9a\x80", "\xe1\xa0\x8e", "\xe2\x80\xa8", "\xe2\x80\xa9",
+		"\xe2\x80\xaf", "\xe2\x81\x9f", "\xe3\x80\x80"
+	};
+	size_t		k;
+
+	if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0xa0)
+		return 1;				/* U+0080..U+00A0 */
+	if (s[0] == 0xe2 && s[1] == 0x80 && s[2] >= 0x80 && s[2] <= 0x8a)
+		return 1;				/* U+2000..U+200A */
+	for (k = 0; k < sizeof(seqs) / sizeof(seqs[0]); k++)
+		if (strncmp((const char *) s, seqs[k], 3) == 0)
+			return 1;
+	return 0;
+}
 
 /*
  * The first problem in s (scanning s[0..len], the NUL included), as the
@@ -45,7 +69,7 @@ reference(const char *s, size_t maxlen, size_t *pos)
 		if ((c == '.' || c == '\0') && token_starts)
 			return SHE_SUBJECT_EMPTY_TOKEN;
 		if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == 0x7f ||
-			(c >= 1 && c < 0x20))
+			(c >= 1 && c < 0x20) || refused_utf8_at((const unsigned char *) s + i))
 			return SHE_SUBJECT_BAD_BYTE;
 		if (c == '*' || c == '>')
 			return SHE_SUBJECT_WILDCARD;

@@ -145,7 +145,9 @@ SKIP:
     # write goes in chunks; one array of them passes MaxAllocSize)
     my $lz4 = $node->safe_psql('postgres', q{
         SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'});
+    # (both transactions pass the default max_transaction_bytes, 1GB)
     ($ret, $out, $err) = $node->psql('postgres', ($lz4 eq 't' ? "SET default_toast_compression = lz4;\n" : '') . q{
+SET state_hub_events.max_transaction_bytes = '4GB';
 BEGIN;
 CREATE TEMP TABLE ids AS
     SELECT i, state_hub_events.publish('org.t.big',
@@ -167,6 +169,7 @@ SELECT count(*), sum(octet_length(envelope)) > 1073741823,
     ($ret, $out, $err) = $node->psql('postgres', q{\set VERBOSITY verbose
 SET state_hub_events.delivery = 'immediate';
 SET state_hub_events.max_events_per_transaction = 8388609;
+SET state_hub_events.max_transaction_bytes = '4GB';
 SELECT dropped AS before FROM state_hub_events.stats() \gset
 BEGIN;
 SELECT count(state_hub_events.publish('org.t.many')) FROM generate_series(1, 8388609);
