@@ -352,7 +352,10 @@ she_outbox_write(SheEvent *events, int nevents)
 }
 
 /*
- * Wake the worker.  Safe after the commit record: SetLatch only.
+ * Wake the worker, unless it is publishing or waiting to retry: it reads
+ * the outbox again before it waits for a wake-up (worker.c), and a commit
+ * that saw it busy committed before that read.  Safe after the commit
+ * record: SetLatch only.
  */
 void
 she_outbox_wake(void)
@@ -362,7 +365,7 @@ she_outbox_wake(void)
 	if (she_durable == NULL)
 		return;
 	SpinLockAcquire(&she_durable->mutex);
-	latch = she_durable->worker_latch;
+	latch = she_durable->worker_reads_anyway ? NULL : she_durable->worker_latch;
 	SpinLockRelease(&she_durable->mutex);
 	if (latch != NULL)
 		SetLatch(latch);
