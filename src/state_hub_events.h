@@ -160,6 +160,9 @@ typedef struct SheDurableShared
 	slock_t		mutex;			/* protects everything below */
 	Latch	   *launcher_latch;
 	Latch	   *worker_latch;	/* set by committing backends */
+	bool		worker_reads_anyway;	/* it reads the outbox again without
+										 * being woken: commits need not set
+										 * its latch (worker.c) */
 	int			worker_pid;
 	Oid			worker_dboid;	/* the database the worker serves */
 	bool		worker_stop_requested;	/* by the launcher or ddl_guard.c */

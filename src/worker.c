@@ -14,7 +14,12 @@
  * first other failure, which stays in the outbox with everything behind
  * it, and is retried after retry_interval.  Woken by committing backends
  * through its latch, and polls every second for what no commit callback
- * sees (COMMIT PREPARED, a restart, requeue_rejected()).  The launcher
+ * sees (COMMIT PREPARED, a restart, requeue_rejected()).  After a batch it
+ * reads again without waiting for a wake-up (while it publishes, commits do
+ * not wake it), and when that batch was small and all there was, it first
+ * lets the next one grow for WORKER_COLLECT_MS: under a steady stream of
+ * small commits this turns batches of a few events into batches of tens,
+ * and the cost of a batch is mostly per batch, not per event.  The launcher
  * (launcher.c) starts it for one database and asks it to stop through
  * shared memory; it stops between batches.
  *
@@ -77,6 +82,8 @@
 
 #define WORKER_BATCH	1000
 #define WORKER_POLL_MS	1000
+#define WORKER_COLLECT_MS	10	/* a busy worker lets a batch grow this long */
+#define WORKER_COLLECT_BELOW	100 /* ... when its last batch was smaller */
 #define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
 #define REJECT_LOG_MAX	10		/* rejections LOGged one by one per batch */
 #define ATOMIC_RECHECK_MS	60000	/* ask the stream about allow_atomic again */
@@ -190,6 +197,22 @@ note_error(ErrorData *edata)
 		snprintf(text, sizeof(text), "the worker stopped: %s", edata->message);
 		set_status(-1, false, text);
 	}
+}
+
+/*
+ * Tell committing backends whether to set the worker's latch
+ * (she_outbox_wake).  While it publishes, lets a batch grow or waits to
+ * retry, the worker reads the outbox again before it waits for a wake-up,
+ * so a commit need not wake it: that spares the backend a signal and the
+ * worker a wake-up per commit.  Cleared before each read, so a commit that
+ * still saw it set is visible to that read (the spinlock orders the two).
+ */
+static void
+set_reads_anyway(bool on)
+{
+	SpinLockAcquire(&she_durable->mutex);
+	she_durable->worker_reads_anyway = on;
+	SpinLockRelease(&she_durable->mutex);
 }
 
 /* SPI_connect, or ERROR: the worker's statements need it. */
@@ -499,6 +522,7 @@ worker_exit(int code, Datum arg)
 	she_conn_close(&conn);
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = NULL;
+	she_durable->worker_reads_anyway = false;
 	she_durable->worker_pid = 0;
 	she_durable->worker_dboid = InvalidOid;
 	SpinLockRelease(&she_durable->mutex);
@@ -804,6 +828,7 @@ she_worker_main(Datum arg)
 
 	SpinLockAcquire(&she_durable->mutex);
 	she_durable->worker_latch = &MyProc->procLatch;
+	she_durable->worker_reads_anyway = false;
 	she_durable->worker_pid = MyProcPid;
 	she_durable->worker_dboid = MyDatabaseId;
 	SpinLockRelease(&she_durable->mutex);
@@ -861,6 +886,7 @@ she_worker_main(Datum arg)
 		now = GetCurrentTimestamp();
 		if (now < next_attempt_at)
 		{
+			set_reads_anyway(true);
 			wait_ms = Max(1, (long) ((next_attempt_at - now) / 1000));
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 wait_ms, PG_WAIT_EXTENSION);
@@ -879,6 +905,7 @@ she_worker_main(Datum arg)
 			limit = Min(she_atomic_batch_max, WORKER_BATCH);
 		else
 			limit = 1;
+		set_reads_anyway(false);
 		read_batch(cxt, limit, &b);
 		if (b.n > 0 && she_nats_url[0] == '\0')
 			next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
@@ -890,6 +917,7 @@ she_worker_main(Datum arg)
 			int			deleted;
 			int			moved;
 
+			set_reads_anyway(true);
 			ereport(DEBUG1,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
@@ -907,8 +935,18 @@ she_worker_main(Datum arg)
 									failed_attempts)));
 				failed_attempts = 0;
 				probe = PROBE_NONE;
-				if (b.ahead > b.n || b.ahead == limit)
-					continue;	/* more to do */
+
+				/*
+				 * Read again, since what was committed meanwhile woke no
+				 * one (set_reads_anyway).  When the batch was small and
+				 * all there was, let the next one grow first: a batch's
+				 * statements, round trip and wake-ups cost about as much
+				 * for one event as for a hundred.
+				 */
+				if (b.ahead <= b.n && b.n < WORKER_COLLECT_BELOW)
+					(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 WORKER_COLLECT_MS, PG_WAIT_EXTENSION);
+				continue;
 			}
 			else
 			{

@@ -3,7 +3,11 @@
 #    rights: an operator in a schema of the committing role's search_path
 #    must never run there.  An application role that may only INSERT into a
 #    table with an emit() trigger must not become superuser by placing its
-#    own "+" before pg_catalog.
+#    own "+" before pg_catalog.  The insert's plan is cached per backend
+#    and analysed again under the search_path of the commit that runs it
+#    when that differs from the one it was planned under: a commit before
+#    the role changes its search_path plans it, the commits after it must
+#    still resolve only pg_catalog's operator.
 
 use strict;
 use warnings;
@@ -30,6 +34,7 @@ GRANT INSERT ON public.watched TO app;
 
 my ($ret, $out, $err) = $node->psql('postgres', q{
 SET ROLE app;
+INSERT INTO public.watched VALUES (0, 'planned under the default search_path');
 CREATE FUNCTION evil.plus(a int4, b int4) RETURNS int4 LANGUAGE plpgsql AS $$
 BEGIN
   IF current_user <> 'app' THEN
@@ -46,7 +51,7 @@ is($ret, 0, 'the inserts commit') or diag($err);
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'app'}), 'f',
     'the role\'s own operator did not run as the outbox owner');
 is($node->safe_psql('postgres', q{SELECT string_agg(txn_index || '/' || txn_count, ',' ORDER BY seq) FROM state_hub_events.outbox}),
-    '1/1,1/1', 'the outbox rows record their transactions');
+    '1/1,1/1,1/1', 'the outbox rows record their transactions');
 
 $node->stop;
 done_testing();
