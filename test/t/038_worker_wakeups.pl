@@ -1,5 +1,5 @@
 
-# 032_worker_wakeups.pl
+# 038_worker_wakeups.pl
 #    While the durable worker waits to retry (NATS unreachable), commits do
 #    not wake it: it reads the outbox again before it waits for a wake-up,
 #    so a wake-up per commit would only cost the committing backend a
