@@ -2,6 +2,7 @@
 
 MODULE_big = state_hub_events
 OBJS = \
+	src/ascii_text.o \
 	src/backfill.o \
 	src/buffer.o \
 	src/ddl_guard.o \
@@ -44,7 +45,7 @@ include $(PGXS)
 
 # Every file includes the shared header, which includes the plain C ones
 # (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h src/envelope_json.h src/subject.h src/url_mask.h \
+$(OBJS): src/state_hub_events.h src/ascii_text.h src/envelope_json.h src/subject.h src/url_mask.h \
 	src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h \
 	src/compat.h
 

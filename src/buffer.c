@@ -72,6 +72,7 @@
 #include "utils/uuid.h"
 
 #include "queue.h"
+#include "ascii_text.h"
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_publish);
@@ -573,9 +574,19 @@ hand_over_batch(void)
 static void
 report_batch(void)
 {
+	char		reason[sizeof(handoff.reason)];
+
 	if (batch_wait_for_ack)
 		she_queue_wait(handoff_deadline, &handoff);
 	she_stats_record_commit_time(she_now_usec() - handoff_start);
+
+	/*
+	 * After the commit record: the WARNING is converted to the client's
+	 * encoding, where a character it lacks would make an ERROR (a PANIC
+	 * here).  ASCII converts everywhere (ascii_text.c).
+	 */
+	she_ascii_text(reason, sizeof(reason), handoff.reason);
+	strlcpy(handoff.reason, reason, sizeof(handoff.reason));
 
 	if (handoff.lost > 0)
 	{

@@ -57,6 +57,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 
+#include "ascii_text.h"
 #include "nats_publish.h"
 
 #define TOMBSTONE ((natsMsg *) 1)
@@ -178,14 +179,17 @@ is_permanent(natsStatus s, int code)
 static int
 add_text(SheBatchOutcome *sum, const char *text)
 {
+	char		safe[sizeof(sum->texts[0])];
 	int			i;
 
+	/* ASCII: these texts reach post-commit WARNINGs and SQL (ascii_text.c) */
+	she_ascii_text(safe, sizeof(safe), text);
 	for (i = 0; i < sum->ntexts; i++)
-		if (strcmp(sum->texts[i], text) == 0)
+		if (strcmp(sum->texts[i], safe) == 0)
 			return i;
 	if (sum->ntexts == SHE_OUTCOME_TEXTS)
 		return SHE_OUTCOME_TEXTS - 1;
-	strlcpy(sum->texts[sum->ntexts], text, sizeof(sum->texts[0]));
+	strlcpy(sum->texts[sum->ntexts], safe, sizeof(sum->texts[0]));
 	return sum->ntexts++;
 }
 

@@ -209,8 +209,13 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 		if (waits && she_queue_commits_in_flight() == 0)
 			break;
 		if (!waits)
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
+		{
+			/* a commit whose session waits ends the linger (it wakes us) */
+			if (she_queue_linger_begin())
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
+			she_queue_linger_end();
+		}
 		else if (she_queue_publisher_idle())
 		{
 			/* the next hand-over (or a ticket's end) sets the latch */
@@ -221,14 +226,15 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 		ResetLatch(MyLatch);
 		for (i = 0; i < n; i++)
 			bytes += evs[i].envelope_len + strlen(evs[i].subject);
+		/* never wait here for another transaction's order ticket */
 		m = she_queue_take(evs + n, meta + n, TAKE_MAX_EVENTS - n,
-						   Max(TAKE_MAX_BYTES - bytes, 1), cxt);
+						   Max(TAKE_MAX_BYTES - bytes, 1), false, cxt);
 		for (i = n; i < n + m; i++)
 			out[i].reported = false;
 		n += m;
 		taken_n = n;
-		if (m == 0 && !waits)
-			break;
+		if (m == 0 && (!waits || !she_queue_is_empty()))
+			break;				/* nothing came, or what came is held back */
 	}
 	return n;
 }
@@ -542,7 +548,7 @@ drain_and_exit(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, MemoryContext 
 	while (!she_queue_is_empty())
 	{
 		MemoryContextReset(cxt);
-		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
+		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, true, cxt);
 		if (n == 0)
 			continue;
 		begin_take(out, n);
@@ -623,7 +629,7 @@ she_publisher_main(Datum arg)
 			she_ping_answer(&conn);
 			MemoryContextSwitchTo(old);
 		}
-		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, cxt);
+		n = she_queue_take(evs, meta, TAKE_MAX_EVENTS, TAKE_MAX_BYTES, true, cxt);
 		if (n > 0)
 		{
 			begin_take(out, n);

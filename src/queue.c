@@ -187,6 +187,9 @@ typedef struct QueueShared
 	pg_atomic_uint32 max_payload;
 	pg_atomic_uint32 publisher_idle;	/* 1: it may sleep; the next writer
 										 * sets its latch (see wake_if_idle) */
+	pg_atomic_uint32 publisher_lingering;	/* 1: it holds a take nobody
+											 * waits for; a writer whose
+											 * session waits wakes it */
 	bool		closed;			/* under lock: the publisher drains to exit */
 	uint64		seg_bytes;		/* the ring in QUEUE_SEGMENTS parts */
 	uint64		seg_last;		/* under lock: segment of the last record */
@@ -269,6 +272,7 @@ she_queue_startup_shmem(void)
 		q->size = (uint64) she_queue_size_kb * 1024;
 		pg_atomic_init_u32(&q->max_payload, 0);
 		pg_atomic_init_u32(&q->publisher_idle, 1);
+		pg_atomic_init_u32(&q->publisher_lingering, 0);
 		q->closed = false;
 		q->seg_bytes = Max(q->size / QUEUE_SEGMENTS, 1);
 		q->seg_last = 0;
@@ -377,6 +381,42 @@ she_queue_publisher_idle(void)
 		return true;
 	pg_atomic_write_u32(&q->publisher_idle, 0);
 	return false;
+}
+
+/*
+ * The publisher holds a take that nobody waits for (linger): a writer whose
+ * session waits for its outcomes wakes it (wake_if_lingering), others do
+ * not.  Returns false, and does not announce it, when records arrived
+ * meanwhile (take them first).  The barrier pairs with the writer's, as in
+ * she_queue_publisher_idle.
+ */
+bool
+she_queue_linger_begin(void)
+{
+	pg_atomic_write_u32(&q->publisher_lingering, 1);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
+		return true;
+	pg_atomic_write_u32(&q->publisher_lingering, 0);
+	return false;
+}
+
+/* The linger is over. */
+void
+she_queue_linger_end(void)
+{
+	pg_atomic_write_u32(&q->publisher_lingering, 0);
+}
+
+/* A writer whose session waits appended records: end a linger at once. */
+static void
+wake_if_lingering(void)
+{
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&q->publisher_lingering) == 0)
+		return;
+	if (pg_atomic_exchange_u32(&q->publisher_lingering, 0) == 1)
+		she_queue_wake_publisher();
 }
 
 /* The publisher woke up: writers need not wake it until it is idle again. */
@@ -767,6 +807,8 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		}
 		else if (i > before)
 			wake_if_idle();
+		if (i > before && use_slot)
+			wake_if_lingering();
 		if (i == n || closed || she_ms_left(deadline) <= 0)
 			break;
 		if (!on_list)
@@ -1341,7 +1383,8 @@ report_lapses(void)
  * taken in its slot: an ERROR leaves no slot counting an event twice.
  */
 int
-she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryContext cxt)
+she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, bool may_hold,
+			   MemoryContext cxt)
 {
 	uint64		pos = pg_atomic_read_u64(&q->tail);
 	int			k = 0;
@@ -1363,6 +1406,8 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, MemoryCont
 		nread += r;
 		if (k > 0)
 			break;
+		if (!may_hold && (hold_m != 0 || hold_c))
+			break;				/* the caller publishes what it has first */
 		if (hold_m != 0)
 			wait_for_order(hold_m, mslot);
 		else if (hold_c && ++tries > 100)

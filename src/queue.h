@@ -59,12 +59,14 @@ extern void she_queue_detach_publisher(int code, Datum arg);
 extern void she_queue_close(void);
 extern bool she_queue_is_empty(void);
 extern int	she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes,
-						   MemoryContext cxt);
+						   bool may_hold, MemoryContext cxt);
 extern void she_queue_report(const SheTaken *t, const SheMsgOutcome *o,
 							 const SheBatchOutcome *sum);
 extern void she_queue_wake_publisher(void);
 extern bool she_queue_publisher_idle(void);
 extern int	she_queue_commits_in_flight(void);
+extern bool she_queue_linger_begin(void);
+extern void she_queue_linger_end(void);
 extern void she_queue_publisher_busy(void);
 
 /* the server's max payload and the publisher's connection state */

@@ -31,6 +31,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "ascii_text.h"
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_stats);
@@ -236,9 +237,12 @@ void
 she_stats_set_last_error(const char *msg)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	char		safe[sizeof(stats->last_error)];
+
+	she_ascii_text(safe, sizeof(safe), msg);	/* SQL reads it back */
 
 	SpinLockAcquire(&stats->mutex);
-	strlcpy(stats->last_error, msg, sizeof(stats->last_error));
+	strlcpy(stats->last_error, safe, sizeof(stats->last_error));
 	stats->last_error_time = now;
 	SpinLockRelease(&stats->mutex);
 }

@@ -78,6 +78,7 @@
 #include "utils/timestamp.h"
 
 #include "nats_publish.h"
+#include "ascii_text.h"
 #include "state_hub_events.h"
 
 #define WORKER_BATCH	1000
@@ -136,7 +137,7 @@ set_status(int64 backlog, bool published, const char *error)
 		she_durable->last_published_at = now;
 	if (error != NULL)
 	{
-		strlcpy(she_durable->last_error, error, sizeof(she_durable->last_error));
+		she_ascii_text(she_durable->last_error, sizeof(she_durable->last_error), error);
 		she_durable->last_error_at = now;
 	}
 	SpinLockRelease(&she_durable->mutex);
