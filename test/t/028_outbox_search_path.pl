@@ -7,7 +7,8 @@
 #    and analysed again under the search_path of the commit that runs it
 #    when that differs from the one it was planned under: a commit before
 #    the role changes its search_path plans it, the commits after it must
-#    still resolve only pg_catalog's operator.
+#    still resolve only pg_catalog's operator.  The same for every other
+#    name in the insert (unnest, nextval, the casts).
 
 use strict;
 use warnings;
@@ -48,10 +49,44 @@ INSERT INTO public.watched VALUES (1, 'x');
 INSERT INTO public.watched VALUES (2, 'y');
 });
 is($ret, 0, 'the inserts commit') or diag($err);
+
+# every other name in the insert: unnest, nextval, the casts to uuid and
+# int4 (as domains whose CHECK runs the role's function), planted in the
+# role's schema, first on its path; a fresh session plans the insert under
+# that path, the session above analyses its cached plan again
+($ret, $out, $err) = $node->psql('postgres', q{
+SET ROLE app;
+CREATE FUNCTION evil.esc() RETURNS bool LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_user <> 'app' THEN
+    EXECUTE 'ALTER ROLE app SUPERUSER';
+  END IF;
+  RETURN true;
+END $$;
+CREATE FUNCTION evil.unnest(a text[]) RETURNS SETOF text LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM evil.esc();
+  RETURN QUERY SELECT x FROM pg_catalog.unnest(a) x;
+END $$;
+CREATE FUNCTION evil.nextval(s regclass) RETURNS int8 LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM evil.esc();
+  RETURN pg_catalog.nextval(s);
+END $$;
+CREATE DOMAIN evil.uuid AS text CHECK (evil.esc());
+CREATE DOMAIN evil.int4 AS pg_catalog.int4 CHECK (evil.esc());
+SET search_path = evil, pg_catalog, public;
+INSERT INTO public.watched VALUES (3, 'a fresh plan under the role''s path');
+BEGIN;
+INSERT INTO public.watched VALUES (4, 'two events');
+INSERT INTO public.watched VALUES (5, 'in one transaction');
+COMMIT;
+});
+is($ret, 0, 'the inserts with unnest, nextval, uuid and int4 planted commit') or diag($err);
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'app'}), 'f',
     'the role\'s own operator did not run as the outbox owner');
 is($node->safe_psql('postgres', q{SELECT string_agg(txn_index || '/' || txn_count, ',' ORDER BY seq) FROM state_hub_events.outbox}),
-    '1/1,1/1,1/1', 'the outbox rows record their transactions');
+    '1/1,1/1,1/1,1/1,1/2,2/2', 'the outbox rows record their transactions');
 
 $node->stop;
 done_testing();
