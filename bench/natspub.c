@@ -7,8 +7,11 @@
  *	  natspub URL async N    N async publishes, then wait for every ack;
  *	                         prints "msgs_per_s <rate> seconds <s>
  *	                         maxrss_kb <peak resident memory>"
- *	  natspub URL rtt N      N synchronous publish+ack round trips (after
- *	                         100 warm-up); prints "rtt_p50_us <x> rtt_p99_us <y>"
+ *	  natspub URL rtt N [GAP_US]
+ *	                         N synchronous publish+ack round trips (after
+ *	                         100 warm-up), back to back or GAP_US apart (as
+ *	                         one-client commits are); prints "rtt_p50_us <x>
+ *	                         rtt_p99_us <y>"
  *
  * IDENTIFICATION
  *	  bench/natspub.c
@@ -74,7 +77,7 @@ main(int argc, char **argv)
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: natspub URL async|rtt N\n");
+		fprintf(stderr, "usage: natspub URL async|rtt N [GAP_US]\n");
 		return 2;
 	}
 	n = atoi(argv[3]);
@@ -115,6 +118,7 @@ main(int argc, char **argv)
 	else
 	{
 		double	   *lat = calloc(n, sizeof(double));
+		long		gap_us = argc > 4 ? atol(argv[4]) : 0;
 
 		for (i = -100; i < n; i++)
 		{
@@ -133,6 +137,12 @@ main(int argc, char **argv)
 				lat[i] = (now_s() - t0) * 1e6;
 			jsPubAck_Destroy(pa);
 			natsMsg_Destroy(m);
+			if (gap_us > 0)
+			{
+				struct timespec gap = {gap_us / 1000000, (gap_us % 1000000) * 1000};
+
+				nanosleep(&gap, NULL);
+			}
 		}
 		qsort(lat, n, sizeof(double), cmp_double);
 		printf("rtt_p50_us %.1f rtt_p99_us %.1f\n", lat[n / 2], lat[(int) (n * 0.99)]);
