@@ -33,6 +33,7 @@
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/event_trigger.h"
@@ -44,10 +45,13 @@
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "state_hub_events.h"
 
 #define WORKER_STOP_WAIT_MS 10000
@@ -208,6 +212,32 @@ served_database(Node *stmt, const char **name, SheDbCommand *cmd)
 	return InvalidOid;
 }
 
+/*
+ * May the current role run cmd on database dboid at all?  Only then is the
+ * worker stopped for it: PostgreSQL checks the privileges only inside the
+ * command, and a role that may not drop, rename or copy the database
+ * (any role that can log in) must not be able to stop delivery by trying.
+ * DROP, RENAME and SET TABLESPACE need its owner; CREATE DATABASE ...
+ * TEMPLATE needs CREATEDB and its owner, or a database marked as template.
+ */
+static bool
+may_run_on(Oid dboid, SheDbCommand cmd)
+{
+	HeapTuple	tup;
+	bool		is_template;
+
+	if (she_database_ownercheck(dboid, GetUserId()))
+		return true;
+	if (cmd != SHE_DB_OTHER || !have_createdb_privilege())
+		return false;
+	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	is_template = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+	ReleaseSysCache(tup);
+	return is_template;
+}
+
 /* Stop the worker of dboid; wait for it to exit, boundedly. */
 static void
 stop_worker_for(Oid dboid)
@@ -307,7 +337,7 @@ guard_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (she_durable != NULL)
 		dboid = served_database(pstmt->utilityStmt, &name, &cmd);
-	if (!OidIsValid(dboid))
+	if (!OidIsValid(dboid) || !may_run_on(dboid, cmd))
 	{
 		call_next(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 		return;

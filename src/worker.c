@@ -58,6 +58,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -154,6 +155,12 @@ set_status(int64 backlog, bool published, const char *error)
  *   worker's reads or deletes fail (or be retried forever), so delivery
  *   stops and the outbox grows until backlog_overflow refuses commits.
  *
+ * - role and session_authorization: the database's owner may make every
+ *   session of the database, the worker's included, run as itself (or any
+ *   other role); the worker would then read the outbox with that role's
+ *   rights, fail, and start again forever.  The worker runs as the
+ *   bootstrap superuser, its session user, and checks that it does.
+ *
  * synchronous_commit is off: the worker's only writes are deletes of
  * acknowledged rows.  One lost in a crash (or not yet on a standby that is
  * promoted) is published again and dropped by JetStream as a duplicate
@@ -179,6 +186,18 @@ pin_settings(void)
 
 	for (i = 0; i < lengthof(settings); i++)
 		SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+
+	/* a catalog lookup: in a transaction (the settings stay at its commit) */
+	StartTransactionCommand();
+	SetConfigOption("session_authorization",
+					GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	CommitTransactionCommand();
+	if (GetSessionUserId() != BOOTSTRAP_SUPERUSERID || GetUserId() != BOOTSTRAP_SUPERUSERID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("state_hub_events worker cannot run as the bootstrap superuser")));
 }
 
 /*
