@@ -57,9 +57,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -310,11 +313,24 @@ typedef struct WorkerBatch
 	" WINDOW w AS (ORDER BY o.seq)) b " \
 	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
 
-/* Is there a table called name in schema state_hub_events? */
+/*
+ * Is there a table called name in schema state_hub_events, and is it the
+ * extension's?  The worker runs as a superuser: a table of that name that
+ * someone else made (the database's owner, in a database where the
+ * extension is not installed, or was dropped) is never read, let alone
+ * written, or its triggers, defaults and index functions would run with
+ * the worker's rights (and its rows be published as events).
+ */
 static bool
 table_exists(const char *name)
 {
-	return OidIsValid(get_relname_relid(name, get_namespace_oid("state_hub_events", true)));
+	Oid			relid = get_relname_relid(name, get_namespace_oid("state_hub_events", true));
+	Oid			ext;
+
+	if (!OidIsValid(relid))
+		return false;
+	ext = get_extension_oid("state_hub_events", true);
+	return OidIsValid(ext) && getExtensionOfObject(RelationRelationId, relid) == ext;
 }
 
 /* An outbox row's transaction (columns 6 to 9); none for a row from before 1.3. */
@@ -453,6 +469,11 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
+	/* the outbox read may have been dropped since, and another one made */
+	if (!table_exists("outbox") || (nrej > 0 && !table_exists("rejected")))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("state_hub_events worker cannot settle the batch: the extension's outbox or dead-letter table is gone")));
 	if (nacked > 0)
 	{
 		Datum	   *d = palloc(nacked * sizeof(Datum));
