@@ -3,6 +3,31 @@
 \echo Use "ALTER EXTENSION state_hub_events UPDATE TO '1.3'" to load this file. \quit
 
 -- ======================================================================
+-- 1.3, security: the extension's schema belongs to a superuser
+-- ======================================================================
+
+-- CREATE EXTENSION puts the objects into an existing schema of that name,
+-- whoever owns it.  Its owner could then drop them (and the extension
+-- with them), or add functions next to them that calls by name resolve
+-- to, and run code with the rights of whoever uses them: a superuser, the
+-- durable worker.  So a schema made beforehand by another role is refused.
+DO $$
+DECLARE
+    owner pg_catalog.name;
+    super boolean;
+BEGIN
+    SELECT r.rolname, r.rolsuper INTO owner, super
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_authid r ON r.oid = n.nspowner
+     WHERE n.nspname = 'state_hub_events';
+    IF NOT super THEN
+        RAISE EXCEPTION 'cannot install state_hub_events into schema state_hub_events: its owner "%" is not a superuser', owner
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'That role could take over the extension''s objects. Drop the schema (CREATE EXTENSION creates it), or ALTER SCHEMA state_hub_events OWNER TO a superuser, and try again.';
+    END IF;
+END
+$$;
+
+-- ======================================================================
 -- 1.3, transactions as units (headers and atomic batches)
 -- ======================================================================
 
@@ -285,9 +310,9 @@ BEGIN
             RAISE EXCEPTION 'cannot backfill "%": key column "%" does not exist', rel, coalesce(col, 'NULL')
                 USING ERRCODE = 'undefined_column';
         END IF;
-        gt := state_hub_events._backfill_key_operator(typid, 5);
-        eq := state_hub_events._backfill_key_operator(typid, 3);
-        ge := state_hub_events._backfill_key_operator(typid, 4);
+        gt := state_hub_events._backfill_key_operator(typid::pg_catalog.regtype, 5);
+        eq := state_hub_events._backfill_key_operator(typid::pg_catalog.regtype, 3);
+        ge := state_hub_events._backfill_key_operator(typid::pg_catalog.regtype, 4);
         IF gt IS NULL OR eq IS NULL OR ge IS NULL THEN
             RAISE EXCEPTION 'cannot backfill "%": key column "%" has type %, which has no default btree operator class', rel, col, typid::regtype
                 USING ERRCODE = 'undefined_function',

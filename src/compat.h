@@ -61,6 +61,22 @@ she_proc_xid(int procno)
 	return ((volatile PGPROC *) &ProcGlobal->allProcs[procno])->xid;
 }
 
+/* does role own database dboid (a superuser owns everything)? */
+#if PG_VERSION_NUM >= 160000
+#define she_database_ownercheck(dboid, role) \
+	object_ownercheck(DatabaseRelationId, (dboid), (role))
+#else
+#define she_database_ownercheck(dboid, role) pg_database_ownercheck((dboid), (role))
+#endif
+
+/* does role own relation relid (a superuser owns everything)? */
+#if PG_VERSION_NUM >= 160000
+#define she_rel_ownercheck(relid, role) \
+	object_ownercheck(RelationRelationId, (relid), (role))
+#else
+#define she_rel_ownercheck(relid, role) pg_class_ownercheck((relid), (role))
+#endif
+
 /*
  * Is a background worker with this library and function registered?  The
  * postmaster's list is an slist up to 17, a dlist from 18.  Postmaster only.

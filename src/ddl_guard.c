@@ -33,6 +33,7 @@
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "commands/event_trigger.h"
@@ -44,10 +45,13 @@
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "state_hub_events.h"
 
 #define WORKER_STOP_WAIT_MS 10000
@@ -137,6 +141,88 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	}
 }
 
+/*
+ * Refuse, before PostgreSQL locks it, a command on the outbox or the
+ * dead-letter table that the current role may not run (ERROR).  Some
+ * commands lock the table they name first and check privileges after:
+ * CREATE TRIGGER and a foreign key's REFERENCES (SHARE ROW EXCLUSIVE),
+ * CREATE RULE, PARTITION OF, ATTACH and DETACH PARTITION (ACCESS
+ * EXCLUSIVE).  Any role with USAGE on the schema could so queue a lock
+ * request that every durable commit (ROW EXCLUSIVE, for its outbox rows)
+ * waits behind, for as long as an older holder keeps its lock: a prepared
+ * transaction with durable events holds it until COMMIT PREPARED.
+ * priv is the privilege that allows the command (0: only the owner).
+ */
+static void
+check_guarded_rangevar(RangeVar *rv, AclMode priv)
+{
+	Oid			relid;
+
+	if (rv == NULL || (strcmp(rv->relname, "outbox") != 0 &&
+					   strcmp(rv->relname, "rejected") != 0))
+		return;
+	relid = RangeVarGetRelid(rv, NoLock, true);
+	if (!OidIsValid(relid) || guarded_table(relid) == NULL ||
+		she_rel_ownercheck(relid, GetUserId()) ||
+		(priv != 0 && pg_class_aclcheck(relid, GetUserId(), priv) == ACLCHECK_OK))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for table %s", rv->relname)));
+}
+
+/* The tables a foreign key constraint (if c is one) references. */
+static void
+check_guarded_constraint(Node *c)
+{
+	if (c != NULL && IsA(c, Constraint) && ((Constraint *) c)->contype == CONSTR_FOREIGN)
+		check_guarded_rangevar(((Constraint *) c)->pktable, ACL_REFERENCES);
+}
+
+/* Commands that lock a guarded table before their privilege check. */
+static void
+check_guarded_locks(Node *stmt)
+{
+	ListCell   *lc;
+	ListCell   *lc2;
+
+	if (IsA(stmt, CreateTrigStmt))
+		check_guarded_rangevar(((CreateTrigStmt *) stmt)->relation, ACL_TRIGGER);
+	else if (IsA(stmt, RuleStmt))
+		check_guarded_rangevar(((RuleStmt *) stmt)->relation, 0);
+	else if (IsA(stmt, CreateStmt))
+	{
+		CreateStmt *cs = (CreateStmt *) stmt;
+
+		if (cs->partbound != NULL)
+			foreach(lc, cs->inhRelations)
+				check_guarded_rangevar(lfirst_node(RangeVar, lc), 0);
+		foreach(lc, cs->constraints)
+			check_guarded_constraint(lfirst(lc));
+		foreach(lc, cs->tableElts)
+			if (IsA(lfirst(lc), ColumnDef))
+				foreach(lc2, ((ColumnDef *) lfirst(lc))->constraints)
+					check_guarded_constraint(lfirst(lc2));
+	}
+	else if (IsA(stmt, AlterTableStmt))
+	{
+		foreach(lc, ((AlterTableStmt *) stmt)->cmds)
+		{
+			AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
+
+			if (cmd->subtype == AT_AddConstraint)
+				check_guarded_constraint(cmd->def);
+			else if (cmd->subtype == AT_AddColumn && cmd->def != NULL && IsA(cmd->def, ColumnDef))
+				foreach(lc2, ((ColumnDef *) cmd->def)->constraints)
+					check_guarded_constraint(lfirst(lc2));
+			else if ((cmd->subtype == AT_AttachPartition ||
+					  cmd->subtype == AT_DetachPartition) &&
+					 cmd->def != NULL && IsA(cmd->def, PartitionCmd))
+				check_guarded_rangevar(((PartitionCmd *) cmd->def)->name, 0);
+		}
+	}
+}
+
 /* Commands that need a database nobody is connected to. */
 typedef enum SheDbCommand
 {
@@ -206,6 +292,32 @@ served_database(Node *stmt, const char **name, SheDbCommand *cmd)
 	if (dboid == served || strcmp(*name, she_database) == 0)
 		return dboid;
 	return InvalidOid;
+}
+
+/*
+ * May the current role run cmd on database dboid at all?  Only then is the
+ * worker stopped for it: PostgreSQL checks the privileges only inside the
+ * command, and a role that may not drop, rename or copy the database
+ * (any role that can log in) must not be able to stop delivery by trying.
+ * DROP, RENAME and SET TABLESPACE need its owner; CREATE DATABASE ...
+ * TEMPLATE needs CREATEDB and its owner, or a database marked as template.
+ */
+static bool
+may_run_on(Oid dboid, SheDbCommand cmd)
+{
+	HeapTuple	tup;
+	bool		is_template;
+
+	if (she_database_ownercheck(dboid, GetUserId()))
+		return true;
+	if (cmd != SHE_DB_OTHER || !have_createdb_privilege())
+		return false;
+	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	is_template = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+	ReleaseSysCache(tup);
+	return is_template;
 }
 
 /* Stop the worker of dboid; wait for it to exit, boundedly. */
@@ -305,9 +417,10 @@ guard_process_utility(PlannedStmt *pstmt, const char *queryString,
 	Oid			dboid = InvalidOid;
 	int64		backlog;
 
+	check_guarded_locks(pstmt->utilityStmt);
 	if (she_durable != NULL)
 		dboid = served_database(pstmt->utilityStmt, &name, &cmd);
-	if (!OidIsValid(dboid))
+	if (!OidIsValid(dboid) || !may_run_on(dboid, cmd))
 	{
 		call_next(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 		return;

@@ -57,8 +57,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -154,6 +158,12 @@ set_status(int64 backlog, bool published, const char *error)
  *   worker's reads or deletes fail (or be retried forever), so delivery
  *   stops and the outbox grows until backlog_overflow refuses commits.
  *
+ * - role and session_authorization: the database's owner may make every
+ *   session of the database, the worker's included, run as itself (or any
+ *   other role); the worker would then read the outbox with that role's
+ *   rights, fail, and start again forever.  The worker runs as the
+ *   bootstrap superuser, its session user, and checks that it does.
+ *
  * synchronous_commit is off: the worker's only writes are deletes of
  * acknowledged rows.  One lost in a crash (or not yet on a standby that is
  * promoted) is published again and dropped by JetStream as a duplicate
@@ -179,6 +189,18 @@ pin_settings(void)
 
 	for (i = 0; i < lengthof(settings); i++)
 		SetConfigOption(settings[i][0], settings[i][1], PGC_SUSET, PGC_S_OVERRIDE);
+
+	/* a catalog lookup: in a transaction (the settings stay at its commit) */
+	StartTransactionCommand();
+	SetConfigOption("session_authorization",
+					GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	CommitTransactionCommand();
+	if (GetSessionUserId() != BOOTSTRAP_SUPERUSERID || GetUserId() != BOOTSTRAP_SUPERUSERID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("state_hub_events worker cannot run as the bootstrap superuser")));
 }
 
 /*
@@ -291,11 +313,24 @@ typedef struct WorkerBatch
 	" WINDOW w AS (ORDER BY o.seq)) b " \
 	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
 
-/* Is there a table called name in schema state_hub_events? */
+/*
+ * Is there a table called name in schema state_hub_events, and is it the
+ * extension's?  The worker runs as a superuser: a table of that name that
+ * someone else made (the database's owner, in a database where the
+ * extension is not installed, or was dropped) is never read, let alone
+ * written, or its triggers, defaults and index functions would run with
+ * the worker's rights (and its rows be published as events).
+ */
 static bool
 table_exists(const char *name)
 {
-	return OidIsValid(get_relname_relid(name, get_namespace_oid("state_hub_events", true)));
+	Oid			relid = get_relname_relid(name, get_namespace_oid("state_hub_events", true));
+	Oid			ext;
+
+	if (!OidIsValid(relid))
+		return false;
+	ext = get_extension_oid("state_hub_events", true);
+	return OidIsValid(ext) && getExtensionOfObject(RelationRelationId, relid) == ext;
 }
 
 /* An outbox row's transaction (columns 6 to 9); none for a row from before 1.3. */
@@ -434,6 +469,11 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
+	/* the outbox read may have been dropped since, and another one made */
+	if (!table_exists("outbox") || (nrej > 0 && !table_exists("rejected")))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("state_hub_events worker cannot settle the batch: the extension's outbox or dead-letter table is gone")));
 	if (nacked > 0)
 	{
 		Datum	   *d = palloc(nacked * sizeof(Datum));
