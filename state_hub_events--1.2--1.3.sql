@@ -17,7 +17,7 @@ DECLARE
     super boolean;
 BEGIN
     SELECT r.rolname, r.rolsuper INTO owner, super
-      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_authid r ON r.oid = n.nspowner
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
      WHERE n.nspname = 'state_hub_events';
     IF NOT super THEN
         RAISE EXCEPTION 'cannot install state_hub_events into schema state_hub_events: its owner "%" is not a superuser', owner
