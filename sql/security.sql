@@ -146,7 +146,8 @@ RESET ROLE;
 
 -- The server URL and every authentication and TLS setting are
 -- superuser-only: URLs may carry user:password@.  Members of
--- pg_read_all_settings may read them.  (They are sighup settings now,
+-- pg_read_all_settings may read them; nats_url, password and token only
+-- masked, and never through pg_settings.  (They are sighup settings now,
 -- set in postgresql.conf; 019_secrets.pl checks real values.)
 -- (insufficient_privilege; the message differs between PostgreSQL versions)
 SET ROLE she_app;

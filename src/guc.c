@@ -27,10 +27,12 @@
 
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "compat.h"
 #include "queue.h"
 #include "state_hub_events.h"
+#include "url_mask.h"
 
 char	   *she_nats_url = NULL;
 char	   *she_stream = NULL;
@@ -81,6 +83,49 @@ static const struct config_enum_entry delivery_options[] = {
 };
 
 #define SECRET_FLAGS (GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE)
+
+/*
+ * Show hooks of the settings that hold secrets.  PostgreSQL lets members of
+ * pg_read_all_settings (pg_monitor among them) read every setting, so
+ * GUC_SUPERUSER_ONLY alone does not keep a password from a monitoring role:
+ * SHOW and current_setting() print these masked to every role, superusers
+ * included (they can read the configuration files).  The extension reads
+ * the variables themselves.  GUC_NO_SHOW_ALL keeps them out of pg_settings,
+ * whose reset_val column bypasses show hooks.
+ */
+static const char *
+show_masked_secret(const char *value)
+{
+	return (value != NULL && value[0] != '\0') ? "********" : "";
+}
+
+static const char *
+show_password(void)
+{
+	return show_masked_secret(she_password);
+}
+
+static const char *
+show_token(void)
+{
+	return show_masked_secret(she_token);
+}
+
+static const char *
+show_nats_url(void)
+{
+	static char *shown = NULL;
+	size_t		len;
+
+	if (she_nats_url == NULL)
+		return "";
+	len = strlen(she_nats_url) + 4;
+	if (shown != NULL)
+		pfree(shown);
+	shown = MemoryContextAlloc(TopMemoryContext, len);
+	she_mask_url(she_nats_url, shown, len);
+	return shown;
+}
 
 /*
  * A stream name: JetStream refuses whitespace, '.', '*', '>' and path
@@ -297,8 +342,8 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.nats_url",
 							   "Comma-separated NATS server URLs; empty disables publishing.",
 							   "Credentials in URLs are masked wherever the extension prints them.",
-							   &she_nats_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
-							   check_nats_url, NULL, NULL);
+							   &she_nats_url, "", PGC_SIGHUP, SECRET_FLAGS,
+							   check_nats_url, NULL, show_nats_url);
 	DefineCustomStringVariable("state_hub_events.stream",
 							   "JetStream stream that receives the events.",
 							   NULL, &she_stream, "ACTIVITY_EVENTS", PGC_SUSET, 0,
@@ -335,7 +380,7 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.token",
 							   "Token for NATS authentication.",
 							   NULL, &she_token, "", PGC_SIGHUP, SECRET_FLAGS,
-							   NULL, NULL, NULL);
+							   NULL, NULL, show_token);
 	DefineCustomStringVariable("state_hub_events.user",
 							   "User name for NATS authentication.",
 							   NULL, &she_user, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
@@ -343,7 +388,7 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.password",
 							   "Password for NATS authentication.",
 							   NULL, &she_password, "", PGC_SIGHUP, SECRET_FLAGS,
-							   NULL, NULL, NULL);
+							   NULL, NULL, show_password);
 	DefineCustomStringVariable("state_hub_events.creds_file",
 							   "NATS credentials file (user JWT and seed).",
 							   NULL, &she_creds_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,

@@ -5,8 +5,11 @@
 #    pg_read_all_settings can read neither nats_url (URLs may carry
 #    user:password@) nor any authentication or TLS setting, in any session;
 #    without preloading, a session that has not loaded the library shows
-#    values from the configuration files as placeholders to every role; and
-#    a reload logs a changed value in the server log, whatever the setting.
+#    values from the configuration files as placeholders to every role;
+#    nats_url, password and token are shown masked to every role (members
+#    of pg_read_all_settings and superusers included) and are not in
+#    pg_settings; and a reload logs a changed value in the server log,
+#    whatever the setting.
 
 use strict;
 use warnings;
@@ -61,11 +64,33 @@ like($err, qr/ERROR:  42501:/, 'current_setting(): insufficient_privilege');
 is($out, '0', 'nor find them in pg_settings');
 ($ret, $out, $err) = as_app('SHOW ALL');
 unlike($out, qr/s3cret/, 'SHOW ALL shows no secret');
-is($node->safe_psql('postgres', 'SHOW state_hub_events.nats_url'), $url, 'the superuser reads it');
-$node->safe_psql('postgres', 'GRANT pg_read_all_settings TO app');
+# PostgreSQL lets members of pg_read_all_settings (pg_monitor among them)
+# read every setting: the secrets are shown masked to every role, the
+# superuser included, and kept out of pg_settings (its reset_val column
+# would bypass the mask); the rest stays readable to those roles
+my $masked = 'nats://***@127.0.0.1:1';
+is($node->safe_psql('postgres', 'SHOW state_hub_events.nats_url'), $masked,
+    'the superuser sees nats_url with its credentials masked');
+is($node->safe_psql('postgres', 'SHOW state_hub_events.password'), '********',
+    'and the password masked');
+is($node->safe_psql('postgres', q{SELECT current_setting('state_hub_events.token')}), '',
+    'an unset token shows empty');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings
+    WHERE name IN ('state_hub_events.nats_url', 'state_hub_events.password', 'state_hub_events.token')}),
+    '0', 'none of the three is in pg_settings, even for the superuser');
+$node->safe_psql('postgres', 'GRANT pg_monitor TO app');
 ($ret, $out, $err) = as_app('SHOW state_hub_events.nats_url');
-is($out, $url, 'so does a member of pg_read_all_settings');
-$node->safe_psql('postgres', 'REVOKE pg_read_all_settings FROM app');
+is($out, $masked, 'a member of pg_monitor (pg_read_all_settings) sees nats_url masked');
+($ret, $out, $err) = as_app(q{SELECT current_setting('state_hub_events.password')});
+is($out, '********', 'and the password masked, through current_setting() too');
+($ret, $out, $err) = as_app(q{SELECT string_agg(coalesce(setting, '') || ' ' || coalesce(reset_val, '') || ' ' || coalesce(boot_val, ''), ' ')
+    FROM pg_settings WHERE name LIKE 'state_hub_events.%'});
+unlike($out, qr/s3cret/, 'no secret in any column of pg_settings for pg_monitor');
+($ret, $out, $err) = as_app('SHOW ALL');
+unlike($out, qr/s3cret/, 'nor in SHOW ALL');
+($ret, $out, $err) = as_app('SHOW state_hub_events."user"');
+is($out, 'hub', 'the user name (no secret) stays readable to pg_read_all_settings');
+$node->safe_psql('postgres', 'REVOKE pg_monitor FROM app');
 
 # --- a reload writes the new value to the server log (PostgreSQL's own
 # message, for every setting): the README says so
