@@ -35,10 +35,9 @@
  * first reports every event it took and had not reported: unconfirmed if
  * it was handed to nats.c (it may have been sent), else lost (held in a
  * linger, or in a later group of the take), so each is counted once and
- * as what it was; it is restarted after
- * one second; the queue survives, backends waiting on it give up at their
- * deadline (counting what it had not taken as lost), and the new
- * publisher skips those.
+ * as what it was; it is restarted after one second; the queue survives,
+ * backends waiting on it give up at their deadline (counting what it had
+ * not taken as lost), and the new publisher skips those.
  *
  * IDENTIFICATION
  *	  src/publisher.c

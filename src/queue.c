@@ -68,9 +68,9 @@
  * that ticket and goes on.  Where the order may lapse (a ticket held back
  * that long, a batch that waited for room, an inversion wider than one
  * take) it is counted in lapses and in stats() (order_lapses_held, _room,
- * _wide), and the publisher LOGs the counts at most once per LAPSE_LOG_MS.  Cost: one atomic add per commit (the
- * ticket is also the wait slot's batch id) and one store to clear it; a
- * scan of the slots per take.
+ * _wide), and the publisher LOGs the counts at most once per LAPSE_LOG_MS.
+ * Cost: one atomic add per commit (the ticket is also the wait slot's
+ * batch id) and one store to clear it; a scan of the slots per take.
  *
  * Scan.  To find the cut, the publisher reads record headers only up to
  * the take's size limits and on to the end of that segment of the ring
