@@ -51,9 +51,11 @@ COMMENT ON COLUMN outbox.txn_index IS
 COMMENT ON COLUMN outbox.txn_count IS
 'the number of events the transaction committed';
 
--- stats() gains atomic_batches (atomic batches the server committed) and
--- atomic_splits (transactions published as several atomic batches); it is
--- created again with the labels and privileges of 1.2.
+-- stats() gains atomic_batches (atomic batches the server committed),
+-- atomic_splits (transactions published as several atomic batches), and
+-- order_lapses_held, order_lapses_room and order_lapses_wide (immediate mode:
+-- batches whose commit order may have lapsed, by cause); it is created again
+-- with the labels and privileges of 1.2.
 DROP FUNCTION stats();
 
 CREATE FUNCTION stats(
@@ -73,7 +75,10 @@ CREATE FUNCTION stats(
     OUT publisher_batches bigint,
     OUT publisher_events bigint,
     OUT atomic_batches bigint,
-    OUT atomic_splits bigint)
+    OUT atomic_splits bigint,
+    OUT order_lapses_held bigint,
+    OUT order_lapses_room bigint,
+    OUT order_lapses_wide bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'she_stats'
 LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;

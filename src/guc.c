@@ -69,6 +69,7 @@ int			she_backlog_overflow = SHE_OVERFLOW_ERROR;
 int			she_durable_dup_window_s = 3600;
 int			she_worker_batch_kb = 8192;
 int			she_test_commit_delay_ms = 0;
+bool		she_test_publisher_error = false;
 
 static const struct config_enum_entry overflow_options[] = {
 	{"error", SHE_OVERFLOW_ERROR, false},
@@ -504,6 +505,18 @@ she_define_settings(void)
 							NULL, &she_test_commit_delay_ms, 0, 0, 10000,
 							PGC_SUSET, GUC_UNIT_MS | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+
+	/*
+	 * A test setting, not for production: the publisher raises an ERROR
+	 * at the end of each linger, while it holds the events it took, so a
+	 * test can check how a publisher that exits with an ERROR counts them
+	 * (test/t/071_publisher_error_linger.pl).  Hidden.
+	 */
+	DefineCustomBoolVariable("state_hub_events.test_publisher_error",
+							 "Test only: make the publisher exit with an ERROR while it holds a take.",
+							 NULL, &she_test_publisher_error, false,
+							 PGC_SIGHUP, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("state_hub_events");
 }

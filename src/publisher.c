@@ -32,11 +32,12 @@
  *
  * Crash: killed by a signal, the postmaster reinitialises the cluster
  * (every backend, the queue, the counters).  Exiting with an ERROR, it
- * first reports every event it took and had not reported as unconfirmed
- * (it may have sent them), so each is counted once; it is restarted after
- * one second; the queue survives, backends waiting on it give up at their
- * deadline (counting what it had not taken as lost), and the new
- * publisher skips those.
+ * first reports every event it took and had not reported: unconfirmed if
+ * it was handed to nats.c (it may have been sent), else lost (held in a
+ * linger, or in a later group of the take), so each is counted once and
+ * as what it was; it is restarted after one second; the queue survives,
+ * backends waiting on it give up at their deadline (counting what it had
+ * not taken as lost), and the new publisher skips those.
  *
  * IDENTIFICATION
  *	  src/publisher.c
@@ -94,6 +95,7 @@ static SheTaken *taken_meta = NULL;
 static SheMsgOutcome *taken_out = NULL;	/* reported: told by report_acked */
 static int	taken_n = 0;
 static int	reported_n = 0;
+static int	sent_n = 0;			/* taken events handed to nats.c so far */
 
 /* Atomic batches: does the stream allow them, as last asked. */
 #define ATOMIC_RECHECK_USEC	(60 * USECS_PER_SEC)
@@ -138,8 +140,9 @@ she_publisher_register(void)
 
 /*
  * before_shmem_exit: events taken and not reported (an ERROR while
- * publishing) get an outcome, unconfirmed, so their backends and stats()
- * count each once; then backends stop handing batches over.
+ * publishing or lingering) get an outcome, so their backends and stats()
+ * count each once: unconfirmed if handed to nats.c (below sent_n), else
+ * lost, never sent; then backends stop handing batches over.
  */
 static void
 publisher_exit(int code, Datum arg)
@@ -149,16 +152,22 @@ publisher_exit(int code, Datum arg)
 
 	memset(&o, 0, sizeof(o));
 	memset(&sum, 0, sizeof(sum));
-	o.state = SHE_MSG_UNCONFIRMED;
-	o.text = 0;
-	sum.ntexts = 1;
+	sum.ntexts = 2;
 	strlcpy(sum.texts[0], "the publisher process exited before their outcome was known",
 			sizeof(sum.texts[0]));
-	strlcpy(sum.reason, sum.texts[0], sizeof(sum.reason));
+	strlcpy(sum.texts[1], "the publisher process exited before sending them",
+			sizeof(sum.texts[1]));
 	she_publish_abandon(&conn); /* no ack handler reports from now on */
 	for (; reported_n < taken_n; reported_n++)
 		if (!taken_out[reported_n].reported)
+		{
+			bool		sent = (reported_n < sent_n);
+
+			o.state = sent ? SHE_MSG_UNCONFIRMED : SHE_MSG_NOT_SENT;
+			o.text = sent ? 0 : 1;
+			strlcpy(sum.reason, sum.texts[o.text], sizeof(sum.reason));
 			she_queue_report(&taken_meta[reported_n], &o, &sum);
+		}
 	taken_n = reported_n = 0;
 	she_queue_detach_publisher(code, arg);
 	she_conn_close(&conn);
@@ -174,6 +183,7 @@ begin_take(SheMsgOutcome *out, int n)
 		out[i].reported = false;
 	taken_n = n;
 	reported_n = 0;
+	sent_n = 0;
 }
 
 /* Does a backend wait for any of these n events' outcomes? */
@@ -236,6 +246,10 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 		if (m == 0 && (!waits || !she_queue_is_empty()))
 			break;				/* nothing came, or what came is held back */
 	}
+	if (she_test_publisher_error)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("state_hub_events publisher: test_publisher_error is on")));
 	return n;
 }
 
@@ -477,6 +491,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		uint64		deadline = group_deadline(meta, n);
 		int			max_atomic = atomic_max(meta[0].stream);
 
+		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
 							  deadline, max_atomic, out, &sum, report_acked, meta);

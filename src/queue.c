@@ -67,10 +67,10 @@
  * or the abort sets it) for at most ORDER_WAIT_MS per ticket, then clears
  * that ticket and goes on.  Where the order may lapse (a ticket held back
  * that long, a batch that waited for room, an inversion wider than one
- * take) it is counted in lapses, and the publisher LOGs the counts at
- * most once per LAPSE_LOG_MS.  Cost: one atomic add per commit (the
- * ticket is also the wait slot's batch id) and one store to clear it; a
- * scan of the slots per take.
+ * take) it is counted in lapses and in stats() (order_lapses_held, _room,
+ * _wide), and the publisher LOGs the counts at most once per LAPSE_LOG_MS.
+ * Cost: one atomic add per commit (the ticket is also the wait slot's
+ * batch id) and one store to clear it; a scan of the slots per take.
  *
  * Scan.  To find the cut, the publisher reads record headers only up to
  * the take's size limits and on to the end of that segment of the ring
@@ -166,13 +166,16 @@ typedef struct WaitSlot
  */
 #define QUEUE_SEGMENTS		1024
 
-/* Why the commit order may lapse (counted in QueueShared.lapses). */
+/*
+ * Why the commit order may lapse (counted in QueueShared.lapses for the
+ * LOG, and in stats(): see count_lapse).
+ */
 typedef enum OrderLapse
 {
-	LAPSE_HELD,					/* a ticket held back more than ORDER_WAIT_MS */
-	LAPSE_ROOM,					/* a batch waited for room in the ring */
-	LAPSE_WIDE,					/* an inversion wider than one take */
-	NUM_LAPSES
+	LAPSE_HELD = SHE_LAPSE_HELD,	/* a ticket held back more than ORDER_WAIT_MS */
+	LAPSE_ROOM = SHE_LAPSE_ROOM,	/* a batch waited for room in the ring */
+	LAPSE_WIDE = SHE_LAPSE_WIDE,	/* an inversion wider than one take */
+	NUM_LAPSES = SHE_ORDER_LAPSE_KINDS
 } OrderLapse;
 
 typedef struct QueueShared
@@ -228,6 +231,17 @@ static uint64 order_wait_until = 0;
 
 /* Set in the postmaster by _PG_init, inherited by every backend. */
 bool		she_publisher_registered = false;
+
+/*
+ * The commit order of a batch may have lapsed: counted for the publisher's
+ * LOG (report_lapses) and in stats().  Atomics only: safe after commit.
+ */
+static void
+count_lapse(OrderLapse kind)
+{
+	pg_atomic_fetch_add_u64(&q->lapses[kind], 1);
+	she_stats_add_order_lapse((int) kind);
+}
 
 static Size
 header_size(void)
@@ -802,7 +816,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 		if (my_order != 0)
 		{
 			if (i < n && !closed)
-				pg_atomic_fetch_add_u64(&q->lapses[LAPSE_ROOM], 1);
+				count_lapse(LAPSE_ROOM);
 			she_queue_order_end();
 		}
 		else if (i > before)
@@ -1094,7 +1108,7 @@ wait_for_order(uint64 t, int slotno)
 
 		if (pg_atomic_compare_exchange_u64(&q->slots[slotno].order, &expected, 0))
 		{
-			pg_atomic_fetch_add_u64(&q->lapses[LAPSE_HELD], 1);
+			count_lapse(LAPSE_HELD);
 			ereport(DEBUG1,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("state_hub_events publisher: gave up waiting %d ms for the batch of order ticket " UINT64_FORMAT " (pgprocno %d); later transactions go first",
@@ -1235,7 +1249,7 @@ order_cut(int max, int max_bytes, MemoryContext cxt, int *nrec, int *nread,
 		{
 			/* an inversion wider than one take: best effort */
 			k = kmax;
-			pg_atomic_fetch_add_u64(&q->lapses[LAPSE_WIDE], 1);
+			count_lapse(LAPSE_WIDE);
 			ereport(DEBUG1,
 					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 					 errmsg_internal("state_hub_events publisher: took %d records out of ticket order (the take's size limit)", k)));

@@ -94,6 +94,7 @@ extern int	she_backlog_overflow;
 extern int	she_durable_dup_window_s;
 extern int	she_worker_batch_kb;
 extern int	she_test_commit_delay_ms;	/* tests only, hidden */
+extern bool she_test_publisher_error;	/* tests only, hidden */
 
 typedef enum SheOverflow
 {
@@ -192,6 +193,18 @@ extern void she_ddl_guard_init(void);
 
 /* ---------- stats.c ---------- */
 
+/*
+ * Why the commit order of a batch may have lapsed (queue.c, Order): counted
+ * in stats() (order_lapses_held, _room, _wide, in this order).
+ */
+typedef enum SheOrderLapse
+{
+	SHE_LAPSE_HELD,				/* a ticket held back more than 200 ms */
+	SHE_LAPSE_ROOM,				/* a batch waited for room in the queue */
+	SHE_LAPSE_WIDE,				/* an inversion wider than one take */
+	SHE_ORDER_LAPSE_KINDS
+} SheOrderLapse;
+
 extern void she_stats_request_shmem(void);
 extern void she_stats_startup_shmem(void);
 extern void she_stats_init_local(void);
@@ -207,6 +220,7 @@ extern void she_stats_atomic_published(uint64 n, uint64 duplicates);
 extern void she_stats_atomic_failed(uint64 n);
 extern void she_stats_record_publisher_batch(int nevents);
 extern void she_stats_add_atomic(uint64 batches, uint64 splits);
+extern void she_stats_add_order_lapse(int kind);
 
 extern bool she_preloaded;
 

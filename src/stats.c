@@ -58,6 +58,7 @@ typedef struct SheStats
 	pg_atomic_uint64 publisher_events;	/* events in them */
 	pg_atomic_uint64 atomic_batches;	/* atomic batches committed */
 	pg_atomic_uint64 atomic_splits; /* transactions split into several */
+	pg_atomic_uint64 order_lapses[SHE_ORDER_LAPSE_KINDS];	/* see queue.c */
 	pg_atomic_uint64 hist[HIST_BUCKETS];
 	slock_t		mutex;			/* protects the two fields below */
 	TimestampTz last_error_time;
@@ -77,7 +78,8 @@ clear_stats(SheStats *s, bool init)
 	pg_atomic_uint64 *counters[] = {&s->buffered, &s->published, &s->duplicates,
 	&s->failed, &s->unconfirmed, &s->dropped, &s->rejected, &s->commits, &s->publisher_batches,
 	&s->atomic_batches, &s->atomic_splits,
-	&s->publisher_events};
+	&s->publisher_events, &s->order_lapses[0], &s->order_lapses[1],
+	&s->order_lapses[2]};
 	int			i;
 
 	for (i = 0; i < lengthof(counters); i++)
@@ -232,6 +234,17 @@ she_stats_add_atomic(uint64 batches, uint64 splits)
 	pg_atomic_fetch_add_u64(&stats->atomic_splits, splits);
 }
 
+/*
+ * The commit order of a batch may have lapsed (kind: SheOrderLapse, see
+ * queue.c's Order).  An atomic add: safe after commit.
+ */
+void
+she_stats_add_order_lapse(int kind)
+{
+	if (kind >= 0 && kind < SHE_ORDER_LAPSE_KINDS)
+		pg_atomic_fetch_add_u64(&stats->order_lapses[kind], 1);
+}
+
 /* No allocation: safe after commit. */
 void
 she_stats_set_last_error(const char *msg)
@@ -273,18 +286,20 @@ hist_quantile(const uint64 *counts, uint64 total, double q)
  *	 commits bigint, commit_publish_p50_ms float8, commit_publish_p99_ms float8,
  *	 last_error text, last_error_at timestamptz, rejected bigint,
  *	 publisher_batches bigint, publisher_events bigint, atomic_batches bigint,
- *	 atomic_splits bigint)
+ *	 atomic_splits bigint, order_lapses_held bigint, order_lapses_room bigint,
+ *	 order_lapses_wide bigint)
  *
  * Version 1.1 declares the first 12 columns, 1.2 the first 15 (a
- * development build of 1.2 had rejected only: 13), 1.3 all 17: the tuple
- * is built for the columns the installed version declares.
+ * development build of 1.2 had rejected only: 13), 1.3 all 20 (a
+ * development build of 1.3 had 17): the tuple is built for the columns the
+ * installed version declares.
  */
 Datum
 she_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[17];
-	bool		nulls[17];
+	Datum		values[20];
+	bool		nulls[20];
 	uint64		counts[HIST_BUCKETS];
 	uint64		total = 0;
 	char		last_error[256];
@@ -295,8 +310,8 @@ she_stats(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (tupdesc->natts != 12 && tupdesc->natts != 13 && tupdesc->natts != 15 &&
-		tupdesc->natts != 17)
-		elog(ERROR, "stats() must return 12, 13, 15 or 17 columns, not %d", tupdesc->natts);
+		tupdesc->natts != 17 && tupdesc->natts != 20)
+		elog(ERROR, "stats() must return 12, 13, 15, 17 or 20 columns, not %d", tupdesc->natts);
 
 	for (i = 0; i < HIST_BUCKETS; i++)
 	{
@@ -332,6 +347,8 @@ she_stats(PG_FUNCTION_ARGS)
 	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->publisher_events));
 	values[15] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_batches));
 	values[16] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->atomic_splits));
+	for (i = 0; i < SHE_ORDER_LAPSE_KINDS; i++)
+		values[17 + i] = Int64GetDatum((int64) pg_atomic_read_u64(&stats->order_lapses[i]));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
