@@ -114,8 +114,11 @@ my $after = $nats->wait_for_count(1, subject => 'org.t.after');
 my $s2 = stats();
 is_deeply([ @$s2{qw(published failed unconfirmed)} ], [ $after, 0, 0 ],
     'stats() starts again from zero: nothing the dead publisher held is counted');
-is($nats->count(undef, subject => 'org.t.killed'), 0,
-    'and the event it held was not published, by it or by its successor');
+# (the kill normally lands within the 1 s linger, so the event is not in
+# the stream at all; on a machine stalled for a second it may have been
+# written first: never twice, and never by the successor, whose queue is new)
+cmp_ok($nats->count(undef, subject => 'org.t.killed'), '<=', 1,
+    'the event it held was not published again by its successor');
 
 $node->stop;
 $nats->stop;
