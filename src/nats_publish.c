@@ -55,12 +55,16 @@
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "storage/latch.h"
 
 #include "ascii_text.h"
 #include "nats_publish.h"
 
 #define TOMBSTONE ((natsMsg *) 1)
+
+/* Longest wait for the PONG of the flush after a batch is sent. */
+#define FLUSH_WAIT_MS	1000
 
 /* The closure of one batch's acknowledgements (fields under SheConn.mu). */
 typedef struct SheAckBatch
@@ -633,9 +637,41 @@ no_stream_reason(const char *stream, bool create_stream, const char *create_err,
 		strlcpy(reason, create_err, reasonlen);
 }
 
+/* she_now_usec() time a stopping process publishes until; 0: not stopping */
+static uint64_t stop_deadline = 0;
+
 /*
- * Wait until every sent message of b is answered or deadline passes.  On
- * MyLatch (the ack handler sets it), so the process's signals stay live.
+ * When a process asked to stop (SIGTERM: the publisher's shutdown request,
+ * the worker's die()) gives up on NATS: the publisher publishes for at
+ * most publish_timeout (its configuration file's value) from the first
+ * time it sees the request, whatever deadlines the sessions gave their
+ * batches; the worker at once (the outbox keeps what was not acknowledged,
+ * and the next worker publishes it again).  0 while no stop is requested.
+ */
+uint64_t
+she_publish_stop_deadline(void)
+{
+	if (stop_deadline == 0 && ProcDiePending)
+		stop_deadline = she_now_usec();
+	else if (stop_deadline == 0 && ShutdownRequestPending)
+		stop_deadline = she_now_usec() + (uint64_t) she_publish_timeout_ms * 1000;
+	return stop_deadline;
+}
+
+/* deadline, or earlier when the process is asked to stop */
+static uint64_t
+stop_capped(uint64_t deadline)
+{
+	uint64_t	stop = she_publish_stop_deadline();
+
+	return (stop != 0 && stop < deadline) ? stop : deadline;
+}
+
+/*
+ * Wait until every sent message of b is answered or deadline passes, or
+ * sooner when the process is asked to stop (SIGTERM).  On MyLatch (the
+ * ack handler and the signal handlers set it), so the process's signals
+ * stay live.
  */
 static void
 wait_for_acks(SheConn *c, SheAckBatch *b, uint64_t deadline)
@@ -648,7 +684,7 @@ wait_for_acks(SheConn *c, SheAckBatch *b, uint64_t deadline)
 		pthread_mutex_lock(&c->mu);
 		pending = b->pending;
 		pthread_mutex_unlock(&c->mu);
-		left = she_ms_left(deadline);
+		left = she_ms_left(stop_capped(deadline));
 		if (pending == 0 || left <= 0)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1153,8 +1189,10 @@ publish_core(SheConn *c, const char *stream, bool create_stream,
 	sigset_t	saved;
 	bool		retry;
 	int			i;
-	int			publish_ms = (int) Max(she_ms_left(deadline), 1);
+	int			publish_ms;
 
+	deadline = stop_capped(deadline);
+	publish_ms = (int) Max(she_ms_left(deadline), 1);
 	memset(sum, 0, sizeof(*sum));
 	for (i = 0; i < n; i++)
 	{
@@ -1201,8 +1239,14 @@ publish_core(SheConn *c, const char *stream, bool create_stream,
 		c->current = b;
 		pthread_mutex_unlock(&c->mu);
 		send_all(c, b, stream, events, n);
-		/* write now rather than after the flusher's ~1 ms delay */
-		(void) natsConnection_FlushTimeout(c->nc, Max(she_ms_left(deadline), 1));
+		/*
+		 * Write now rather than after the flusher's ~1 ms delay.  The flush
+		 * waits for a PONG, with signals blocked: at most FLUSH_WAIT_MS, so
+		 * a hung server cannot hold off a SIGTERM for the whole deadline
+		 * (the messages are written before the PING; the acks are waited
+		 * for below).
+		 */
+		(void) natsConnection_FlushTimeout(c->nc, Max(Min(she_ms_left(deadline), FLUSH_WAIT_MS), 1));
 		she_nats_restore_signals(&saved);
 		wait_for_acks(c, b, deadline);
 		she_nats_block_signals(&saved);

@@ -146,6 +146,14 @@ extern void she_publish_events_cb(SheConn *c, const char *stream, bool create_st
 /* Forget the batch in flight: no outcome of it is reported after this. */
 extern void she_publish_abandon(SheConn *c);
 
+/*
+ * Once the process is asked to stop (SIGTERM): the she_now_usec() time it
+ * publishes until (the publisher: publish_timeout from the request; the
+ * durable worker: now); 0 while no stop is requested.  Every deadline
+ * given to the functions above is cut to it.
+ */
+extern uint64_t she_publish_stop_deadline(void);
+
 /* The error text of one message's outcome ("" if none). */
 extern const char *she_outcome_text(const SheBatchOutcome *sum, const SheMsgOutcome *o);
 

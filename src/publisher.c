@@ -553,7 +553,7 @@ publish_taken(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 static void
 drain_and_exit(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, MemoryContext cxt)
 {
-	uint64		until = she_now_usec() + (uint64) she_publish_timeout_ms * 1000;
+	uint64		until = she_publish_stop_deadline();	/* from the SIGTERM */
 	int			n;
 	int			total = 0;
 

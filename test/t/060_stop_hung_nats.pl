@@ -1,0 +1,109 @@
+
+# 060_stop_hung_nats.pl
+#    A hung nats-server (SIGSTOP, connection open) does not hold off the
+#    stop of the background processes for a whole publish deadline: the
+#    durable worker leaves at once when terminated (what was not
+#    acknowledged stays in the outbox and is published by the next worker),
+#    and a fast shutdown waits for the publisher at most the configuration
+#    file's publish_timeout, even when a session gave its batch a longer
+#    one.
+
+use strict;
+use warnings;
+
+use IPC::Run ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+use NatsServer;
+use SheTest;
+
+my $long = 60;    # seconds: the deadline a fixed build no longer waits for
+
+my $nats = NatsServer->new->start;
+
+# --- the durable worker, terminated while it waits for acknowledgements
+my $node = she_node('stophung', $nats, conf => qq{
+state_hub_events.database = 'postgres'
+state_hub_events.publish_timeout = '${long}s'
+state_hub_events.retry_interval = '1s'
+});
+$node->safe_psql('postgres', q{
+CREATE TABLE t (i int PRIMARY KEY);
+CREATE TRIGGER t AFTER INSERT ON t FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.t.stop', 'i');
+});
+my $durable = 'SET state_hub_events.delivery = durable; ';
+$node->safe_psql('postgres', $durable . 'INSERT INTO t VALUES (0)');
+is($nats->wait_for_count(1, subject => 'org.t.stop', timeout => 60), 1,
+    'the worker publishes (its connection is open)');
+
+$nats->pause;
+$node->safe_psql('postgres', $durable . 'INSERT INTO t SELECT g FROM generate_series(1, 200) g');
+my $wpid;
+ok( wait_until(
+        'the worker read the 200 events', 60,
+        sub {
+            $wpid = $node->safe_psql('postgres', q{
+SELECT pid FROM pg_stat_activity
+ WHERE backend_type = 'state_hub_events worker' AND query = 'reading the outbox'});
+            return $wpid ne '';
+        }),
+    'the worker took the batch to publish it');
+
+my $t0 = time;
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($wpid)");
+ok(wait_until('the worker exited', 2 * $long, sub { !kill(0, $wpid) }), 'the terminated worker exits');
+my $secs = time - $t0;
+cmp_ok($secs, '<', $long / 3, "the worker left within a fraction of publish_timeout (${secs}s)");
+
+$nats->resume;
+is($nats->wait_for_count(201, subject => 'org.t.stop', timeout => 120), 201,
+    'the next worker publishes what the terminated one left in the outbox');
+ok( wait_until(
+        'the outbox is empty', 60,
+        sub { $node->safe_psql('postgres', 'SELECT count(*) FROM state_hub_events.outbox') eq '0' }),
+    'the outbox is empty');
+is($nats->count(undef, subject => 'org.t.stop'), 201, 'each event once (the duplicate window drops copies)');
+
+# --- the publisher, at a fast shutdown, with a session's longer deadline
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET state_hub_events.publish_timeout = '2s';
+ALTER SYSTEM RESET state_hub_events.database;
+SELECT pg_reload_conf();
+});
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.stop.imm')});
+is($nats->wait_for_count(1, subject => 'org.t.stop.imm', timeout => 60), 1,
+    'the publisher publishes (its connection is open)');
+
+$nats->pause;
+my ($out, $err) = ('', '');
+my $h = IPC::Run::start(
+    [
+        'psql', '-X', '-d', $node->connstr('postgres'),
+        '-c', 'SET application_name = stophung',
+        '-c', "SET state_hub_events.publish_timeout = '${long}s'",
+        '-c', q{SELECT count(state_hub_events.publish('org.t.stop.imm', jsonb_build_object('k', g)))
+                  FROM generate_series(1, 5) g}
+    ],
+    '>', \$out, '2>', \$err);
+ok( wait_until(
+        'the session waits for its acknowledgements', 60,
+        sub {
+            $node->safe_psql('postgres', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE application_name = 'stophung' AND state = 'active' AND wait_event = 'Extension'}) eq '1';
+        }),
+    'the committing session waits for the publisher');
+
+$t0 = time;
+$node->stop('fast');
+$secs = time - $t0;
+cmp_ok($secs, '<', $long / 3,
+    "a fast shutdown waited about publish_timeout for the publisher, not the session's ${long}s (${secs}s)");
+$h->finish;
+$nats->resume;
+
+done_testing();
