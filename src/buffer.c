@@ -59,6 +59,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -265,8 +266,17 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 
 	max_bytes = she_max_event_bytes;
 	server_max = she_queue_max_payload();
-	if (server_max > 0 && server_max - SHE_HEADER_ROOM < max_bytes)
-		max_bytes = server_max - SHE_HEADER_ROOM;
+	if (server_max > 0)
+	{
+		/*
+		 * The server's limit counts the headers too (well under 1 kB); keep
+		 * SHE_HEADER_ROOM for them, half of the limit on servers that allow
+		 * less than 8 kB, so the limit never becomes zero or negative.
+		 */
+		int			room = Min(SHE_HEADER_ROOM, server_max / 2);
+
+		max_bytes = Min(max_bytes, server_max - room);
+	}
 	if (!batch_durable)
 		max_bytes = Min(max_bytes, she_queue_max_event_bytes());
 
@@ -567,6 +577,23 @@ hand_over_batch(void)
 }
 
 /*
+ * A cancel that ended a commit-time wait was consumed there, as for
+ * synchronous replication: a COMMIT that has committed reports no error.
+ * Inside a procedure that COMMITs (CALL backfill(...), one COMMIT per
+ * batch) the cancel was meant for the CALL: set it pending again, so that
+ * the procedure's next interrupt check ends it after this commit.
+ */
+static void
+rearm_cancel(void)
+{
+	if (she_queue_wait_cancelled() && SPI_inside_nonatomic_context())
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+}
+
+/*
  * RESOURCE_RELEASE_AFTER_LOCKS (locks gone): with wait_for_ack, wait for
  * the publisher's outcome of each event; then WARN about what was lost or
  * unconfirmed.  Plain C and WARNINGs only: the transaction committed.
@@ -608,6 +635,7 @@ report_batch(void)
 				 errdetail("%s", handoff.reason),
 				 errhint("They may have been stored; consumers deduplicate by the envelope's id.")));
 	}
+	rearm_cancel();
 }
 
 /*

@@ -739,6 +739,13 @@ wait_interrupted(void)
 	return wait_cancelled;
 }
 
+/* Did a cancel end one of this commit's waits (hand-over or outcomes)? */
+bool
+she_queue_wait_cancelled(void)
+{
+	return wait_cancelled;
+}
+
 /*
  * Hand a committed batch to the publisher (at XACT_EVENT_COMMIT: no ERROR,
  * no allocation, every wait bounded by timeout_ms).  With wait, the slot
@@ -920,7 +927,10 @@ collect(WaitSlot *slot, bool give_up, SheHandOff *res)
 			she_stats_add_unconfirmed(unreported);
 		if (!done && res->reason[0] == '\0')
 			snprintf(res->reason, sizeof(res->reason),
-					 "the publisher process did not report within state_hub_events.publish_timeout (%d not taken, %d without outcome)",
+					 "%s (%d not taken, %d without outcome)",
+					 wait_cancelled ? "the wait for the publisher's outcome was cancelled" :
+					 ProcDiePending ? "the wait for the publisher's outcome ended: the session is terminating" :
+					 "the publisher process did not report within state_hub_events.publish_timeout",
 					 not_taken, unreported);
 	}
 	SpinLockRelease(&slot->mutex);
