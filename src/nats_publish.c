@@ -1012,7 +1012,7 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	else if (s == NATS_TIMEOUT)
 	{
 		snprintf(reason, sizeof(reason), "no acknowledgement from JetStream within %d ms",
-				 she_publish_timeout_ms);
+				 (int) po.MaxWait);
 		o->state = SHE_MSG_UNCONFIRMED;
 		o->text = add_text(sum, reason);
 	}
