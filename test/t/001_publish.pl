@@ -140,6 +140,26 @@ is($ping->{duplicate_window_s}, 120, 'ping: duplicate window');
 is($ping->{storage}, 'file', 'ping: storage');
 is_deeply($ping->{warnings}, [], 'ping: no warnings for the stream the extension created');
 
+# --- the server's max payload, once the publisher knows it, limits the
+# envelope at the call (from shared memory, in every backend): an event over
+# it is an ERROR at publish(), never a loss at COMMIT
+my $small = NatsServer->new(extra_conf => "max_payload: 65536\n")->start;
+like(she_set_conn($node, nats_url => $small->url), qr/connected to NATS at nats:/,
+    'connected to a server with a 64 KB max payload');
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.payload.first')});
+is($small->wait_for_count(1, subject => 'org.t.payload.first'), 1, 'an event reached it (the publisher knows its max payload)');
+($ret, $out, $err) = $node->psql('postgres', q{
+    SELECT state_hub_events.publish('org.t.payload.big', jsonb_build_object('pad', repeat('x', 80000)));
+    SELECT state_hub_events.publish('org.t.payload.after');
+}, on_error_stop => 1);
+like($err, qr/ERROR:  cannot publish an event of \d+ bytes to subject "org\.t\.payload\.big"/,
+    'an event over the server\'s max payload is refused at publish()');
+unlike($err, qr/WARNING/, 'no loss reported at COMMIT');
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.payload.fits', jsonb_build_object('pad', repeat('x', 30000)))});
+is($small->wait_for_count(1, subject => 'org.t.payload.fits'), 1, 'an event under it is published');
+is($small->count(undef, subject => 'org.t.payload.big'), 0, 'the refused event is not in the stream');
+$small->stop;
+
 $node->stop;
 $nats->stop;
 done_testing();

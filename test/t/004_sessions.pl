@@ -94,6 +94,9 @@ for my $action ('pg_cancel_backend', 'pg_terminate_backend')
     }
     my $bg = $node->background_psql('postgres', on_error_stop => 0);
     my $pid = $bg->query_safe(q{SELECT pg_backend_pid()});
+    # a publish_timeout far beyond the 10 s allowed below: only the
+    # cancel or the termination can end the wait in time
+    $bg->query_safe(q{SET state_hub_events.publish_timeout = '60s'});
     $nats->pause;
     $bg->{stdin} .= "BEGIN; INSERT INTO t VALUES (1); SELECT state_hub_events.publish('org.t.slow'); COMMIT;\n";
     $bg->{run}->pump_nb;
@@ -105,6 +108,7 @@ for my $action ('pg_cancel_backend', 'pg_terminate_backend')
     if ($action eq 'pg_terminate_backend')
     {
         $node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid");
+        cmp_ok(time - $t0, '<', 10, "$action: the backend left its ack wait (publish_timeout 60 s) at once");
     }
     else
     {

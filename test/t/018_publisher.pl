@@ -165,6 +165,39 @@ wait_until('the window test\'s 6 events', 30, sub {
 my @wv = map { "$_->{body}{attributes}{who}$_->{body}{attributes}{v}" } @win;
 is_deeply(\@wv, [qw(A1 B2 A3 B4 A5 B6)],
     'a transaction that saw another in the window before its hand-over is published after it');
+# --- a hand-over slower than the publisher's order bound (200 ms): a
+# transaction B blocked on A's row lock is still published after A, because
+# A hands its batch over before its row locks are released (B cannot even
+# draw its ticket before then).  Were the hand-over after the locks, B would
+# commit during A's 1 s delay and the publisher would give up on A's ticket.
+$node->safe_psql('postgres', q{CREATE TABLE lk (id int PRIMARY KEY, v int); INSERT INTO lk VALUES (1, 0)});
+{
+    my $a = $node->background_psql('postgres');
+    my $b = $node->background_psql('postgres');
+    my $bpid = $b->query_safe('SELECT pg_backend_pid()');
+    $a->query_safe(q{BEGIN; SET LOCAL state_hub_events.test_commit_delay_ms = 1000;
+WITH u AS (UPDATE lk SET v = v + 1 WHERE id = 1 RETURNING v)
+SELECT state_hub_events.publish('org.t.locked', jsonb_build_object('who', 'A', 'v', v)) FROM u;});
+    $b->query_until(qr/blocking/, q{\echo blocking
+WITH u AS (UPDATE lk SET v = v + 1 WHERE id = 1 RETURNING v)
+SELECT state_hub_events.publish('org.t.locked', jsonb_build_object('who', 'B', 'v', v)) FROM u;
+});
+    ok($node->poll_query_until('postgres',
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $bpid"),
+        'B waits for A\'s row lock');
+    $a->query_safe('COMMIT');
+    $b->query_safe('SELECT 1');
+    $a->quit;
+    $b->quit;
+}
+my @lk;
+wait_until('the row-lock test\'s 2 events', 30, sub {
+    @lk = grep { $_->{subject} eq 'org.t.locked' } $nats->messages;
+    return @lk >= 2;
+});
+is_deeply([ map { "$_->{body}{attributes}{who}$_->{body}{attributes}{v}" } @lk ], [qw(A1 B2)],
+    'a transaction blocked on the row lock of a slow hand-over is published after it');
+
 is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name = 'state_hub_events.test_commit_delay_ms'}),
     '0', 'the test setting is hidden');
 

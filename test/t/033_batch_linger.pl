@@ -57,8 +57,27 @@ $node->safe_psql('postgres', join('', map { "SELECT state_hub_events.publish('or
 my $p99 = $node->safe_psql('postgres', q{SELECT commit_publish_p99_ms FROM state_hub_events.stats()});
 cmp_ok($p99, '<', 1000, "a waiting commit is not held for the linger (p99 $p99 ms)");
 
+# a commit that waits (publish_timeout 1 s) joins the held-back write of
+# one that does not (30 s): the group waits up to 30 s on a hung server, so
+# A gives up first and its backend counts its event unconfirmed; the late
+# acknowledgement after the server resumes must not count it again
+@s0 = counters();
+$nats->pause;
+$node->safe_psql('postgres', q{SET state_hub_events.wait_for_ack = off; SELECT state_hub_events.publish('org.t.group.x')});
+my ($ret, $out, $err) = $node->psql('postgres', q{SET state_hub_events.publish_timeout = '1s'; SELECT state_hub_events.publish('org.t.group.a')});
+like($err, qr/1 of 1 events were sent but not confirmed/, 'A joined the held write, was sent, and gave up waiting');
+$nats->resume;
+is($nats->wait_for_count(2, subject => 'org.t.group.*'), 2, 'both events reached the stream once the server resumed');
+# a later waiting commit: the publisher is done with the group
+($ret, $out, $err) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.t.group.after')});
+is($err, '', 'a later commit is published');
+@s1 = counters();
+is($s1[2] - $s0[2], 2, 'stats() published: X and the later one, not A again');
+is($s1[4] - $s0[4], 1, 'stats() unconfirmed: A, once');
+is($s1[3] - $s0[3], 0, 'nothing failed');
+
 # batch_linger is a server setting
-my ($ret, $out, $err) = $node->psql('postgres', q{SET state_hub_events.batch_linger = 0});
+($ret, $out, $err) = $node->psql('postgres', q{SET state_hub_events.batch_linger = 0});
 like($err, qr/cannot be changed now/, 'batch_linger cannot be SET in a session');
 $node->safe_psql('postgres', q{ALTER SYSTEM SET state_hub_events.batch_linger = 0; SELECT pg_reload_conf()});
 ok(wait_until('the reload', 30, sub {
