@@ -117,10 +117,15 @@ show_nats_url(void)
 {
 	static char *shown = NULL;
 	size_t		len;
+	const char *c;
 
 	if (she_nats_url == NULL)
 		return "";
+	/* "***" may be longer than the user information it replaces, per URL */
 	len = strlen(she_nats_url) + 4;
+	for (c = she_nats_url; *c != '\0'; c++)
+		if (*c == ',')
+			len += 3;
 	if (shown != NULL)
 		pfree(shown);
 	shown = MemoryContextAlloc(TopMemoryContext, len);

@@ -200,7 +200,7 @@ pin_settings(void)
 	if (GetSessionUserId() != BOOTSTRAP_SUPERUSERID || GetUserId() != BOOTSTRAP_SUPERUSERID)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("state_hub_events worker cannot run as the bootstrap superuser")));
+				 errmsg("state_hub_events worker cannot run as a role other than the bootstrap superuser")));
 }
 
 /*
