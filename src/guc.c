@@ -515,7 +515,7 @@ she_define_settings(void)
 	 * A test setting, not for production: the publisher raises an ERROR
 	 * at the end of each linger, while it holds the events it took, so a
 	 * test can check how a publisher that exits with an ERROR counts them
-	 * (test/t/071_publisher_error_linger.pl).  Hidden.
+	 * (test/t/071_publisher_dies_lingering.pl).  Hidden.
 	 */
 	DefineCustomBoolVariable("state_hub_events.test_publisher_error",
 							 "Test only: make the publisher exit with an ERROR while it holds a take.",
