@@ -117,10 +117,15 @@ show_nats_url(void)
 {
 	static char *shown = NULL;
 	size_t		len;
+	const char *c;
 
 	if (she_nats_url == NULL)
 		return "";
+	/* "***" may be longer than the user information it replaces, per URL */
 	len = strlen(she_nats_url) + 4;
+	for (c = she_nats_url; *c != '\0'; c++)
+		if (*c == ',')
+			len += 3;
 	if (shown != NULL)
 		pfree(shown);
 	shown = MemoryContextAlloc(TopMemoryContext, len);
@@ -510,7 +515,7 @@ she_define_settings(void)
 	 * A test setting, not for production: the publisher raises an ERROR
 	 * at the end of each linger, while it holds the events it took, so a
 	 * test can check how a publisher that exits with an ERROR counts them
-	 * (test/t/071_publisher_error_linger.pl).  Hidden.
+	 * (test/t/071_publisher_dies_lingering.pl).  Hidden.
 	 */
 	DefineCustomBoolVariable("state_hub_events.test_publisher_error",
 							 "Test only: make the publisher exit with an ERROR while it holds a take.",

@@ -200,7 +200,7 @@ pin_settings(void)
 	if (GetSessionUserId() != BOOTSTRAP_SUPERUSERID || GetUserId() != BOOTSTRAP_SUPERUSERID)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("state_hub_events worker cannot run as the bootstrap superuser")));
+				 errmsg("state_hub_events worker cannot run as a role other than the bootstrap superuser")));
 }
 
 /*
@@ -281,6 +281,8 @@ typedef struct WorkerBatch
 	int64		bytes;			/* envelope bytes of the batch */
 	bool		exists;			/* the outbox exists in this database */
 	bool		can_reject;		/* and the dead-letter table (1.2) */
+	Oid			outbox;			/* the outbox read (its seqs are its own) */
+	Oid			rejected;		/* the dead-letter table then */
 } WorkerBatch;
 
 /*
@@ -314,23 +316,25 @@ typedef struct WorkerBatch
 	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
 
 /*
- * Is there a table called name in schema state_hub_events, and is it the
- * extension's?  The worker runs as a superuser: a table of that name that
+ * The table called name in schema state_hub_events if it is the
+ * extension's, else InvalidOid.  The worker runs as a superuser: a table of that name that
  * someone else made (the database's owner, in a database where the
  * extension is not installed, or was dropped) is never read, let alone
  * written, or its triggers, defaults and index functions would run with
  * the worker's rights (and its rows be published as events).
  */
-static bool
-table_exists(const char *name)
+static Oid
+extension_table(const char *name)
 {
 	Oid			relid = get_relname_relid(name, get_namespace_oid("state_hub_events", true));
 	Oid			ext;
 
 	if (!OidIsValid(relid))
-		return false;
+		return InvalidOid;
 	ext = get_extension_oid("state_hub_events", true);
-	return OidIsValid(ext) && getExtensionOfObject(RelationRelationId, relid) == ext;
+	if (!OidIsValid(ext) || getExtensionOfObject(RelationRelationId, relid) != ext)
+		return InvalidOid;
+	return relid;
 }
 
 /* An outbox row's transaction (columns 6 to 9); none for a row from before 1.3. */
@@ -372,8 +376,10 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading the outbox");
 
-	b->exists = table_exists("outbox");
-	b->can_reject = b->exists && table_exists("rejected");
+	b->outbox = extension_table("outbox");
+	b->rejected = extension_table("rejected");
+	b->exists = OidIsValid(b->outbox);
+	b->can_reject = b->exists && OidIsValid(b->rejected);
 	args[0] = Int64GetDatum((int64) she_worker_batch_kb * 1024);
 	args[1] = Int32GetDatum(limit);
 	with_txn = b->exists &&
@@ -469,8 +475,13 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 	connect_spi();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "deleting acknowledged rows");
-	/* the outbox read may have been dropped since, and another one made */
-	if (!table_exists("outbox") || (nrej > 0 && !table_exists("rejected")))
+	/*
+	 * The outbox read may have been dropped since (TRUNCATE, DROP and CREATE
+	 * EXTENSION), and another one made, whose seqs start again: deleting
+	 * these seqs there would lose its events unpublished.
+	 */
+	if (extension_table("outbox") != b->outbox ||
+		(nrej > 0 && extension_table("rejected") != b->rejected))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("state_hub_events worker cannot settle the batch: the extension's outbox or dead-letter table is gone")));

@@ -107,5 +107,19 @@ for (1 .. 100)
 }
 ok($logged, 'a reload logs the changed URL, password included');
 
+# --- "***" is longer than a one-character token: every URL of a list is
+# shown whole
+$node->safe_psql('postgres', q{ALTER SYSTEM SET state_hub_events.nats_url = 'a@127.0.0.1:1,b@127.0.0.1:2,c@127.0.0.1:3'});
+$node->reload;
+my $shown = '';
+for (1 .. 100)
+{
+    $shown = $node->safe_psql('postgres', 'SHOW state_hub_events.nats_url');
+    last if $shown =~ /^\*\*\*\@/;
+    select(undef, undef, undef, 0.1);
+}
+is($shown, '***@127.0.0.1:1,***@127.0.0.1:2,***@127.0.0.1:3',
+    'a list of URLs with short tokens is shown masked and whole');
+
 $node->stop;
 done_testing();
