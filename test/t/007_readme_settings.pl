@@ -29,13 +29,14 @@ my @server = split /\n/, $node->safe_psql('postgres', q{
     LOAD 'state_hub_events';
     SELECT name FROM pg_settings WHERE name LIKE 'state_hub_events.%'
     UNION SELECT 'state_hub_events.token' UNION SELECT 'state_hub_events.password'
+    UNION SELECT 'state_hub_events.nats_url'
     ORDER BY 1});
 is_deeply([ sort keys %doc ], \@server, 'the README lists exactly the server\'s settings');
 
 for my $name (@server)
 {
     next unless $doc{$name};
-    # pg_settings hides the secrets (GUC_NO_SHOW_ALL): token and password
+    # pg_settings hides the secrets (GUC_NO_SHOW_ALL): nats_url, token and password
     # are connection settings of the publisher, hence sighup
     my $row = $node->safe_psql('postgres', qq{
         LOAD 'state_hub_events';
