@@ -383,18 +383,30 @@ wake_if_idle(void)
 }
 
 /*
+ * Set the publisher's flag (idle or lingering), then look at the queue once
+ * more: the barrier pairs with a writer's, which appends before it reads
+ * the flag, so either the writer sees the flag or we see its records.
+ * Returns false, with the flag cleared, when records arrived meanwhile.
+ */
+static bool
+announce_if_empty(pg_atomic_uint32 *flag)
+{
+	pg_atomic_write_u32(flag, 1);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
+		return true;
+	pg_atomic_write_u32(flag, 0);
+	return false;
+}
+
+/*
  * The publisher is about to sleep: announce it, then look once more.
  * Returns false (and stays busy) when records arrived meanwhile.
  */
 bool
 she_queue_publisher_idle(void)
 {
-	pg_atomic_write_u32(&q->publisher_idle, 1);
-	pg_memory_barrier();
-	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
-		return true;
-	pg_atomic_write_u32(&q->publisher_idle, 0);
-	return false;
+	return announce_if_empty(&q->publisher_idle);
 }
 
 /*
@@ -407,12 +419,7 @@ she_queue_publisher_idle(void)
 bool
 she_queue_linger_begin(void)
 {
-	pg_atomic_write_u32(&q->publisher_lingering, 1);
-	pg_memory_barrier();
-	if (pg_atomic_read_u64(&q->head) == pg_atomic_read_u64(&q->tail))
-		return true;
-	pg_atomic_write_u32(&q->publisher_lingering, 0);
-	return false;
+	return announce_if_empty(&q->publisher_lingering);
 }
 
 /* The linger is over. */
