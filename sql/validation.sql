@@ -39,6 +39,24 @@ SELECT try($q$SELECT state_hub_events.publish('org.a*b')$q$);
 SELECT try($q$SELECT state_hub_events.publish('org.' || repeat('x', 300))$q$);
 SELECT try($q$SELECT state_hub_events.publish('activity.task.created')$q$);
 SELECT try($q$SELECT state_hub_events.publish('org')$q$);
+-- NATS's own subjects are refused even when the stream's subjects would
+-- cover them: "$JS.API.STREAM.PURGE.<stream>" with the envelope as its
+-- body purged the stream with the publisher's credentials
+BEGIN;
+SET LOCAL state_hub_events.stream_subjects = '>';
+SELECT try($q$SELECT state_hub_events.publish('$JS.API.STREAM.PURGE.ACTIVITY_EVENTS')$q$);
+SELECT try($q$SELECT state_hub_events.publish('$JS.ACK.S.C.1.1.1.1.0')$q$);
+SELECT try($q$SELECT state_hub_events.publish('$SYS.REQ.SERVER.PING')$q$);
+SELECT try($q$SELECT state_hub_events.publish('$KV.b.k')$q$);
+SELECT try($q$SELECT state_hub_events.publish('_INBOX.abc.1')$q$);
+CREATE TABLE reserved_t (id int);
+SELECT try($q$CREATE TRIGGER reserved_t_ins AFTER INSERT ON reserved_t FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('$JS.API.STREAM.PURGE.ACTIVITY_EVENTS')$q$);
+SELECT try($q$SELECT state_hub_events._backfill_check('_INBOX.x', NULL, 10)$q$);
+-- a "$" or "_INBOX" later in the subject is an ordinary token
+SELECT state_hub_events.publish('_INBOX') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('org.$JS.API._INBOX') IS NOT NULL AS ok;
+ROLLBACK;
 
 -- attributes must be an object
 SELECT try($q$SELECT state_hub_events.publish('org.statehub.x.y', '[1,2]')$q$);

@@ -210,6 +210,13 @@ she_check_subject(const char *subject)
 					 errmsg("cannot publish to subject \"%s\": it contains the wildcard \"%c\"", subject, wire[pos]),
 					 errdetail("Events are published to literal subjects; wildcards only belong in subscriptions.")));
 			break;
+		case SHE_SUBJECT_RESERVED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("cannot publish to subject \"%s\": NATS reserves it", subject),
+					 errdetail("Subjects whose first token starts with \"$\" ($JS.API, $JS.ACK, $KV, $SYS, ...) or is \"_INBOX\" are requests to the server or replies to other clients, not events."),
+					 errhint("Event types are subjects such as \"org.statehub.repo.registered\".")));
+			break;
 		case SHE_SUBJECT_GT_NOT_LAST:
 			elog(ERROR, "unexpected subject problem for \"%s\"", subject);
 			break;

@@ -6,7 +6,11 @@
  * A subject is published as one literal subject: dot-separated, non-empty
  * tokens without whitespace, control characters or wildcards.  Subjects are
  * UTF-8 (the wire's encoding: envelope.c converts them first), and Unicode
- * whitespace and control characters are refused as well as ASCII ones.  The stream's
+ * whitespace and control characters are refused as well as ASCII ones.
+ * Subjects NATS keeps for itself ("$JS.API.>", "_INBOX.>", ...) are refused
+ * whatever the stream's subjects cover: a message there is a request the
+ * server acts on with the publisher's credentials (a purge of the
+ * stream), not an event.  The stream's
  * subjects (state_hub_events.stream_subjects) are comma-separated patterns
  * in which a "*" token matches one token and a final ">" token one or more.
  *
@@ -67,12 +71,26 @@ utf8_code_point(const unsigned char *p)
 }
 
 /*
+ * Is the subject in a namespace NATS keeps for itself?  A first token that
+ * starts with '$' ($JS.API, $JS.ACK, $KV, $SYS, ...: requests to the
+ * server, which act with the publisher's credentials) or is "_INBOX"
+ * (replies to other clients' requests).
+ */
+static bool
+subject_reserved(const char *subject)
+{
+	return subject[0] == '$' ||
+		(strncmp(subject, "_INBOX", 6) == 0 && subject[6] == '.');
+}
+
+/*
  * What is wrong with a subject to publish to, or SHE_SUBJECT_OK.
  *
  * Checked in this order: empty, longer than maxlen bytes, then the bytes
  * from left to right (the first empty token, whitespace or control byte, or
- * wildcard wins).  For the last three, *pos is set to the 0-based offset of
- * the offending byte (the '.' or the terminating NUL that ends an empty
+ * wildcard wins), then the namespaces NATS reserves (SHE_SUBJECT_RESERVED,
+ * *pos 0).  For the three byte problems, *pos is set to the 0-based offset
+ * of the offending byte (the '.' or the terminating NUL that ends an empty
  * token; the lead byte of a refused multi-byte character).  Other bytes
  * 0x80 and above are accepted (UTF-8).
  */
@@ -111,6 +129,8 @@ she_subject_problem(const char *subject, size_t maxlen, size_t *pos)
 		toklen++;
 	}
 	*pos = 0;
+	if (subject_reserved(subject))
+		return SHE_SUBJECT_RESERVED;
 	return SHE_SUBJECT_OK;
 }
 

@@ -27,7 +27,8 @@ typedef enum SheSubjectProblem
 	SHE_SUBJECT_EMPTY_TOKEN,	/* "", a leading, trailing or doubled '.' */
 	SHE_SUBJECT_BAD_BYTE,		/* whitespace or a control character */
 	SHE_SUBJECT_WILDCARD,		/* '*' or '>' in a literal subject */
-	SHE_SUBJECT_GT_NOT_LAST		/* a pattern continues after a '>' */
+	SHE_SUBJECT_GT_NOT_LAST,	/* a pattern continues after a '>' */
+	SHE_SUBJECT_RESERVED		/* NATS's own: "$..." or "_INBOX." first token */
 } SheSubjectProblem;
 
 extern SheSubjectProblem she_subject_problem(const char *subject, size_t maxlen,
