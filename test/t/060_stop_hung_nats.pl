@@ -9,7 +9,9 @@
 #    one.  The same for a single event, which goes as one request rather
 #    than as a batch: the worker and the publisher, terminated while its
 #    request waits, leave within about a second (the worker) or the
-#    configuration file's publish_timeout (the publisher).
+#    configuration file's publish_timeout (the publisher).  A single event
+#    whose request is not answered within its first second is sent again
+#    and, once NATS answers, counted published once, not as a duplicate.
 
 use strict;
 use warnings;
@@ -114,6 +116,48 @@ sub counters
     return $node->safe_psql('postgres',
         q{SELECT concat_ws('|', published, failed, unconfirmed) FROM state_hub_events.stats()});
 }
+# --- a single event whose request gets no answer for over a second (the
+# publisher then sends the same message again and waits on): once NATS
+# answers, it is published once and counted once, not as a duplicate
+sub counters_dup
+{
+    return $node->safe_psql('postgres',
+        q{SELECT concat_ws('|', published, duplicates, failed, unconfirmed) FROM state_hub_events.stats()});
+}
+my @d0 = split /\|/, counters_dup();
+$nats->pause;
+my ($out2, $err2) = ('', '');
+my $h2 = IPC::Run::start(
+    [
+        'psql', '-X', '-d', $node->connstr('postgres'),
+        '-c', 'SET application_name = slowack',
+        '-c', "SET state_hub_events.publish_timeout = '${long}s'",
+        '-c', q{SELECT state_hub_events.publish('org.t.stop.slow') IS NOT NULL}
+    ],
+    '>', \$out2, '2>', \$err2);
+ok( wait_until(
+        'the session waited over 1.5 s', 60,
+        sub {
+            $node->safe_psql('postgres', q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE application_name = 'slowack' AND state = 'active' AND wait_event = 'Extension'
+   AND now() - query_start > interval '1.5 s'}) eq '1';
+        }),
+    'the session waits for its event past the request\'s first second');
+$nats->resume;
+ok( wait_until(
+        'the session returned', 60,
+        sub {
+            $node->safe_psql('postgres',
+                q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'slowack'}) eq '0';
+        }),
+    'the session returned once NATS answered');
+$h2->finish;
+unlike($err2, qr/WARNING/, 'without a WARNING');
+my @d1 = split /\|/, counters_dup();
+is(join('|', map { $d1[$_] - $d0[$_] } 0 .. 3), '1|0|0|0', 'stats(): published once, not a duplicate');
+is($nats->count(undef, subject => 'org.t.stop.slow'), 1, 'the event is in the stream once');
+
 my @c0 = split /\|/, counters();
 my $ppid = $node->safe_psql('postgres', q{SELECT state_hub_events.ping()->>'publisher_pid'});
 like($ppid, qr/^\d+$/, 'the publisher runs');
