@@ -66,6 +66,9 @@
 /* Longest wait for the PONG of the flush after a batch is sent. */
 #define FLUSH_WAIT_MS	1000
 
+/* Longest wait of a single event's request, signals blocked (publish_one). */
+#define SINGLE_WAIT_MS	1000
+
 /* The closure of one batch's acknowledgements (fields under SheConn.mu). */
 typedef struct SheAckBatch
 {
@@ -963,8 +966,14 @@ denied_meanwhile(SheConn *c, uint64_t before, const char *subject, char *text, s
 	return denied;
 }
 
-/* Publish one message with a single request (one round trip, no flush). */
-static void
+/*
+ * Publish one message with a single request (one round trip, no flush).
+ * Signals are blocked during the request, so it waits at most
+ * SINGLE_WAIT_MS: a SIGTERM is seen within that.  Returns true when the
+ * request got no answer in that time and the deadline is not reached:
+ * o is left PENDING and the caller waits on (publish_core).
+ */
+static bool
 publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *ev,
 			uint64_t deadline, SheMsgOutcome *o, SheBatchOutcome *sum)
 {
@@ -986,12 +995,12 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 		snprintf(reason, sizeof(reason), "cannot build the message: %s", natsStatus_GetText(s));
 		o->text = add_text(sum, reason);
 		natsMsg_Destroy(msg);
-		return;
+		return false;
 	}
 	for (;;)
 	{
 		jsPubOptions_Init(&po);
-		po.MaxWait = Max(she_ms_left(deadline), 1);
+		po.MaxWait = Max(Min(she_ms_left(deadline), SINGLE_WAIT_MS), 1);
 		ec = 0;
 		s = js_PublishMsg(&pa, c->js, msg, &po, &ec);
 		if (s == NATS_NO_RESPONDERS && !created && create_stream &&
@@ -1009,6 +1018,8 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 		set_refused(sum, o, s, 0, "the message exceeds the server's max payload");
 	else if (s == NATS_TIMEOUT && denied_meanwhile(c, denied, ev->subject, reason, sizeof(reason)))
 		set_refused(sum, o, NATS_NOT_PERMITTED, 0, reason);
+	else if (s == NATS_TIMEOUT && she_ms_left(deadline) > 0)
+		return true;
 	else if (s == NATS_TIMEOUT)
 	{
 		snprintf(reason, sizeof(reason), "no acknowledgement from JetStream within %d ms",
@@ -1032,6 +1043,7 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 			t = strstr(t, "): ") + 3;
 		set_refused(sum, o, s, (int) ec, t ? t : natsStatus_GetText(s));
 	}
+	return false;
 }
 
 /*
@@ -1171,6 +1183,107 @@ she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
 }
 
 /*
+ * Send events[0..n-1] asynchronously as batch b and wait for their
+ * acknowledgements until deadline (or the stop: wait_for_acks); what is
+ * unanswered then is UNCONFIRMED.  With flush, the messages are written at
+ * once and the PONG waited for (at most FLUSH_WAIT_MS, signals blocked);
+ * without, nats.c's flusher writes them within about a millisecond.
+ * Signals blocked on entry and on return (*saved: the caller's mask).
+ */
+static void
+publish_async(SheConn *c, const char *stream, bool create_stream,
+			  const SheEvent *events, int n, uint64_t deadline, int publish_ms,
+			  int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
+			  SheOutcomeFn fn, void *fn_arg, bool flush, sigset_t *saved)
+{
+	SheAckBatch *b;
+	bool		retry;
+	int			i;
+
+	if ((b = batch_create(events, n, out, sum)) == NULL)
+	{
+		for (i = 0; i < n; i++)
+			out[i].text = add_text(sum, "out of memory");
+		return;
+	}
+	b->deadline = deadline;
+	if (max_atomic >= 2 && (b->last = malloc(n * sizeof(int))) != NULL)
+		plan_atomic(events, n, max_atomic, b->last, sum);
+	if (b->last == NULL)
+	{
+		b->fn = fn;
+		b->fn_arg = fn_arg;
+	}
+	pthread_mutex_lock(&c->mu);
+	c->current = b;
+	pthread_mutex_unlock(&c->mu);
+	send_all(c, b, stream, events, n);
+
+	/*
+	 * Write now rather than after the flusher's ~1 ms delay.  The flush
+	 * waits for a PONG, with signals blocked: at most FLUSH_WAIT_MS, so a
+	 * hung server cannot hold off a SIGTERM for the whole deadline (the
+	 * messages are written before the PING; the acks are waited for below).
+	 */
+	if (flush)
+		(void) natsConnection_FlushTimeout(c->nc, Max(Min(she_ms_left(deadline), FLUSH_WAIT_MS), 1));
+	she_nats_restore_signals(saved);
+	wait_for_acks(c, b, deadline);
+	she_nats_block_signals(saved);
+	pthread_mutex_lock(&c->mu);
+	retry = b->no_responders > 0;
+	pthread_mutex_unlock(&c->mu);
+	if (retry)
+	{
+		retry_no_responders(c, b, n, stream, create_stream, deadline);
+		she_nats_restore_signals(saved);
+		wait_for_acks(c, b, deadline);
+		she_nats_block_signals(saved);
+	}
+	detach(c, b, n, publish_ms);
+	if (b->last != NULL)
+		spread_atomic(b, n);
+	batch_free(b, n);
+}
+
+/*
+ * A single event whose request got no answer within SINGLE_WAIT_MS (a
+ * hung or slow server): the signals its request held off are let in, and
+ * unless the process is asked to stop (then it is UNCONFIRMED now), the
+ * same message, same Nats-Msg-Id, goes again asynchronously for the rest
+ * of the deadline, which a SIGTERM cuts short (wait_for_acks).  The request
+ * cannot be waited for again: nats.c forgets it at its timeout.  If the
+ * first copy was stored, JetStream acknowledges the second as a
+ * duplicate; in immediate mode an event's id is new, so that duplicate is
+ * our own first copy and counts as stored.  (The durable worker keeps
+ * "duplicate": an earlier worker may have stored the event.)
+ */
+static void
+publish_one_more(SheConn *c, const char *stream, bool create_stream, const SheEvent *ev,
+				 uint64_t deadline, int publish_ms, SheMsgOutcome *o, SheBatchOutcome *sum,
+				 sigset_t *saved)
+{
+	char		text[200];
+
+	she_nats_restore_signals(saved);	/* a pending SIGTERM is handled here */
+	she_nats_block_signals(saved);
+	deadline = stop_capped(deadline);
+	if (she_ms_left(deadline) <= 0)
+	{
+		snprintf(text, sizeof(text), "no acknowledgement from JetStream within %d ms (stopping)",
+				 Min(SINGLE_WAIT_MS, publish_ms));
+		o->state = SHE_MSG_UNCONFIRMED;
+		o->text = add_text(sum, text);
+		return;
+	}
+	o->state = SHE_MSG_NOT_SENT;
+	publish_async(c, stream, create_stream, ev, 1, deadline, publish_ms, 0, o, sum,
+				  NULL, NULL, false, saved);
+	if (o->state == SHE_MSG_DUPLICATE && !she_in_worker)
+		o->state = SHE_MSG_STORED;
+}
+
+/*
  * Publish events[0..n-1], with atomic batches of at most max_atomic
  * events, fn told each acknowledged outcome as it arrives.  A single
  * message keeps the synchronous request (one write, no PING/PONG, no
@@ -1185,9 +1298,7 @@ publish_core(SheConn *c, const char *stream, bool create_stream,
 			 int max_atomic, SheMsgOutcome *out, SheBatchOutcome *sum,
 			 SheOutcomeFn fn, void *fn_arg)
 {
-	SheAckBatch *b;
 	sigset_t	saved;
-	bool		retry;
 	int			i;
 	int			publish_ms;
 
@@ -1219,52 +1330,14 @@ publish_core(SheConn *c, const char *stream, bool create_stream,
 	if (n == 1 && events[0].txn.count > 1 && events[0].txn.index == 1 && max_atomic >= 2)
 		sum->atomic_splits++;	/* the rest of its transaction comes later */
 	if (n == 1)
-		publish_one(c, stream, create_stream, &events[0], deadline, &out[0], sum);
-	else if ((b = batch_create(events, n, out, sum)) == NULL)
 	{
-		for (i = 0; i < n; i++)
-			out[i].text = add_text(sum, "out of memory");
+		if (publish_one(c, stream, create_stream, &events[0], deadline, &out[0], sum))
+			publish_one_more(c, stream, create_stream, &events[0], deadline, publish_ms,
+							 &out[0], sum, &saved);
 	}
 	else
-	{
-		b->deadline = deadline;
-		if (max_atomic >= 2 && (b->last = malloc(n * sizeof(int))) != NULL)
-			plan_atomic(events, n, max_atomic, b->last, sum);
-		if (b->last == NULL)
-		{
-			b->fn = fn;
-			b->fn_arg = fn_arg;
-		}
-		pthread_mutex_lock(&c->mu);
-		c->current = b;
-		pthread_mutex_unlock(&c->mu);
-		send_all(c, b, stream, events, n);
-		/*
-		 * Write now rather than after the flusher's ~1 ms delay.  The flush
-		 * waits for a PONG, with signals blocked: at most FLUSH_WAIT_MS, so
-		 * a hung server cannot hold off a SIGTERM for the whole deadline
-		 * (the messages are written before the PING; the acks are waited
-		 * for below).
-		 */
-		(void) natsConnection_FlushTimeout(c->nc, Max(Min(she_ms_left(deadline), FLUSH_WAIT_MS), 1));
-		she_nats_restore_signals(&saved);
-		wait_for_acks(c, b, deadline);
-		she_nats_block_signals(&saved);
-		pthread_mutex_lock(&c->mu);
-		retry = b->no_responders > 0;
-		pthread_mutex_unlock(&c->mu);
-		if (retry)
-		{
-			retry_no_responders(c, b, n, stream, create_stream, deadline);
-			she_nats_restore_signals(&saved);
-			wait_for_acks(c, b, deadline);
-			she_nats_block_signals(&saved);
-		}
-		detach(c, b, n, publish_ms);
-		if (b->last != NULL)
-			spread_atomic(b, n);
-		batch_free(b, n);
-	}
+		publish_async(c, stream, create_stream, events, n, deadline, publish_ms,
+					  max_atomic, out, sum, fn, fn_arg, true, &saved);
 	she_nats_restore_signals(&saved);
 	summarize(out, n, sum);
 }

@@ -71,6 +71,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
@@ -79,6 +80,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "nats_publish.h"
@@ -282,6 +284,7 @@ typedef struct WorkerBatch
 	bool		exists;			/* the outbox exists in this database */
 	bool		can_reject;		/* and the dead-letter table (1.2) */
 	Oid			outbox;			/* the outbox read (its seqs are its own) */
+	Oid			outbox_file;	/* its relfilenode then (a TRUNCATE changes it) */
 	Oid			rejected;		/* the dead-letter table then */
 } WorkerBatch;
 
@@ -351,6 +354,24 @@ extension_table(const char *name)
 	return relid;
 }
 
+/*
+ * The relfilenode of table relid (InvalidOid if it is gone).  TRUNCATE,
+ * VACUUM FULL and CLUSTER give a table a new one; its relid stays.  The
+ * caller holds a lock on it, so the value is current.
+ */
+static Oid
+table_file(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			file;
+
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	file = ((Form_pg_class) GETSTRUCT(tup))->relfilenode;
+	ReleaseSysCache(tup);
+	return file;
+}
+
 /* An outbox row's transaction (columns 6 to 9); none for a row from before 1.3. */
 static void
 read_txn(HeapTuple t, TupleDesc d, SheTxn *txn)
@@ -408,6 +429,7 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		uint64		i;
 
+		b->outbox_file = table_file(b->outbox);	/* locked by the read */
 		b->n = (int) SPI_processed;
 		b->events = palloc0(Max(b->n, 1) * sizeof(SheEvent));
 		b->seqs = palloc(Max(b->n, 1) * sizeof(int64));
@@ -474,8 +496,8 @@ make_array(Oid elemtype, Datum *elems, int n)
  * In one transaction: delete the acknowledged events (seqs acked[0..nacked-1])
  * and move the refused ones (indexes rej[0..nrej-1] of batch b) from the
  * outbox to state_hub_events.rejected with their errors.  Returns how many
- * were moved (fewer than nrej only if rows vanished meanwhile, e.g. a
- * TRUNCATE).
+ * were moved, or -1 when the outbox was emptied or rewritten since the read
+ * (nothing is deleted or moved then: see below).
  */
 static int
 settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
@@ -499,7 +521,19 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("state_hub_events worker cannot settle the batch: the extension's outbox or dead-letter table is gone")));
-	if (nacked > 0)
+
+	/*
+	 * The same table, but TRUNCATEd since the read (its rows gone, perhaps
+	 * its sequence set back, so new events may carry the batch's seqs), or
+	 * rewritten (VACUUM FULL, CLUSTER: the rows kept).  Either way nothing
+	 * is deleted: the worker reads again; what was rewritten goes again
+	 * and JetStream drops it as a duplicate.  Under the lock the DELETE
+	 * takes anyway, so no TRUNCATE commits between this check and it.
+	 */
+	LockRelationOid(b->outbox, RowExclusiveLock);
+	if (table_file(b->outbox) != b->outbox_file)
+		moved = -1;
+	else if (nacked > 0)
 	{
 		Datum	   *d = palloc(nacked * sizeof(Datum));
 		Datum		arg;
@@ -514,7 +548,7 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 							 &arg, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "deleting from state_hub_events.outbox failed");
 	}
-	if (nrej > 0)
+	if (nrej > 0 && moved == 0)
 	{
 		Datum	   *seqs = palloc(nrej * sizeof(Datum));
 		Datum	   *codes = palloc(nrej * sizeof(Datum));
@@ -800,6 +834,18 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 	}
 	*ndeleted = nacked;
 	*nmoved = (nacked > 0 || nrej > 0) ? settle(b, out, res, acked, nacked, rej, nrej) : 0;
+	if (*nmoved < 0)
+	{
+		/* the outbox was emptied or rewritten: this batch is settled */
+		ereport(LOG,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("state_hub_events worker: state_hub_events.outbox was truncated or rewritten while %d events read from it were published; reading it again",
+						b->n),
+				 errdetail("No row was deleted for this batch; events that are still in the outbox are published again (JetStream drops the copies as duplicates).")));
+		*ndeleted = *nmoved = 0;
+		nrej = 0;
+		first = b->n;
+	}
 	if (nrej > 0)
 	{
 		log_rejected(b, out, res, rej, nrej);
