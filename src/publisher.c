@@ -75,7 +75,8 @@
  * CPU to the committing sessions.  A take that a session waits for
  * (wait_for_ack = on) is held only while other transactions are between
  * pre-commit and hand-over (their commit records being flushed, typically
- * in the same group commit), and each arrival wakes the publisher; a take
+ * in the same group commit), and the hand-over that ends the last of them
+ * wakes the publisher, once (see she_queue_gather_begin); a take
  * nobody waits for is held the whole moment (only its consumers see the
  * delay).
  */
@@ -216,8 +217,6 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 		int			m;
 		int			bytes = 0;
 
-		if (waits && she_queue_commits_in_flight() == 0)
-			break;
 		if (!waits)
 		{
 			/* a commit whose session waits ends the linger (it wakes us) */
@@ -226,12 +225,17 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 								 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
 			she_queue_linger_end();
 		}
-		else if (she_queue_publisher_idle())
+		else
 		{
-			/* the next hand-over (or a ticket's end) sets the latch */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
-			she_queue_publisher_busy();
+			int			g = she_queue_gather_begin();
+
+			if (g < 0)
+				break;			/* no commit on its way */
+			/* the hand-over that ends the last commit counted sets the latch */
+			if (g > 0)
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
+			she_queue_gather_end();
 		}
 		ResetLatch(MyLatch);
 		for (i = 0; i < n; i++)
