@@ -451,22 +451,16 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 }
 
 /*
- * SheOutcomeFn: report an acknowledged outcome to its backend straight from
- * the nats thread that received it (meta: the group's SheTaken array), so
- * a waiting backend is woken without a hop through this process's main
- * thread.  A failure is noted in stats() first, as publish_group does.
+ * Publish one group (same stream and create flag) and report it.  Every
+ * outcome is reported here, by this thread, once the group's last
+ * acknowledgement is in (no SheOutcomeFn): reported from the nats thread
+ * that received each ack, with a signal to its backend per ack, that
+ * thread was preempted by the backend it woke at nearly every ack, and
+ * nats.c's message collector thread woken behind it; at 32 clients with
+ * wait_for_ack = on that cost ~15 µs of this process's CPU and ~25 µs of
+ * the sessions' per transaction (bench/analysis.md, "Session 5").  The
+ * first backends of a group wait for its last ack: microseconds.
  */
-static void
-report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
-{
-	const SheTaken *meta = (const SheTaken *) arg;
-
-	if (o->state != SHE_MSG_STORED && o->state != SHE_MSG_DUPLICATE)
-		she_stats_set_last_error(she_outcome_text(sum, o));
-	she_queue_report(&meta[i], o, sum);
-}
-
-/* Publish one group (same stream and create flag) and report it. */
 static void
 publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 {
@@ -498,7 +492,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-							  deadline, max_atomic, out, &sum, report_acked, meta);
+							  deadline, max_atomic, out, &sum, NULL, NULL);
 		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
@@ -516,15 +510,16 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));
 		}
 	}
+	/* stats() first: a backend woken below may read it at once */
+	if (sum.stored < n)
+		she_stats_set_last_error(sum.reason);
+	she_stats_record_publisher_batch(n);
 	for (i = 0; i < n; i++)
 	{
 		if (!out[i].reported)
 			she_queue_report(&meta[i], &out[i], &sum);
 		reported_n++;
 	}
-	if (sum.stored < n)
-		she_stats_set_last_error(sum.reason);
-	she_stats_record_publisher_batch(n);
 }
 
 /* Publish what was taken, in order, one group per stream run. */

@@ -1038,8 +1038,16 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 			whereToSendOutput = DestNone;
 		}
 	}
-	if (reset)
-		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
+
+	/*
+	 * Set the latch again only for an interrupt that arrived meanwhile.  Any
+	 * other wake-up it carried is a hint whose waiter re-checks its condition
+	 * before sleeping; set unconditionally, it made the session's next read
+	 * from its client return at once and read again (one more recv() per
+	 * commit).
+	 */
+	if (reset && InterruptPending)
+		SetLatch(MyLatch);
 }
 
 /*
