@@ -93,7 +93,7 @@ static bool drain_expired = false;	/* exiting, and publish_timeout passed */
 
 /* What was taken and not yet reported: reported unconfirmed at exit. */
 static SheTaken *taken_meta = NULL;
-static SheMsgOutcome *taken_out = NULL;	/* reported: told by report_acked */
+static SheMsgOutcome *taken_out = NULL;	/* reported: by publish_group */
 static int	taken_n = 0;
 static int	reported_n = 0;
 static int	sent_n = 0;			/* taken events handed to nats.c so far */
@@ -457,9 +457,9 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
  * that received each ack, with a signal to its backend per ack, that
  * thread was preempted by the backend it woke at nearly every ack, and
  * nats.c's message collector thread woken behind it; at 32 clients with
- * wait_for_ack = on that cost ~15 µs of this process's CPU and ~25 µs of
- * the sessions' per transaction (bench/analysis.md, "Session 5").  The
- * first backends of a group wait for its last ack: microseconds.
+ * wait_for_ack = on that cost ~15-20 µs of this process's CPU per
+ * transaction (bench/analysis.md, "Session 5").  The first backends of a
+ * group wait for its last ack: microseconds.
  */
 static void
 publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)

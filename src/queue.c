@@ -33,6 +33,10 @@
  *	  sleeps (then looks at head once more); the first writer that sees
  *	  it clears it and sets the publisher's latch.  A publisher that is
  *	  busy is not woken per commit: it takes again before it sleeps.
+ *	- order_ends, gather_until (atomics): every ended order ticket counts
+ *	  in order_ends; the publisher gathering a take that sessions wait for
+ *	  sets gather_until, and the writer whose count reaches it wakes it
+ *	  (see she_queue_gather_begin).
  *	- closed, seg_last, seg_min (written): under the queue LWLock;
  *	  seg_min is read by the publisher without it (see Scan), lapses are
  *	  atomics.
@@ -1563,8 +1567,8 @@ count_outcome(SheMsgState state)
  * unless its backend already did (it gave up on the batch).  The count is
  * made under the slot's spinlock, before the backend can see the outcome:
  * once its COMMIT returns, stats() agrees with its WARNING.  Called by the
- * publisher's main thread or, for an acknowledged outcome, by the nats
- * thread that received it: atomics, spinlocks and SetLatch only.
+ * publisher's main thread once a group's acks are in (and at its exit):
+ * atomics, spinlocks and SetLatch only.
  */
 void
 she_queue_report(const SheTaken *t, const SheMsgOutcome *o, const SheBatchOutcome *sum)
