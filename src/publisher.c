@@ -75,7 +75,8 @@
  * CPU to the committing sessions.  A take that a session waits for
  * (wait_for_ack = on) is held only while other transactions are between
  * pre-commit and hand-over (their commit records being flushed, typically
- * in the same group commit), and each arrival wakes the publisher; a take
+ * in the same group commit), and the hand-over that ends the last of them
+ * wakes the publisher, once (see she_queue_gather_begin); a take
  * nobody waits for is held the whole moment (only its consumers see the
  * delay).
  */
@@ -92,7 +93,7 @@ static bool drain_expired = false;	/* exiting, and publish_timeout passed */
 
 /* What was taken and not yet reported: reported unconfirmed at exit. */
 static SheTaken *taken_meta = NULL;
-static SheMsgOutcome *taken_out = NULL;	/* reported: told by report_acked */
+static SheMsgOutcome *taken_out = NULL;	/* reported: by publish_group */
 static int	taken_n = 0;
 static int	reported_n = 0;
 static int	sent_n = 0;			/* taken events handed to nats.c so far */
@@ -216,8 +217,6 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 		int			m;
 		int			bytes = 0;
 
-		if (waits && she_queue_commits_in_flight() == 0)
-			break;
 		if (!waits)
 		{
 			/* a commit whose session waits ends the linger (it wakes us) */
@@ -226,12 +225,17 @@ linger(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n, MemoryContext c
 								 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
 			she_queue_linger_end();
 		}
-		else if (she_queue_publisher_idle())
+		else
 		{
-			/* the next hand-over (or a ticket's end) sets the latch */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
-			she_queue_publisher_busy();
+			int			g = she_queue_gather_begin();
+
+			if (g < 0)
+				break;			/* no commit on its way */
+			/* the hand-over that ends the last commit counted sets the latch */
+			if (g > 0)
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Max(she_ms_left(until), 1), PG_WAIT_EXTENSION);
+			she_queue_gather_end();
 		}
 		ResetLatch(MyLatch);
 		for (i = 0; i < n; i++)
@@ -447,22 +451,16 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 }
 
 /*
- * SheOutcomeFn: report an acknowledged outcome to its backend straight from
- * the nats thread that received it (meta: the group's SheTaken array), so
- * a waiting backend is woken without a hop through this process's main
- * thread.  A failure is noted in stats() first, as publish_group does.
+ * Publish one group (same stream and create flag) and report it.  Every
+ * outcome is reported here, by this thread, once the group's last
+ * acknowledgement is in (no SheOutcomeFn): reported from the nats thread
+ * that received each ack, with a signal to its backend per ack, that
+ * thread was preempted by the backend it woke at nearly every ack, and
+ * nats.c's message collector thread woken behind it; at 32 clients with
+ * wait_for_ack = on that cost ~15-20 µs of this process's CPU per
+ * transaction (bench/analysis.md, "Session 5").  The first backends of a
+ * group wait for its last ack: microseconds.
  */
-static void
-report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
-{
-	const SheTaken *meta = (const SheTaken *) arg;
-
-	if (o->state != SHE_MSG_STORED && o->state != SHE_MSG_DUPLICATE)
-		she_stats_set_last_error(she_outcome_text(sum, o));
-	she_queue_report(&meta[i], o, sum);
-}
-
-/* Publish one group (same stream and create flag) and report it. */
 static void
 publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 {
@@ -494,7 +492,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-							  deadline, max_atomic, out, &sum, report_acked, meta);
+							  deadline, max_atomic, out, &sum, NULL, NULL);
 		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
@@ -512,15 +510,16 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));
 		}
 	}
+	/* stats() first: a backend woken below may read it at once */
+	if (sum.stored < n)
+		she_stats_set_last_error(sum.reason);
+	she_stats_record_publisher_batch(n);
 	for (i = 0; i < n; i++)
 	{
 		if (!out[i].reported)
 			she_queue_report(&meta[i], &out[i], &sum);
 		reported_n++;
 	}
-	if (sum.stored < n)
-		she_stats_set_last_error(sum.reason);
-	she_stats_record_publisher_batch(n);
 }
 
 /* Publish what was taken, in order, one group per stream run. */

@@ -33,6 +33,10 @@
  *	  sleeps (then looks at head once more); the first writer that sees
  *	  it clears it and sets the publisher's latch.  A publisher that is
  *	  busy is not woken per commit: it takes again before it sleeps.
+ *	- order_ends, gather_until (atomics): every ended order ticket counts
+ *	  in order_ends; the publisher gathering a take that sessions wait for
+ *	  sets gather_until, and the writer whose count reaches it wakes it
+ *	  (see she_queue_gather_begin).
  *	- closed, seg_last, seg_min (written): under the queue LWLock;
  *	  seg_min is read by the publisher without it (see Scan), lapses are
  *	  atomics.
@@ -193,6 +197,10 @@ typedef struct QueueShared
 	pg_atomic_uint32 publisher_lingering;	/* 1: it holds a take nobody
 											 * waits for; a writer whose
 											 * session waits wakes it */
+	pg_atomic_uint64 order_ends;	/* order tickets ended so far (see
+									 * she_queue_gather_begin) */
+	pg_atomic_uint64 gather_until;	/* 0, or the order_ends count at which
+									 * the gathering publisher is woken */
 	bool		closed;			/* under lock: the publisher drains to exit */
 	uint64		seg_bytes;		/* the ring in QUEUE_SEGMENTS parts */
 	uint64		seg_last;		/* under lock: segment of the last record */
@@ -287,6 +295,8 @@ she_queue_startup_shmem(void)
 		pg_atomic_init_u32(&q->max_payload, 0);
 		pg_atomic_init_u32(&q->publisher_idle, 1);
 		pg_atomic_init_u32(&q->publisher_lingering, 0);
+		pg_atomic_init_u64(&q->order_ends, 0);
+		pg_atomic_init_u64(&q->gather_until, 0);
 		q->closed = false;
 		q->seg_bytes = Max(q->size / QUEUE_SEGMENTS, 1);
 		q->seg_last = 0;
@@ -437,6 +447,61 @@ wake_if_lingering(void)
 	if (pg_atomic_read_u32(&q->publisher_lingering) == 0)
 		return;
 	if (pg_atomic_exchange_u32(&q->publisher_lingering, 0) == 1)
+		she_queue_wake_publisher();
+}
+
+/*
+ * The publisher holds a take that sessions wait for, to gather the commits
+ * now between pre-commit and hand-over into the same write.  Rather than
+ * being woken by each of their hand-overs (a signal from the session and a
+ * wake-up of the publisher per commit), it asks to be woken once, by the
+ * hand-over that ends the last of the tickets it counts (see
+ * end_order_ticket): order_ends is read before the slots are scanned, and
+ * every ticket counted ends after that read, so order_ends reaching the
+ * read value plus the count means all of them ended (tickets drawn later
+ * end earlier at most, which only wakes it sooner).  Returns -1 when no
+ * commit is in flight, 0 when they all ended meanwhile (take, no sleep),
+ * 1 when the publisher may sleep until woken.  The barrier pairs with the
+ * writer's, as in she_queue_publisher_idle.
+ */
+int
+she_queue_gather_begin(void)
+{
+	uint64		ends = pg_atomic_read_u64(&q->order_ends);
+	int			k;
+
+	pg_memory_barrier();
+	k = she_queue_commits_in_flight();
+	if (k == 0)
+		return -1;
+	pg_atomic_write_u64(&q->gather_until, ends + k);
+	pg_memory_barrier();
+	if (pg_atomic_read_u64(&q->order_ends) < ends + k)
+		return 1;
+	pg_atomic_write_u64(&q->gather_until, 0);
+	return 0;
+}
+
+/* The gathering is over (woken, or its linger ran out). */
+void
+she_queue_gather_end(void)
+{
+	pg_atomic_write_u64(&q->gather_until, 0);
+}
+
+/*
+ * This backend's order ticket ended (handed over, or none will be): count
+ * it, and wake a gathering publisher when it was the last one it waits
+ * for.  The atomic add is a full barrier: the slot's clear comes first.
+ */
+static void
+end_order_ticket(void)
+{
+	uint64		ends = pg_atomic_fetch_add_u64(&q->order_ends, 1) + 1;
+	uint64		until = pg_atomic_read_u64(&q->gather_until);
+
+	if (until != 0 && ends >= until &&
+		pg_atomic_compare_exchange_u64(&q->gather_until, &until, 0))
 		she_queue_wake_publisher();
 }
 
@@ -662,7 +727,8 @@ she_queue_order_end(void)
 	my_order = 0;
 	if (she_my_proc_number() < q->nslots)
 		pg_atomic_write_u64(&q->slots[she_my_proc_number()].order, 0);
-	wake_if_idle();				/* its barrier orders the clear first */
+	end_order_ticket();
+	wake_if_idle();
 }
 
 /*
@@ -976,8 +1042,16 @@ she_queue_wait(uint64 deadline, SheHandOff *res)
 			whereToSendOutput = DestNone;
 		}
 	}
-	if (reset)
-		SetLatch(MyLatch);		/* whatever else it announced is re-checked */
+
+	/*
+	 * Set the latch again only for an interrupt that arrived meanwhile.  Any
+	 * other wake-up it carried is a hint whose waiter re-checks its condition
+	 * before sleeping; set unconditionally, it made the session's next read
+	 * from its client return at once and read again (one more recv() per
+	 * commit).
+	 */
+	if (reset && InterruptPending)
+		SetLatch(MyLatch);
 }
 
 /*
@@ -1493,8 +1567,8 @@ count_outcome(SheMsgState state)
  * unless its backend already did (it gave up on the batch).  The count is
  * made under the slot's spinlock, before the backend can see the outcome:
  * once its COMMIT returns, stats() agrees with its WARNING.  Called by the
- * publisher's main thread or, for an acknowledged outcome, by the nats
- * thread that received it: atomics, spinlocks and SetLatch only.
+ * publisher's main thread once a group's acks are in (and at its exit):
+ * atomics, spinlocks and SetLatch only.
  */
 void
 she_queue_report(const SheTaken *t, const SheMsgOutcome *o, const SheBatchOutcome *sum)

@@ -69,6 +69,8 @@ extern int	she_queue_commits_in_flight(void);
 extern bool she_queue_linger_begin(void);
 extern void she_queue_linger_end(void);
 extern void she_queue_publisher_busy(void);
+extern int	she_queue_gather_begin(void);
+extern void she_queue_gather_end(void);
 
 /* the server's max payload and the publisher's connection state */
 extern void she_queue_set_connection(bool connected, int max_payload, const char *error);
