@@ -494,6 +494,15 @@ she_publish_set_stream_spec(const SheStreamSpec *spec)
 	stream_spec = spec;
 }
 
+static uint64_t report_by = 0;
+
+/* Set the time by which fn hears of every settled outcome (nats_publish.h). */
+void
+she_publish_set_report_by(uint64_t t)
+{
+	report_by = t;
+}
+
 /* Append s to buf as a JSON string (quotes and backslashes escaped). */
 static void
 json_str(char *buf, size_t len, const char *s)
@@ -1183,6 +1192,28 @@ she_publish_events_cb(SheConn *c, const char *stream, bool create_stream,
 }
 
 /*
+ * With a report_by time: the batch's outcomes are left to the caller (who
+ * reports them together at the end) unless some are still awaited at
+ * report_by; then fn is told those settled so far, and each later one as
+ * it arrives.
+ */
+static void
+report_late(SheConn *c, SheAckBatch *b, int n, SheOutcomeFn fn, uint64_t by)
+{
+	int			i;
+
+	wait_for_acks(c, b, by);
+	pthread_mutex_lock(&c->mu);
+	if (b->pending > 0)
+	{
+		b->fn = fn;
+		for (i = 0; i < n; i++)
+			settled(b, i);
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+/*
  * Send events[0..n-1] asynchronously as batch b and wait for their
  * acknowledgements until deadline (or the stop: wait_for_acks); what is
  * unanswered then is UNCONFIRMED.  With flush, the messages are written at
@@ -1211,7 +1242,7 @@ publish_async(SheConn *c, const char *stream, bool create_stream,
 		plan_atomic(events, n, max_atomic, b->last, sum);
 	if (b->last == NULL)
 	{
-		b->fn = fn;
+		b->fn = report_by != 0 ? NULL : fn;	/* deferred: see below */
 		b->fn_arg = fn_arg;
 	}
 	pthread_mutex_lock(&c->mu);
@@ -1228,6 +1259,8 @@ publish_async(SheConn *c, const char *stream, bool create_stream,
 	if (flush)
 		(void) natsConnection_FlushTimeout(c->nc, Max(Min(she_ms_left(deadline), FLUSH_WAIT_MS), 1));
 	she_nats_restore_signals(saved);
+	if (fn != NULL && b->last == NULL && report_by != 0 && report_by < deadline)
+		report_late(c, b, n, fn, report_by);
 	wait_for_acks(c, b, deadline);
 	she_nats_block_signals(saved);
 	pthread_mutex_lock(&c->mu);

@@ -85,6 +85,16 @@ typedef struct SheStreamSpec
 extern void she_publish_set_stream_spec(const SheStreamSpec *spec);
 
 /*
+ * For she_publish_events_cb: 0 (the default) tells fn each acknowledged
+ * outcome at once; a she_now_usec() time t makes fn hear of them only if
+ * the batch still waits for some at t (then those settled so far, and
+ * each later one as it arrives); a batch done before t is left for the
+ * caller to report (reported false), which saves a nats thread a wake-up
+ * of the caller's waiters per ack.
+ */
+extern void she_publish_set_report_by(uint64_t t);
+
+/*
  * Publish events[0..n-1] to stream (with Nats-Msg-Id = id and
  * Nats-Expected-Stream = stream) and fill out[i] with each one's outcome by
  * deadline (she_now_usec() time).  Creates the stream on "no responders"

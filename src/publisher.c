@@ -451,11 +451,41 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 }
 
 /*
+ * SheOutcomeFn: report an acknowledged outcome to its backend from the nats
+ * thread that received it (meta: the group's SheTaken array).  Only for a
+ * group still waiting for acks at its earliest deadline (see publish_group).
+ */
+static void
+report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
+{
+	const SheTaken *meta = (const SheTaken *) arg;
+
+	if (o->state != SHE_MSG_STORED && o->state != SHE_MSG_DUPLICATE)
+		she_stats_set_last_error(she_outcome_text(sum, o));
+	she_queue_report(&meta[i], o, sum);
+}
+
+/* The earliest deadline of a group's events. */
+static uint64
+group_first_deadline(const SheTaken *meta, int n)
+{
+	uint64		d = meta[0].deadline;
+	int			i;
+
+	for (i = 1; i < n; i++)
+		d = Min(d, meta[i].deadline);
+	return d;
+}
+
+/*
  * Publish one group (same stream and create flag) and report it.  Every
  * outcome is reported here, by this thread, once the group's last
- * acknowledgement is in (no SheOutcomeFn): reported from the nats thread
- * that received each ack, with a signal to its backend per ack, that
- * thread was preempted by the backend it woke at nearly every ack, and
+ * acknowledgement is in, unless acks are still awaited at the group's
+ * earliest deadline (a session's own limit: a backend that gives up
+ * counts its events as unconfirmed): from then on each is reported from
+ * the nats thread as it arrives (report_acked).  Reporting every ack from
+ * the nats thread that received it, with a signal to its backend per ack,
+ * that thread was preempted by the backend it woke at nearly every ack, and
  * nats.c's message collector thread woken behind it; at 32 clients with
  * wait_for_ack = on that cost ~15-20 µs of this process's CPU per
  * transaction (bench/analysis.md, "Session 5").  The first backends of a
@@ -491,8 +521,10 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
+		she_publish_set_report_by(group_first_deadline(meta, n));
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
-							  deadline, max_atomic, out, &sum, NULL, NULL);
+							  deadline, max_atomic, out, &sum, report_acked, meta);
+		she_publish_set_report_by(0);
 		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
