@@ -12,8 +12,8 @@
 #    synchronous_commit = local and waits for its acknowledgement: the
 #    publisher takes A and gathers.  Then the standby requirement goes, and
 #    the twelve hand over one by one, test_commit_delay_ms spacing them
-#    15 ms apart (all within the linger: 1 s).  Counted: the publisher's
-#    voluntary context switches (its main thread) over that time -- the
+#    8 ms apart (all within the linger, 1 s, with room for a loaded
+#    machine).  Counted: the publisher's voluntary context switches (its main thread) over that time -- the
 #    gathering's one wake-up, the publishing's own few, the reload's: 4
 #    here -- against at least twelve when every hand-over wakes it (15-16
 #    before).  And all thirteen events go in one write.
@@ -62,7 +62,7 @@ my @held;
 for my $i (1 .. 12)
 {
     my $s = $node->background_psql('postgres');
-    my $delay = 15 * $i;
+    my $delay = 8 * $i;
     $s->query_safe("SET state_hub_events.test_commit_delay_ms = $delay");
     # a row, so that the commit writes a record and waits for the standby
     $s->{stdin} .= "BEGIN; INSERT INTO t VALUES ($i); SELECT state_hub_events.publish('org.t.held', '{\"i\": $i}'); COMMIT;\n";
