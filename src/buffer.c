@@ -65,6 +65,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -636,6 +637,8 @@ report_batch(void)
 				 errhint("They may have been stored; consumers deduplicate by the envelope's id.")));
 	}
 	rearm_cancel();
+	if (she_queue_wait_terminated())
+		whereToSendOutput = DestNone;	/* see she_queue_wait_terminated */
 }
 
 /*

@@ -222,6 +222,7 @@ static int *waitq = NULL;		/* MaxBackends pgprocnos, FIFO, under lock */
 static char *ring = NULL;
 static bool in_waitq = false;	/* this backend is in waitq */
 static bool wait_cancelled = false; /* this commit's waits were cancelled */
+static bool wait_terminated = false;	/* ... or ended by a termination */
 static uint64 my_order = 0;		/* this backend's ticket from PRE_COMMIT */
 
 /*
@@ -801,7 +802,7 @@ wait_interrupted(void)
 {
 	if (ProcDiePending)
 	{
-		whereToSendOutput = DestNone;
+		wait_terminated = true; /* the caller warns, then stops output */
 		return true;
 	}
 	if (QueryCancelPending)
@@ -810,6 +811,18 @@ wait_interrupted(void)
 		wait_cancelled = true;
 	}
 	return wait_cancelled;
+}
+
+/*
+ * Did a termination end one of this commit's waits?  Then, as synchronous
+ * replication does, the caller sends its WARNING and sets whereToSendOutput
+ * to DestNone: the client is told what became of its events, and not the
+ * FATAL that would read as a failed COMMIT.
+ */
+bool
+she_queue_wait_terminated(void)
+{
+	return wait_terminated;
 }
 
 /* Did a cancel end one of this commit's waits (hand-over or outcomes)? */
@@ -847,6 +860,7 @@ she_queue_put(const SheEvent *events, int n, const char *stream, bool create_str
 	memset(res, 0, sizeof(*res));
 	res->nevents = n;
 	wait_cancelled = false;
+	wait_terminated = false;
 	if (publisher_missing())
 		snprintf(res->reason, sizeof(res->reason),
 				 "the publisher process is not running%s",

@@ -51,6 +51,7 @@ extern int	she_queue_put(const SheEvent *events, int n, const char *stream,
 						  bool wait, int timeout_ms, SheHandOff *res);
 extern void she_queue_wait(uint64 deadline, SheHandOff *res);
 extern bool she_queue_wait_cancelled(void);
+extern bool she_queue_wait_terminated(void);
 extern void she_queue_order_begin(TransactionId xid);
 extern void she_queue_order_end(void);
 
