@@ -1,0 +1,562 @@
+
+# 081_many_sessions_faults.pl
+#    Many concurrent sessions under faults, checked event by event.
+#
+#    Immediate mode: 60 psql sessions (half wait_for_ack on, half off)
+#    commit a known mix of transactions (one event, several, a rolled-back
+#    savepoint, ROLLBACK, a few larger than queue_size) on a few hot rows,
+#    while NATS is SIGSTOPped (and sessions waiting in COMMIT are
+#    cancelled), the publisher exits and restarts, and NATS restarts.  Each
+#    fault lasts a bounded number of commits.  Afterwards: nothing of a
+#    rolled-back transaction or savepoint is in the stream; no message is
+#    stored twice; every committed event has exactly one outcome in stats()
+#    (published + duplicates + failed + unconfirmed = events committed); an
+#    event the stream lacks was counted failed or unconfirmed and, for a
+#    session that waits for acknowledgements, a WARNING of its COMMIT said
+#    so; an event a WARNING called lost is not in the stream; per hot row
+#    the events are in commit order; no COMMIT waited beyond its bound.
+#
+#    Durable mode: the same load while the worker is killed with kill -9
+#    (the postmaster restarts the cluster), PostgreSQL crashes (immediate
+#    shutdown) and NATS is stopped: every committed event is in the stream
+#    exactly once by Nats-Msg-Id, per hot row in commit order.
+
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+use NatsServer;
+use SheTest;
+
+my $hot_rows = 8;
+
+# The schema every node gets: hot rows, a record of each committed
+# transaction (the truth about what committed, whatever the client saw),
+# and functions that publish a known set of events.
+my $schema = qq{
+CREATE TABLE hot (k int PRIMARY KEY, v int NOT NULL);
+INSERT INTO hot SELECT g, 0 FROM generate_series(0, $hot_rows - 1) g;
+CREATE TABLE done (s int, t int, n int, k int, v int, PRIMARY KEY (s, t));
+CREATE FUNCTION bump(s int, t int, k int, n int, pad int) RETURNS int
+LANGUAGE plpgsql AS \$\$
+DECLARE nv int;
+BEGIN
+    UPDATE hot SET v = hot.v + 1 WHERE hot.k = bump.k RETURNING hot.v INTO nv;
+    FOR e IN 1 .. n LOOP
+        PERFORM state_hub_events.publish('org.s.ev', jsonb_build_object(
+            's', s, 't', t, 'k', k, 'v', nv, 'e', e, 'p', repeat('x', pad)));
+    END LOOP;
+    INSERT INTO done VALUES (s, t, n, k, nv);
+    RETURN nv;
+END \$\$;
+CREATE FUNCTION junk(s int, t int, n int) RETURNS void
+LANGUAGE plpgsql AS \$\$
+BEGIN
+    FOR e IN 1 .. n LOOP
+        PERFORM state_hub_events.publish('org.s.rb', jsonb_build_object('s', s, 't', t, 'e', e));
+    END LOOP;
+END \$\$;
+};
+
+# The transactions of session $s: a deterministic mix, in phases of
+# $per_phase transactions.  Before phase p (p >= 1) the session passes a
+# gate: the advisory lock p, which the test holds until it has set up that
+# phase's fault, so each fault lasts a known number of transactions.  Each
+# transaction is preceded by a marker on stderr, so the WARNINGs that
+# follow belong to it.
+my $phases = 6;
+# phases in which every session waits for acknowledgements (in the others
+# even sessions do, odd ones do not)
+my %ack_phase = (1 => 1, 3 => 1);
+my $per_phase = $ENV{SHE_STRESS_TXNS} // 3;
+
+sub session_script
+{
+    my ($node, $s, %opt) = @_;
+    my $sql = "\\set ON_ERROR_STOP 0\n";
+    for my $p (0 .. $phases - 1)
+    {
+        $sql .= "\\warn G $p\nSELECT pg_advisory_lock_shared($p); SELECT pg_advisory_unlock_shared($p);\n" if $p;
+        $sql .= "SET state_hub_events.wait_for_ack = "
+          . ($opt{ack} || $ack_phase{$p} ? 'on' : 'off') . ";\n";
+        for my $j (1 .. $per_phase)
+        {
+            my $t = $p * $per_phase + $j;
+            my $k = ($s * 3 + $t) % $hot_rows;
+            my $kind = ($s * 7 + $t) % 10;
+            $sql .= "\\warn M $s $t\n";
+            if ($opt{large} && $j == 1 && ($p == 1 || $p == 4))
+            {
+                # larger than queue_size (256 kB): streamed in chunks
+                $sql .= "BEGIN; SELECT bump($s, $t, $k, 150, 1800); COMMIT;\n";
+            }
+            elsif ($kind <= 3 || $kind == 9)
+            {
+                $sql .= "SELECT bump($s, $t, $k, 1, 10);\n";    # autocommit
+            }
+            elsif ($kind <= 5 || $kind == 8)
+            {
+                my $n = $kind == 8 ? 3 : 5;
+                $sql .= "BEGIN; SELECT bump($s, $t, $k, $n, 100); COMMIT;\n";
+            }
+            elsif ($kind == 6)
+            {
+                # the first junk event commits; the savepoints' do not
+                $sql .= "BEGIN; SELECT junk($s, $t, 1); SAVEPOINT a; SELECT junk($s, $t, 3); "
+                  . "ROLLBACK TO a; SELECT bump($s, $t, $k, 2, 10); SAVEPOINT b; SELECT junk($s, $t, 2); "
+                  . "ROLLBACK TO b; COMMIT;\n";
+            }
+            else
+            {
+                $sql .= "BEGIN; SELECT bump($s, $t, $k, 2, 10); SELECT junk($s, $t, 2); ROLLBACK;\n";
+            }
+        }
+    }
+    $sql .= "\\warn END\n";
+    my $file = $node->basedir . "/s$s.sql";
+    open my $fh, '>', $file or die $!;
+    print $fh $sql;
+    close $fh;
+    return $file;
+}
+
+# The test's own session holds the gates 1 .. $phases - 1.
+sub close_gates
+{
+    my ($node) = @_;
+    my $bg = $node->background_psql('postgres', on_error_stop => 0);
+    $bg->query_safe(join('; ', map { "SELECT pg_advisory_lock($_)" } 1 .. $phases - 1));
+    return $bg;
+}
+
+# Wait (bounded) until every session still connected waits at gate $p.
+sub wait_gate
+{
+    my ($node, $p, $timeout) = @_;
+    return wait_until("the sessions at gate $p", $timeout // 60, sub {
+        my $r = $node->safe_psql('postgres', qq{
+            SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $p AND NOT granted)
+                 = (SELECT count(*) FROM pg_stat_activity WHERE application_name ~ '^s[0-9]+\$')});
+        $r eq 't' });
+}
+
+sub open_gate
+{
+    my ($bg, $p) = @_;
+    $bg->query_safe("SELECT pg_advisory_unlock($p)");
+}
+
+# Start the sessions; returns a list of [s, harness, stderr file].
+sub start_sessions
+{
+    my ($node, $first, $n, %opt) = @_;
+    my @sess;
+    for my $s ($first .. $first + $n - 1)
+    {
+        my $ack = $opt{ack_all} || $s % 2 == 0;
+        my $file = session_script($node, $s, ack => $ack,
+            large => ($opt{large} && $s % 20 == 3));
+        my $err = $node->basedir . "/s$s.err";
+        local $ENV{PGAPPNAME} = "s$s";
+        my $h = IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-f', $file ],
+            '>', '/dev/null', '2>', $err);
+        push @sess, { s => $s, h => $h, err => $err, ack => $ack };
+    }
+    return @sess;
+}
+
+sub committed_txns
+{
+    my ($node) = @_;
+    my ($r, $o, $e) = $node->psql('postgres', 'SELECT count(*) FROM done');
+    return $r == 0 ? $o : -1;
+}
+
+# Wait (bounded) until $n more transactions committed than $from.
+sub wait_commits
+{
+    my ($node, $what, $from, $n, $timeout) = @_;
+    return wait_until("$what: $n more commits", $timeout // 30,
+        sub { committed_txns($node) >= $from + $n });
+}
+
+sub finish_sessions
+{
+    my ($timeout, @sess) = @_;
+    my $deadline = time + $timeout;
+    for my $x (@sess)
+    {
+        while ($x->{h}->pumpable && time < $deadline)
+        {
+            eval { $x->{h}->pump_nb };
+            last unless $x->{h}->pumpable;
+            usleep(20_000);
+        }
+        if ($x->{h}->pumpable)
+        {
+            $x->{h}->kill_kill;
+            fail("session $x->{s} finished within $timeout s");
+            next;
+        }
+        eval { $x->{h}->finish };
+    }
+}
+
+# WARNINGs per transaction: {"s t" => [lost, unconfirmed, cancelled]}
+sub parse_warnings
+{
+    my (@sess) = @_;
+    my %w;
+    for my $x (@sess)
+    {
+        my $cur;
+        for my $line (split /\n/, slurp_file($x->{err}))
+        {
+            if ($line =~ /^M (\d+) (\d+)$/) { $cur = "$1 $2"; next; }
+            next unless defined $cur;
+            $w{$cur} //= [ 0, 0, 0 ];
+            $w{$cur}[0] += $1 if $line =~ /WARNING:  state_hub_events: (\d+) of \d+ events of the committed transaction were not published/;
+            $w{$cur}[1] += $1 if $line =~ /WARNING:  state_hub_events: (\d+) of \d+ events were sent but not confirmed/;
+            $w{$cur}[2] = 1 if $line =~ /cancel/i;
+        }
+    }
+    return \%w;
+}
+
+# Per hot row, stream order must follow v (the row's version: commit
+# order of the transactions that updated it), and e within a transaction.
+sub check_order
+{
+    my ($what, @msgs) = @_;
+    my %last;
+    my @bad;
+    for my $m (@msgs)
+    {
+        my $a = $m->{body}{attributes};
+        my $cur = [ $a->{v}, $a->{e} ];
+        my $prev = $last{ $a->{k} };
+        push @bad, "row $a->{k}: v $a->{v} e $a->{e} (seq $m->{seq}) after v $prev->[0] e $prev->[1]"
+          if $prev && ($cur->[0] < $prev->[0] || ($cur->[0] == $prev->[0] && $cur->[1] <= $prev->[1]));
+        $last{ $a->{k} } = $cur;
+    }
+    is_deeply([ @bad[ 0 .. ($#bad < 4 ? $#bad : 4) ] ], [], "$what: per hot row, events in commit order ("
+          . scalar(@bad) . ' inversions)');
+}
+
+# The pid of the postmaster's child whose title names $type (the
+# publisher has no entry in pg_stat_activity: it does not connect to a
+# database).
+sub pid_of
+{
+    my ($node, $type) = @_;
+    my $pm = $node->{_pid} or return undef;
+    for my $stat (glob('/proc/[0-9]*/stat'))
+    {
+        my ($pid, $ppid) = (eval { slurp_file($stat) } // '') =~ /^(\d+) \(.*\) \S+ (\d+)/ or next;
+        next unless $ppid == $pm;
+        my $cmd = eval { slurp_file("/proc/$pid/cmdline") } // '';
+        return $pid if $cmd =~ /^postgres: [^:]*\Q$type\E/ || $cmd =~ /\Q$type\E/;
+    }
+    return undef;
+}
+
+# ---------------------------------------------------------------------
+# Immediate mode
+# ---------------------------------------------------------------------
+my $nsess = $ENV{SHE_STRESS_SESSIONS} // 60;
+
+my $nats = NatsServer->new->start;
+my $node = she_node('many', $nats, conf => qq{
+max_connections = @{[ $nsess + 20 ]}
+state_hub_events.queue_size = '256kB'
+state_hub_events.publish_timeout = '1s'
+state_hub_events.connect_timeout = '1s'
+state_hub_events.retry_interval = '1s'
+log_min_duration_statement = 4000
+});
+$node->safe_psql('postgres', $schema);
+$node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.setup')});
+$nats->wait_for_count(1, timeout => 30);
+$node->safe_psql('postgres', 'SELECT state_hub_events.stats_reset()');
+my $log_off = -s $node->logfile;
+
+# Events committed so far (a kind-6 transaction commits one junk event too).
+my $events_sql = q{SELECT coalesce(sum(n + CASE WHEN n = 2 AND (s * 7 + t) % 10 = 6 THEN 1 ELSE 0 END), 0) FROM done};
+my @stat_cols = qw(published duplicates failed unconfirmed dropped);
+
+# Once every committed event has its outcome in stats() (bounded wait),
+# the counters and the events committed.
+sub settle
+{
+    my ($what) = @_;
+    my %st;
+    wait_until("stats() to account for every committed event ($what)", 30, sub {
+        my ($ev, @v) = split /\|/, $node->safe_psql('postgres',
+            "SELECT ($events_sql), " . join(', ', @stat_cols) . ' FROM state_hub_events.stats()');
+        @st{@stat_cols} = @v;
+        $st{events} = $ev;
+        $st{published} + $st{duplicates} + $st{failed} + $st{unconfirmed} >= $ev });
+    return \%st;
+}
+
+my $gates = close_gates($node);
+my @sess = start_sessions($node, 0, $nsess, large => 1);
+my $total = $nsess * $phases * $per_phase;
+my @snap = ({ map { $_ => 0 } @stat_cols, 'events' });
+my @notes;
+
+# phase 0: no fault
+ok(wait_gate($node, 1), 'phase 0 (no fault) ran');
+push @snap, settle('phase 0');
+
+# phase 1: NATS hangs; sessions waiting in COMMIT are cancelled
+$nats->pause;
+open_gate($gates, 1);
+my $ncancel = 0;
+wait_until('3 sessions in COMMIT while NATS hangs', 20, sub {
+    $ncancel += $node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE pg_cancel_backend(pid))
+        FROM pg_stat_activity WHERE application_name ~ '^s[0-9]+$' AND state = 'active' AND query ~ '^COMMIT'});
+    $ncancel >= 3 });
+push @notes, "cancelled $ncancel sessions in COMMIT";
+ok(wait_gate($node, 2), 'phase 1 (NATS hung, cancels) ran');
+push @snap, settle('phase 1');
+$nats->resume;
+
+# phase 2: the publisher exits (SIGTERM) while sessions commit; the
+# postmaster starts it again
+my $ppid = pid_of($node, 'state_hub_events publisher');
+ok($ppid, 'the publisher runs');
+my $c0 = committed_txns($node);
+open_gate($gates, 2);
+wait_commits($node, 'phase 2', $c0, 20);
+kill 'TERM', $ppid if $ppid;
+ok(wait_until('a new publisher', 30, sub { my $p = pid_of($node, 'state_hub_events publisher'); $p && $p != $ppid }),
+    'the publisher was started again');
+ok(wait_gate($node, 3), 'phase 2 (publisher restarted) ran');
+push @snap, settle('phase 2');
+
+# phase 3: NATS goes down while sessions commit
+$c0 = committed_txns($node);
+open_gate($gates, 3);
+wait_commits($node, 'phase 3', $c0, 20);
+$nats->stop;
+ok(wait_gate($node, 4), 'phase 3 (NATS down) ran');
+push @snap, settle('phase 3');
+
+# phase 4: NATS is back
+$nats->start;
+open_gate($gates, 4);
+ok(wait_gate($node, 5), 'phase 4 (NATS back) ran');
+push @snap, settle('phase 4');
+
+# phase 5: NATS hangs, sessions with wait_for_ack off too
+$nats->pause;
+open_gate($gates, 5);
+finish_sessions(90, @sess);
+push @snap, settle('phase 5');
+$nats->resume;
+$gates->quit;
+note(join('; ', @notes));
+
+my %done;
+for (split /\n/, $node->safe_psql('postgres', q{SELECT s, t, n, k, v FROM done}))
+{
+    my ($s, $t, $n, $k, $v) = split /\|/;
+    # a kind-6 transaction also commits the junk event before its savepoints
+    $done{"$s $t"} = { n => $n, k => $k, v => $v, junk => ($n == 2 && ($s * 7 + $t) % 10 == 6 ? 1 : 0) };
+}
+my $committed_events = $snap[-1]{events};
+note(scalar(keys %done) . " transactions committed $committed_events events");
+cmp_ok(scalar(keys %done), '>', $total / 2, 'most transactions committed');
+
+my %fin = %{ $snap[-1] };
+note("stats: " . join(', ', map { "$_ $fin{$_}" } @stat_cols));
+is($fin{published} + $fin{duplicates} + $fin{failed} + $fin{unconfirmed}, $committed_events,
+    'stats(): published + duplicates + failed + unconfirmed = events committed');
+is($fin{dropped}, 0, 'stats(): nothing dropped');
+
+# the stream (unconfirmed events of the last hang may still arrive: wait
+# until the count is stable for one more read)
+my $stored = $nats->count(undef, subject => 'org.s.>');
+my @msgs = $nats->messages(undef, undef, subject => 'org.s.>', timeout => 60);
+my (%by_id, %per_txn, @stray);
+for my $m (@msgs)
+{
+    $by_id{ $m->{msg_id} }++;
+    my $a = $m->{body}{attributes};
+    my $key = "$a->{s} $a->{t}";
+    if ($m->{subject} eq 'org.s.rb')
+    {
+        if ($done{$key} && $a->{e} == 1 && $done{$key}{junk}) { $per_txn{$key}{j}++; }
+        else { push @stray, "junk $key e $a->{e}"; }
+        next;
+    }
+    push @stray, "event of uncommitted $key" unless $done{$key};
+    push @stray, "event of $key with v $a->{v}, committed $done{$key}{v}" if $done{$key} && $done{$key}{v} != $a->{v};
+    $per_txn{$key}{ $a->{e} }++;
+}
+is_deeply(\@stray, [], 'nothing of a rolled-back transaction or savepoint is in the stream');
+is(scalar(grep { $by_id{$_} > 1 } keys %by_id), 0, 'no message is stored twice');
+
+# per transaction, against its session's WARNINGs; per phase, against the
+# counters
+my $w = parse_warnings(@sess);
+my (@unreported, @lost_stored, @ph);
+my %ack = map { $_->{s} => $_->{ack} } @sess;
+for my $key (sort keys %done)
+{
+    my ($s, $t) = split / /, $key;
+    my $p = int(($t - 1) / $per_phase);
+    my $n = $done{$key}{n} + $done{$key}{junk};
+    my $present = scalar keys %{ $per_txn{$key} // {} };
+    my ($lost, $unc) = @{ $w->{$key} // [ 0, 0 ] };
+    $ph[$p]{events} += $n;
+    $ph[$p]{present} += $present;
+    $ph[$p]{lost} += $lost;
+    $ph[$p]{unc} += $unc;
+    push @lost_stored, "$key: $present of $n stored, WARNING said $lost lost" if $present > $n - $lost;
+    push @unreported, "$key: $present of $n stored, WARNING: $lost lost, $unc unconfirmed"
+      if ($ack{$s} || $ack_phase{$p}) && $n - $present > $lost + $unc;
+}
+is_deeply([ @lost_stored[ 0 .. ($#lost_stored < 4 ? $#lost_stored : 4) ] ], [],
+    'no event a WARNING called lost is in the stream (' . scalar(@lost_stored) . ')');
+is_deeply([ @unreported[ 0 .. ($#unreported < 4 ? $#unreported : 4) ] ], [],
+    'wait_for_ack on: every event the stream lacks was in its COMMIT\'s WARNING (' . scalar(@unreported) . ')');
+for my $p (0 .. $phases - 1)
+{
+    my %d = map { $_ => $snap[ $p + 1 ]{$_} - $snap[$p]{$_} } @stat_cols, 'events';
+    my $x = $ph[$p];
+    note("phase $p: $x->{events} events, $x->{present} stored; stats published $d{published}, duplicates $d{duplicates}, "
+          . "failed $d{failed}, unconfirmed $d{unconfirmed}; WARNINGs $x->{lost} lost, $x->{unc} unconfirmed");
+    is($d{events}, $x->{events}, "phase $p: events committed");
+    is($d{published} + $d{duplicates} + $d{failed} + $d{unconfirmed}, $x->{events}, "phase $p: one outcome per event in stats()");
+    cmp_ok($x->{present}, '>=', $d{published}, "phase $p: every event counted published is in the stream");
+    cmp_ok($x->{present}, '<=', $d{published} + $d{duplicates} + $d{unconfirmed},
+        "phase $p: the stream holds no event counted failed");
+    cmp_ok($x->{lost}, '<=', $d{failed}, "phase $p: every event a WARNING called lost is counted failed");
+    next unless $ack_phase{$p};
+    cmp_ok($d{failed}, '<=', $x->{lost} + $x->{unc}, "phase $p (all wait for acks): every event counted failed was in a WARNING");
+    cmp_ok($d{unconfirmed}, '<=', $x->{unc}, "phase $p (all wait for acks): every event counted unconfirmed was in a WARNING");
+}
+
+check_order('immediate', grep { $_->{subject} eq 'org.s.ev' } @msgs);
+
+my $log = slurp_file($node->logfile, $log_off);
+my @slow = $log =~ /duration: (\d+\.\d+ ms  statement: COMMIT)/g;
+is_deeply(\@slow, [], 'no COMMIT took longer than 4 s (connect_timeout + publish_timeout 2 s)');
+unlike($log, qr/PANIC|terminated by signal/, 'no crash');
+$node->stop;
+
+# ---------------------------------------------------------------------
+# Durable mode
+# ---------------------------------------------------------------------
+my $dnode = she_node('many_durable', $nats, conf => qq{
+max_connections = @{[ $nsess + 20 ]}
+state_hub_events.database = 'postgres'
+state_hub_events.delivery = 'durable'
+state_hub_events.publish_timeout = '1s'
+state_hub_events.retry_interval = '300ms'
+restart_after_crash = on
+});
+$dnode->safe_psql('postgres', $schema);
+my $dsess = int($nsess / 2);
+my @dall;
+
+# wave 1: kill -9 of the worker in phase 1 (the postmaster restarts the
+# cluster, the sessions die)
+my $dgates = close_gates($dnode);
+my @wave = start_sessions($dnode, 1000, $dsess, ack_all => 1);
+push @dall, @wave;
+ok(wait_gate($dnode, 1), 'durable wave 1: phase 0 ran');
+my $wpid = pid_of($dnode, 'state_hub_events worker');
+ok($wpid, 'the durable worker runs');
+$c0 = committed_txns($dnode);
+open_gate($dgates, 1);
+wait_commits($dnode, 'durable wave 1', $c0, 20);
+kill 'KILL', $wpid if $wpid;
+finish_sessions(60, @wave);
+eval { $dgates->quit };
+ok(wait_until('PostgreSQL back after the worker was killed', 60, sub { committed_txns($dnode) >= 0 }),
+    'PostgreSQL restarted after kill -9 of the worker');
+
+# wave 2: NATS stops in phase 1, PostgreSQL crashes (immediate shutdown) in
+# phase 2
+$dgates = close_gates($dnode);
+@wave = start_sessions($dnode, 2000, $dsess, ack_all => 1);
+push @dall, @wave;
+ok(wait_gate($dnode, 1), 'durable wave 2: phase 0 ran');
+$nats->stop;
+open_gate($dgates, 1);
+ok(wait_gate($dnode, 2), 'durable wave 2: phase 1 (NATS down) ran');
+$c0 = committed_txns($dnode);
+open_gate($dgates, 2);
+wait_commits($dnode, 'durable wave 2', $c0, 20);
+$dnode->stop('immediate');
+finish_sessions(60, @wave);
+eval { $dgates->quit };
+$dnode->start;
+$nats->start;
+
+# wave 3: no fault, to its end
+$dgates = close_gates($dnode);
+@wave = start_sessions($dnode, 3000, $dsess, ack_all => 1);
+push @dall, @wave;
+for my $p (1 .. $phases - 1)
+{
+    ok(wait_gate($dnode, $p), "durable wave 3: phase @{[ $p - 1 ]} ran");
+    open_gate($dgates, $p);
+}
+finish_sessions(90, @wave);
+$dgates->quit;
+
+%done = ();
+for (split /\n/, $dnode->safe_psql('postgres', q{SELECT s, t, n, k, v FROM done}))
+{
+    my ($s, $t, $n, $k, $v) = split /\|/;
+    $done{"$s $t"} = { n => $n, k => $k, v => $v };
+}
+my $events = 0;
+$events += $_->{n} for values %done;
+my $kept_junk = $dnode->safe_psql('postgres', q{SELECT count(*) FROM done WHERE n = 2 AND (s * 7 + t) % 10 = 6});
+note(scalar(keys %done) . " durable transactions committed " . ($events + $kept_junk) . ' events');
+ok($dnode->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()'),
+    'durable: the outbox drains');
+# the durable sessions are numbered from 1000
+@msgs = grep { $_->{body}{attributes}{s} >= 1000 } $nats->messages(undef, undef, subject => 'org.s.>', timeout => 60);
+my (%seen, @dup, @bad, %present);
+for my $m (@msgs)
+{
+    push @dup, $m->{msg_id} if $seen{ $m->{msg_id} }++;
+    my $a = $m->{body}{attributes};
+    my $key = "$a->{s} $a->{t}";
+    if ($m->{subject} eq 'org.s.rb')
+    {
+        push @bad, "junk $key e $a->{e}" unless $done{$key} && $a->{e} == 1 && ($a->{s} * 7 + $a->{t}) % 10 == 6;
+        $present{"$key j"}++;
+        next;
+    }
+    push @bad, "event of uncommitted $key" unless $done{$key};
+    $present{"$key $a->{e}"}++;
+}
+my @missing;
+for my $key (sort keys %done)
+{
+    for my $e (1 .. $done{$key}{n})
+    {
+        push @missing, "$key e $e" unless $present{"$key $e"};
+    }
+}
+is_deeply(\@bad, [], 'durable: nothing of a rolled-back transaction or savepoint is in the stream');
+is_deeply([ @missing[ 0 .. ($#missing < 4 ? $#missing : 4) ] ], [],
+    'durable: every committed event is in the stream (' . scalar(@missing) . ' missing)');
+is_deeply(\@dup, [], 'durable: every event once by Nats-Msg-Id');
+check_order('durable', grep { $_->{subject} eq 'org.s.ev' } @msgs);
+
+$dnode->stop;
+$nats->stop;
+done_testing();
