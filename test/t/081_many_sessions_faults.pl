@@ -41,17 +41,20 @@ my $hot_rows = 8;
 my $schema = qq{
 CREATE TABLE hot (k int PRIMARY KEY, v int NOT NULL);
 INSERT INTO hot SELECT g, 0 FROM generate_series(0, $hot_rows - 1) g;
-CREATE TABLE done (s int, t int, n int, k int, v int, PRIMARY KEY (s, t));
-CREATE FUNCTION bump(s int, t int, k int, n int, pad int) RETURNS int
+CREATE TABLE done (s int, t int, n int, k int, v int, poison int, PRIMARY KEY (s, t));
+-- poison: the second event is one the stream refuses (1: a subject the
+-- publisher may not publish to, 2: over the stream's max_msg_size)
+CREATE FUNCTION bump(s int, t int, k int, n int, pad int, poison int DEFAULT 0) RETURNS int
 LANGUAGE plpgsql AS \$\$
 DECLARE nv int;
 BEGIN
     UPDATE hot SET v = hot.v + 1 WHERE hot.k = bump.k RETURNING hot.v INTO nv;
     FOR e IN 1 .. n LOOP
-        PERFORM state_hub_events.publish('org.s.ev', jsonb_build_object(
-            's', s, 't', t, 'k', k, 'v', nv, 'e', e, 'p', repeat('x', pad)));
+        PERFORM state_hub_events.publish(CASE WHEN poison = 1 AND e = 2 THEN 'org.s.deny' ELSE 'org.s.ev' END,
+            jsonb_build_object('s', s, 't', t, 'k', k, 'v', nv, 'e', e,
+                'p', repeat('x', CASE WHEN poison = 2 AND e = 2 THEN 7000 ELSE pad END)));
     END LOOP;
-    INSERT INTO done VALUES (s, t, n, k, nv);
+    INSERT INTO done VALUES (s, t, n, k, nv, poison);
     RETURN nv;
 END \$\$;
 CREATE FUNCTION junk(s int, t int, n int) RETURNS void
@@ -99,10 +102,14 @@ sub session_script
             {
                 $sql .= "SELECT bump($s, $t, $k, 1, 10);\n";    # autocommit
             }
-            elsif ($kind <= 5 || $kind == 8)
+            elsif ($kind <= 5)
             {
-                my $n = $kind == 8 ? 3 : 5;
-                $sql .= "BEGIN; SELECT bump($s, $t, $k, $n, 100); COMMIT;\n";
+                $sql .= "BEGIN; SELECT bump($s, $t, $k, 5, 100); COMMIT;\n";
+            }
+            elsif ($kind == 8)
+            {
+                # a poison event among three
+                $sql .= "BEGIN; SELECT bump($s, $t, $k, 3, 100, " . (1 + $s % 2) . "); COMMIT;\n";
             }
             elsif ($kind == 6)
             {
@@ -177,12 +184,41 @@ sub committed_txns
     return $r == 0 ? $o : -1;
 }
 
-# Wait (bounded) until $n more transactions committed than $from.
+# Wait (bounded) until $n more transactions committed than $from, asking
+# on one connection without a pause, so that a fault set off afterwards
+# hits the sessions while they commit.
 sub wait_commits
 {
     my ($node, $what, $from, $n, $timeout) = @_;
-    return wait_until("$what: $n more commits", $timeout // 30,
-        sub { committed_txns($node) >= $from + $n });
+    my $bg = $node->background_psql('postgres');
+    my $deadline = time + ($timeout // 30);
+    my $c = -1;
+    while (time < $deadline)
+    {
+        $c = $bg->query_safe('SELECT count(*) FROM done');
+        last if $c >= $from + $n;
+    }
+    $bg->quit;
+    diag("timed out waiting for $what: $n more commits than $from ($c)") if $c < $from + $n;
+    return $c >= $from + $n;
+}
+
+# Wait (bounded) until $n sessions are inside COMMIT, asking on one
+# connection without a pause.
+sub wait_in_commit
+{
+    my ($node, $n) = @_;
+    my $bg = $node->background_psql('postgres');
+    my $deadline = time + 30;
+    my $c = 0;
+    while (time < $deadline)
+    {
+        $c = $bg->query_safe(q{SELECT count(*) FROM pg_stat_activity
+            WHERE application_name ~ '^s[0-9]+$' AND state = 'active' AND query ~ '^COMMIT'});
+        last if $c >= $n;
+    }
+    $bg->quit;
+    return $c >= $n;
 }
 
 sub finish_sessions
@@ -270,8 +306,19 @@ sub pid_of
 # ---------------------------------------------------------------------
 my $nsess = $ENV{SHE_STRESS_SESSIONS} // 60;
 
-my $nats = NatsServer->new->start;
+# the publisher connects as "hub", which may not publish to org.s.deny;
+# the test tools connect as "admin"
+my $nats = NatsServer->new(user => 'admin', password => 'adminpw', auth_conf => q{
+authorization {
+  users = [
+    { user: admin, password: adminpw }
+    { user: hub, password: hubpw, permissions: { publish: { deny: ["org.s.deny"] } } }
+  ]
+}
+})->start;
+my $hub_url = 'nats://hub:hubpw@127.0.0.1:' . $nats->port;
 my $node = she_node('many', $nats, conf => qq{
+state_hub_events.nats_url = '$hub_url'
 max_connections = @{[ $nsess + 20 ]}
 state_hub_events.queue_size = '256kB'
 state_hub_events.publish_timeout = '1s'
@@ -282,12 +329,15 @@ log_min_duration_statement = 4000
 $node->safe_psql('postgres', $schema);
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.setup')});
 $nats->wait_for_count(1, timeout => 30);
+# an event over 6,000 bytes is refused by the stream, not at the call
+$nats->update_stream('ACTIVITY_EVENTS', 'max_msg_size=6000');
 $node->safe_psql('postgres', 'SELECT state_hub_events.stats_reset()');
 my $log_off = -s $node->logfile;
 
 # Events committed so far (a kind-6 transaction commits one junk event too).
 my $events_sql = q{SELECT coalesce(sum(n + CASE WHEN n = 2 AND (s * 7 + t) % 10 = 6 THEN 1 ELSE 0 END), 0) FROM done};
 my @stat_cols = qw(published duplicates failed unconfirmed dropped);
+my @probe;    # per phase: events, lost, unc (WARNINGs), present (stream)
 
 # Once every committed event has its outcome in stats() (bounded wait),
 # the counters and the events committed.
@@ -300,8 +350,24 @@ sub settle
             "SELECT ($events_sql), " . join(', ', @stat_cols) . ' FROM state_hub_events.stats()');
         @st{@stat_cols} = @v;
         $st{events} = $ev;
+        $st{events} += $_->{events} // 0 for grep { defined } @probe;
         $st{published} + $st{duplicates} + $st{failed} + $st{unconfirmed} >= $ev });
     return \%st;
+}
+
+# probe($p): before phase $p, publish one event at a time (wait_for_ack
+# on) until one is published without a WARNING: the publisher publishes
+# again (reconnected, out of its back-off).  The probes count in phase $p.
+sub probe
+{
+    my ($p) = @_;
+    return wait_until("the publisher to publish again before phase $p", 30, sub {
+        my ($r, $o, $e) = $node->psql('postgres',
+            "SET state_hub_events.wait_for_ack = on; SELECT state_hub_events.publish('org.s.probe', '{\"ph\": $p}')");
+        $probe[$p]{events}++ if $r == 0;
+        $probe[$p]{lost} += $1 if $e =~ /(\d+) of \d+ events of the committed transaction were not published/;
+        $probe[$p]{unc} += $1 if $e =~ /(\d+) of \d+ events were sent but not confirmed/;
+        $r == 0 && $e eq '' });
 }
 
 my $gates = close_gates($node);
@@ -327,29 +393,36 @@ ok(wait_gate($node, 2), 'phase 1 (NATS hung, cancels) ran');
 push @snap, settle('phase 1');
 $nats->resume;
 
-# phase 2: the publisher exits (SIGTERM) while sessions commit; the
-# postmaster starts it again
+# phase 2: the publisher exits (SIGTERM) while it holds events sent to a
+# hung NATS and sessions wait for them in COMMIT; the postmaster starts it
+# again; NATS answers again
+ok(probe(2), 'publishing resumed after NATS hung');
 my $ppid = pid_of($node, 'state_hub_events publisher');
 ok($ppid, 'the publisher runs');
-my $c0 = committed_txns($node);
+$nats->pause;
 open_gate($gates, 2);
-wait_commits($node, 'phase 2', $c0, 20);
+ok(wait_in_commit($node, 3), 'phase 2: sessions wait in COMMIT for a hung NATS');
 kill 'TERM', $ppid if $ppid;
 ok(wait_until('a new publisher', 30, sub { my $p = pid_of($node, 'state_hub_events publisher'); $p && $p != $ppid }),
     'the publisher was started again');
+$nats->resume;
 ok(wait_gate($node, 3), 'phase 2 (publisher restarted) ran');
 push @snap, settle('phase 2');
 
-# phase 3: NATS goes down while sessions commit
-$c0 = committed_txns($node);
+# phase 3: NATS dies (kill -9) while it holds events it has not
+# acknowledged and sessions wait for them in COMMIT
+ok(probe(3), 'the restarted publisher publishes');
+$nats->pause;
 open_gate($gates, 3);
-wait_commits($node, 'phase 3', $c0, 20);
-$nats->stop;
-ok(wait_gate($node, 4), 'phase 3 (NATS down) ran');
+ok(wait_in_commit($node, 3), 'phase 3: sessions wait in COMMIT for a hung NATS');
+$nats->kill9;
+$nats->{paused} = 0;
+ok(wait_gate($node, 4), 'phase 3 (NATS killed) ran');
 push @snap, settle('phase 3');
 
 # phase 4: NATS is back
 $nats->start;
+ok(probe(4), 'publishing resumed after NATS came back');
 open_gate($gates, 4);
 ok(wait_gate($node, 5), 'phase 4 (NATS back) ran');
 push @snap, settle('phase 4');
@@ -364,13 +437,14 @@ $gates->quit;
 note(join('; ', @notes));
 
 my %done;
-for (split /\n/, $node->safe_psql('postgres', q{SELECT s, t, n, k, v FROM done}))
+for (split /\n/, $node->safe_psql('postgres', q{SELECT s, t, n, k, v, poison FROM done}))
 {
-    my ($s, $t, $n, $k, $v) = split /\|/;
+    my ($s, $t, $n, $k, $v, $poison) = split /\|/;
     # a kind-6 transaction also commits the junk event before its savepoints
-    $done{"$s $t"} = { n => $n, k => $k, v => $v, junk => ($n == 2 && ($s * 7 + $t) % 10 == 6 ? 1 : 0) };
+    $done{"$s $t"} = { n => $n, k => $k, v => $v, poison => $poison,
+        junk => ($n == 2 && ($s * 7 + $t) % 10 == 6 ? 1 : 0) };
 }
-my $committed_events = $snap[-1]{events};
+my $committed_events = $snap[-1]{events};    # with the probes
 note(scalar(keys %done) . " transactions committed $committed_events events");
 cmp_ok(scalar(keys %done), '>', $total / 2, 'most transactions committed');
 
@@ -380,8 +454,7 @@ is($fin{published} + $fin{duplicates} + $fin{failed} + $fin{unconfirmed}, $commi
     'stats(): published + duplicates + failed + unconfirmed = events committed');
 is($fin{dropped}, 0, 'stats(): nothing dropped');
 
-# the stream (unconfirmed events of the last hang may still arrive: wait
-# until the count is stable for one more read)
+# the stream
 my $stored = $nats->count(undef, subject => 'org.s.>');
 my @msgs = $nats->messages(undef, undef, subject => 'org.s.>', timeout => 60);
 my (%by_id, %per_txn, @stray);
@@ -390,6 +463,11 @@ for my $m (@msgs)
     $by_id{ $m->{msg_id} }++;
     my $a = $m->{body}{attributes};
     my $key = "$a->{s} $a->{t}";
+    if ($m->{subject} eq 'org.s.probe')
+    {
+        $probe[ $a->{ph} ]{present}++;
+        next;
+    }
     if ($m->{subject} eq 'org.s.rb')
     {
         if ($done{$key} && $a->{e} == 1 && $done{$key}{junk}) { $per_txn{$key}{j}++; }
@@ -398,15 +476,19 @@ for my $m (@msgs)
     }
     push @stray, "event of uncommitted $key" unless $done{$key};
     push @stray, "event of $key with v $a->{v}, committed $done{$key}{v}" if $done{$key} && $done{$key}{v} != $a->{v};
+    push @stray, "poison $m->{subject} of $key e $a->{e}" if $m->{subject} ne 'org.s.ev' || length($a->{p}) > 6000;
     $per_txn{$key}{ $a->{e} }++;
 }
-is_deeply(\@stray, [], 'nothing of a rolled-back transaction or savepoint is in the stream');
+is_deeply(\@stray, [], 'nothing of a rolled-back transaction or savepoint, no event the stream refuses, is in the stream');
 is(scalar(grep { $by_id{$_} > 1 } keys %by_id), 0, 'no message is stored twice');
 
 # per transaction, against its session's WARNINGs; per phase, against the
 # counters
 my $w = parse_warnings(@sess);
-my (@unreported, @lost_stored, @ph);
+my (@unreported, @lost_stored, @ph, @clean);
+# the phases without a fault: every event is published but the poison,
+# which its COMMIT's WARNING counts lost (wait_for_ack on)
+my %clean_phase = (0 => 1, 4 => 1);
 my %ack = map { $_->{s} => $_->{ack} } @sess;
 for my $key (sort keys %done)
 {
@@ -419,6 +501,11 @@ for my $key (sort keys %done)
     $ph[$p]{present} += $present;
     $ph[$p]{lost} += $lost;
     $ph[$p]{unc} += $unc;
+    $ph[$p]{poison} += 1 if $done{$key}{poison};
+    my $want_lost = $done{$key}{poison} ? 1 : 0;
+    push @clean, "phase $p $key (poison $done{$key}{poison}): $present of $n stored, WARNING: $lost lost, $unc unconfirmed"
+      if $clean_phase{$p} && ($present != $n - $want_lost || $unc
+        || (($ack{$s} || $ack_phase{$p}) ? $lost != $want_lost : $lost));
     push @lost_stored, "$key: $present of $n stored, WARNING said $lost lost" if $present > $n - $lost;
     push @unreported, "$key: $present of $n stored, WARNING: $lost lost, $unc unconfirmed"
       if ($ack{$s} || $ack_phase{$p}) && $n - $present > $lost + $unc;
@@ -427,8 +514,11 @@ is_deeply([ @lost_stored[ 0 .. ($#lost_stored < 4 ? $#lost_stored : 4) ] ], [],
     'no event a WARNING called lost is in the stream (' . scalar(@lost_stored) . ')');
 is_deeply([ @unreported[ 0 .. ($#unreported < 4 ? $#unreported : 4) ] ], [],
     'wait_for_ack on: every event the stream lacks was in its COMMIT\'s WARNING (' . scalar(@unreported) . ')');
+is_deeply([ @clean[ 0 .. ($#clean < 4 ? $#clean : 4) ] ], [],
+    'without a fault every event is stored but the poison, which its WARNING counts lost (' . scalar(@clean) . ')');
 for my $p (0 .. $phases - 1)
 {
+    $ph[$p]{$_} += $probe[$p]{$_} // 0 for qw(events present lost unc);
     my %d = map { $_ => $snap[ $p + 1 ]{$_} - $snap[$p]{$_} } @stat_cols, 'events';
     my $x = $ph[$p];
     note("phase $p: $x->{events} events, $x->{present} stored; stats published $d{published}, duplicates $d{duplicates}, "
@@ -439,6 +529,11 @@ for my $p (0 .. $phases - 1)
     cmp_ok($x->{present}, '<=', $d{published} + $d{duplicates} + $d{unconfirmed},
         "phase $p: the stream holds no event counted failed");
     cmp_ok($x->{lost}, '<=', $d{failed}, "phase $p: every event a WARNING called lost is counted failed");
+    if ($clean_phase{$p})
+    {
+        is("$d{failed} $d{unconfirmed}", (($x->{poison} // 0) + ($probe[$p]{lost} // 0)) . ' 0',
+            "phase $p (no fault): only the poison (and probes while NATS was coming back) failed");
+    }
     next unless $ack_phase{$p};
     cmp_ok($d{failed}, '<=', $x->{lost} + $x->{unc}, "phase $p (all wait for acks): every event counted failed was in a WARNING");
     cmp_ok($d{unconfirmed}, '<=', $x->{unc}, "phase $p (all wait for acks): every event counted unconfirmed was in a WARNING");
@@ -456,6 +551,7 @@ $node->stop;
 # Durable mode
 # ---------------------------------------------------------------------
 my $dnode = she_node('many_durable', $nats, conf => qq{
+state_hub_events.nats_url = '$hub_url'
 max_connections = @{[ $nsess + 20 ]}
 state_hub_events.database = 'postgres'
 state_hub_events.delivery = 'durable'
@@ -475,7 +571,7 @@ push @dall, @wave;
 ok(wait_gate($dnode, 1), 'durable wave 1: phase 0 ran');
 my $wpid = pid_of($dnode, 'state_hub_events worker');
 ok($wpid, 'the durable worker runs');
-$c0 = committed_txns($dnode);
+my $c0 = committed_txns($dnode);
 open_gate($dgates, 1);
 wait_commits($dnode, 'durable wave 1', $c0, 20);
 kill 'KILL', $wpid if $wpid;
@@ -515,16 +611,17 @@ finish_sessions(90, @wave);
 $dgates->quit;
 
 %done = ();
-for (split /\n/, $dnode->safe_psql('postgres', q{SELECT s, t, n, k, v FROM done}))
+for (split /\n/, $dnode->safe_psql('postgres', q{SELECT s, t, n, k, v, poison FROM done}))
 {
-    my ($s, $t, $n, $k, $v) = split /\|/;
-    $done{"$s $t"} = { n => $n, k => $k, v => $v };
+    my ($s, $t, $n, $k, $v, $poison) = split /\|/;
+    $done{"$s $t"} = { n => $n, k => $k, v => $v, poison => $poison,
+        junk => ($n == 2 && ($s * 7 + $t) % 10 == 6 ? 1 : 0) };
 }
 my $events = 0;
-$events += $_->{n} for values %done;
-my $kept_junk = $dnode->safe_psql('postgres', q{SELECT count(*) FROM done WHERE n = 2 AND (s * 7 + t) % 10 = 6});
-note(scalar(keys %done) . " durable transactions committed " . ($events + $kept_junk) . ' events');
-ok($dnode->poll_query_until('postgres', 'SELECT events = 0 FROM state_hub_events.backlog()'),
+$events += $_->{n} + $_->{junk} for values %done;
+note(scalar(keys %done) . " durable transactions committed $events events");
+ok(wait_until('the outbox to drain', 60,
+    sub { $dnode->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()') == 0 }),
     'durable: the outbox drains');
 # the durable sessions are numbered from 1000
 @msgs = grep { $_->{body}{attributes}{s} >= 1000 } $nats->messages(undef, undef, subject => 'org.s.>', timeout => 60);
@@ -541,19 +638,27 @@ for my $m (@msgs)
         next;
     }
     push @bad, "event of uncommitted $key" unless $done{$key};
+    push @bad, "poison $m->{subject} of $key e $a->{e}" if $m->{subject} ne 'org.s.ev' || length($a->{p}) > 6000;
     $present{"$key $a->{e}"}++;
 }
-my @missing;
+# the poison events are in the dead-letter table, and nothing else
+my %rejected = map { $_ => 1 } split /\n/, $dnode->safe_psql('postgres', q{
+    SELECT (e->>'s') || ' ' || (e->>'t') || ' ' || (e->>'e')
+    FROM (SELECT envelope::jsonb->'attributes' AS e FROM state_hub_events.rejected) r});
+my (@missing, @wrong_rejected);
 for my $key (sort keys %done)
 {
     for my $e (1 .. $done{$key}{n})
     {
-        push @missing, "$key e $e" unless $present{"$key $e"};
+        my $poison = $done{$key}{poison} && $e == 2;
+        push @missing, "$key e $e" unless $poison ? delete $rejected{"$key $e"} : $present{"$key $e"};
     }
+    push @missing, "$key junk" if $done{$key}{junk} && !$present{"$key j"};
 }
-is_deeply(\@bad, [], 'durable: nothing of a rolled-back transaction or savepoint is in the stream');
+is_deeply(\@bad, [], 'durable: nothing of a rolled-back transaction or savepoint, no event the stream refuses, is in the stream');
+is_deeply([ sort keys %rejected ], [], 'durable: the dead-letter table holds the poison events and nothing else');
 is_deeply([ @missing[ 0 .. ($#missing < 4 ? $#missing : 4) ] ], [],
-    'durable: every committed event is in the stream (' . scalar(@missing) . ' missing)');
+    'durable: every committed event is in the stream, or in the dead-letter table if poison (' . scalar(@missing) . ' missing)');
 is_deeply(\@dup, [], 'durable: every event once by Nats-Msg-Id');
 check_order('durable', grep { $_->{subject} eq 'org.s.ev' } @msgs);
 
