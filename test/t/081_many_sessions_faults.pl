@@ -2,24 +2,40 @@
 # 081_many_sessions_faults.pl
 #    Many concurrent sessions under faults, checked event by event.
 #
-#    Immediate mode: 60 psql sessions (half wait_for_ack on, half off)
-#    commit a known mix of transactions (one event, several, a rolled-back
-#    savepoint, ROLLBACK, a few larger than queue_size) on a few hot rows,
-#    while NATS is SIGSTOPped (and sessions waiting in COMMIT are
-#    cancelled), the publisher exits and restarts, and NATS restarts.  Each
-#    fault lasts a bounded number of commits.  Afterwards: nothing of a
-#    rolled-back transaction or savepoint is in the stream; no message is
-#    stored twice; every committed event has exactly one outcome in stats()
-#    (published + duplicates + failed + unconfirmed = events committed); an
-#    event the stream lacks was counted failed or unconfirmed and, for a
-#    session that waits for acknowledgements, a WARNING of its COMMIT said
-#    so; an event a WARNING called lost is not in the stream; per hot row
+#    Immediate mode: 60 psql sessions commit a known mix of transactions
+#    (one event, several, a rolled-back savepoint, ROLLBACK, a poison event
+#    the stream refuses (a subject the publisher may not publish to, or over
+#    the stream's max_msg_size) among others, a few larger than queue_size)
+#    on 8 hot rows, in 7 phases of 3 transactions per session.  Before each
+#    phase every session waits at a gate (an advisory lock the test holds),
+#    so each fault lasts a known number of transactions:
+#      0 no fault; 1 NATS hung (SIGSTOP), sessions waiting in COMMIT
+#      cancelled and terminated; 2 the publisher exits (SIGTERM) while
+#      sessions wait in COMMIT for a hung NATS, and restarts; 3 NATS killed
+#      (kill -9) while sessions wait in COMMIT for it; 4 NATS back; 5 NATS
+#      hung, wait_for_ack off too; 6 NATS flaps (hangs shorter than
+#      publish_timeout).  In phases 1 and 3 every session waits for
+#      acknowledgements; otherwise half of them do.
+#    Afterwards: nothing of a rolled-back transaction or savepoint, and no
+#    poison event, is in the stream; no message is stored twice; per
+#    phase, every committed event has exactly one outcome in stats()
+#    (published + duplicates + failed + unconfirmed = events committed), the
+#    stream holds at least the published ones and none counted failed; an
+#    event a WARNING called lost is not in the stream and is counted
+#    failed; for a session waiting for acknowledgements every event the
+#    stream lacks was in its COMMIT's WARNING; without a fault only the
+#    poison fails, each counted lost by its COMMIT's WARNING; per hot row
 #    the events are in commit order; no COMMIT waited beyond its bound.
+#    Then kill -9 of the publisher while sessions commit: nothing
+#    uncommitted or twice in the stream, commit order per hot row.
 #
 #    Durable mode: the same load while the worker is killed with kill -9
-#    (the postmaster restarts the cluster), PostgreSQL crashes (immediate
-#    shutdown) and NATS is stopped: every committed event is in the stream
-#    exactly once by Nats-Msg-Id, per hot row in commit order.
+#    (the postmaster restarts the cluster), NATS is stopped and PostgreSQL
+#    crashes (immediate shutdown): every committed event is in the stream
+#    exactly once by Nats-Msg-Id, per hot row in commit order, or, if
+#    poison, in the dead-letter table (which holds nothing else).
+#
+#    SHE_STRESS_SESSIONS (60) and SHE_STRESS_TXNS (3 per phase) scale it.
 
 use strict;
 use warnings;
@@ -605,6 +621,42 @@ my $log = slurp_file($node->logfile, $log_off);
 my @slow = $log =~ /duration: (\d+\.\d+ ms  statement: COMMIT)/g;
 is_deeply(\@slow, [], 'no COMMIT took longer than 4 s (connect_timeout + publish_timeout 2 s)');
 unlike($log, qr/PANIC|terminated by signal/, 'no crash');
+
+# kill -9 of the publisher while sessions commit (half of them wait in
+# COMMIT): the postmaster restarts the cluster, the sessions die, the
+# queue and the counters start again.  The stream still holds nothing of
+# a transaction that did not commit, nothing twice, and per hot row the
+# commit order.
+$node->append_conf('postgresql.conf', 'restart_after_crash = on');
+$node->reload;
+$gates = close_gates($node);
+my @wave = start_sessions($node, 500, $nsess / 2);
+ok(wait_gate($node, 1), 'kill -9 wave: phase 0 ran');
+$ppid = pid_of($node, 'state_hub_events publisher');
+ok($ppid, 'the publisher runs');
+$nats->pause;
+open_gate($gates, 1);
+ok(wait_in_commit($node, 3), 'kill -9 wave: sessions wait in COMMIT for a hung NATS');
+kill 'KILL', $ppid if $ppid;
+$nats->resume;
+finish_sessions(60, @wave);
+eval { $gates->quit };
+ok(wait_until('PostgreSQL back after the publisher was killed', 60, sub { committed_txns($node) >= 0 }),
+    'PostgreSQL restarted after kill -9 of the publisher');
+my %kdone = map { my ($s, $t) = split /\|/; ("$s $t" => 1) } split /\n/,
+  $node->safe_psql('postgres', 'SELECT s, t FROM done WHERE s >= 500');
+my (%kseen, @kbad);
+my @kmsgs = grep { ($_->{body}{attributes}{s} // -1) >= 500 }
+  $nats->messages(undef, undef, subject => 'org.s.>', timeout => 60);
+for my $m (@kmsgs)
+{
+    my $a = $m->{body}{attributes};
+    push @kbad, "twice: $m->{msg_id}" if $kseen{ $m->{msg_id} }++;
+    push @kbad, "uncommitted $a->{s} $a->{t}" unless $kdone{"$a->{s} $a->{t}"};
+}
+note(scalar(keys %kdone) . ' transactions committed in the kill -9 wave, ' . scalar(@kmsgs) . ' events stored');
+is_deeply(\@kbad, [], 'kill -9 of the publisher: nothing uncommitted, nothing twice in the stream');
+check_order('kill -9 of the publisher', grep { $_->{subject} eq 'org.s.ev' } @kmsgs);
 $node->stop;
 
 # ---------------------------------------------------------------------
