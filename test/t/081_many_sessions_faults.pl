@@ -468,9 +468,32 @@ my $flaps = 0;
 my $poll = $node->background_psql('postgres');
 my $sessions_sql = q{SELECT count(*) FROM pg_stat_activity WHERE application_name ~ '^s[0-9]+$'};
 my $flap_deadline = time + 60;
-$nats->pause;
+# exploration: SHE_STRESS_FLAP=restart or kill restarts NATS (SIGTERM or
+# kill -9) as soon as a session waits for the publisher, instead
+my $restart = $ENV{SHE_STRESS_FLAP} // '';
+$nats->pause unless $restart;
 open_gate($gates, 6);
-while (time < $flap_deadline && $poll->query_safe($sessions_sql) > 0)
+while ($restart && time < $flap_deadline && $poll->query_safe($sessions_sql) > 0)
+{
+    $flaps++;
+    my $wait_deadline = time + 5;
+    while (time < $wait_deadline)
+    {
+        last if $poll->query_safe(q{SELECT count(*) FROM pg_stat_activity
+            WHERE application_name ~ '^s[0-9]+$' AND wait_event_type = 'Extension'}) > 0;
+    }
+    if ($restart eq 'kill') { $nats->kill9; } else { $nats->stop; }
+    $nats->start;
+    ok(probe(6), "publishing resumed after NATS restart $flaps");
+    my $c = $poll->query_safe('SELECT count(*) FROM done');
+    my $run_deadline = time + 5;
+    while (time < $run_deadline)
+    {
+        last if $poll->query_safe('SELECT count(*) FROM done') >= $c + 10;
+        last if $poll->query_safe($sessions_sql) == 0;
+    }
+}
+while (!$restart && time < $flap_deadline && $poll->query_safe($sessions_sql) > 0)
 {
     $nats->pause unless $nats->{paused};
     $flaps++;
