@@ -706,10 +706,17 @@ push @dall, @wave;
 ok(wait_gate($dnode, 1), 'durable wave 1: phase 0 ran');
 my $wpid = pid_of($dnode, 'state_hub_events worker');
 ok($wpid, 'the durable worker runs');
+# the worker has sent events a hung NATS has not acknowledged when it is
+# killed; NATS stores them once it answers again, and the next worker
+# sends them again (collapsed by Nats-Msg-Id)
 my $c0 = committed_txns($dnode);
+$nats->pause;
 open_gate($dgates, 1);
 wait_commits($dnode, 'durable wave 1', $c0, 20);
+cmp_ok($dnode->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()'), '>', 0,
+    'events wait in the outbox for a hung NATS');
 kill 'KILL', $wpid if $wpid;
+$nats->resume;
 finish_sessions(60, @wave);
 eval { $dgates->quit };
 ok(wait_until('PostgreSQL back after the worker was killed', 60, sub { committed_txns($dnode) >= 0 }),
