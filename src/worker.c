@@ -763,6 +763,7 @@ refuse_reserved(WorkerBatch *b, SheMsgOutcome *out, SheBatchOutcome *res)
 	out[0].err_code = 0;
 	out[0].text = 0;
 	out[0].batch_refused = false;
+	out[0].reported = false;
 }
 
 /*
