@@ -76,8 +76,8 @@ utf8_code_point(const unsigned char *p)
  * server, which act with the publisher's credentials) or is "_INBOX"
  * (replies to other clients' requests).
  */
-static bool
-subject_reserved(const char *subject)
+bool
+she_subject_reserved(const char *subject)
 {
 	return subject[0] == '$' ||
 		(strncmp(subject, "_INBOX", 6) == 0 && subject[6] == '.');
@@ -129,7 +129,7 @@ she_subject_problem(const char *subject, size_t maxlen, size_t *pos)
 		toklen++;
 	}
 	*pos = 0;
-	if (subject_reserved(subject))
+	if (she_subject_reserved(subject))
 		return SHE_SUBJECT_RESERVED;
 	return SHE_SUBJECT_OK;
 }

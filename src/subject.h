@@ -31,6 +31,7 @@ typedef enum SheSubjectProblem
 	SHE_SUBJECT_RESERVED		/* NATS's own: "$..." or "_INBOX." first token */
 } SheSubjectProblem;
 
+extern bool she_subject_reserved(const char *subject);
 extern SheSubjectProblem she_subject_problem(const char *subject, size_t maxlen,
 											 size_t *pos);
 extern SheSubjectProblem she_subject_patterns_problem(const char *patterns);

@@ -86,6 +86,7 @@
 #include "nats_publish.h"
 #include "ascii_text.h"
 #include "state_hub_events.h"
+#include "subject.h"
 
 #define WORKER_BATCH	1000
 #define WORKER_POLL_MS	1000
@@ -726,16 +727,66 @@ shape_batch(WorkerBatch *b, WorkerProbe probe)
 }
 
 /*
+ * The index of the batch's first event on a subject NATS keeps for itself
+ * ($JS.API..., _INBOX...), b->n if none.  publish() and emit() refuse those
+ * at the call, but the outbox may hold rows written before they did (an
+ * older library) or by its owner: sent, such a row is a request the server
+ * runs with the worker's credentials ("$JS.API.STREAM.DELETE.<stream>").
+ */
+static int
+first_reserved(const WorkerBatch *b)
+{
+	int			i;
+
+	for (i = 0; i < b->n; i++)
+		if (she_subject_reserved(b->events[i].subject))
+			break;
+	return i;
+}
+
+/* Refuse the batch's first event, on a reserved subject, for good, unsent. */
+static void
+refuse_reserved(WorkerBatch *b, SheMsgOutcome *out, SheBatchOutcome *res)
+{
+	char		text[200];
+
+	b->n = 1;
+	snprintf(text, sizeof(text),
+			 "not sent: NATS reserves the subject \"%s\" (for requests to the server and replies, not events)",
+			 b->events[0].subject);
+	she_ascii_text(res->texts[0], sizeof(res->texts[0]), text);
+	res->ntexts = 1;
+	strlcpy(res->reason, res->texts[0], sizeof(res->reason));
+	res->refused = res->refused_permanent = 1;
+	out[0].state = SHE_MSG_REFUSED;
+	out[0].permanent = true;
+	out[0].err_code = 0;
+	out[0].text = 0;
+	out[0].batch_refused = false;
+	out[0].reported = false;
+}
+
+/*
  * Publish batch b through the engine; out[i] is event i's outcome.  With
  * atomic batches each transaction goes as one batch (see shape_batch),
- * except for PROBE_HEAD_ALONE.  No connection: every event is NOT_SENT.
+ * except for PROBE_HEAD_ALONE.  An event on a reserved subject is never
+ * sent: the batch stops before it, and a batch it heads is that event
+ * alone, refused for good.  No connection: every event is NOT_SENT.
  */
 static void
 publish_batch(WorkerBatch *b, WorkerProbe probe, SheMsgOutcome *out, SheBatchOutcome *res)
 {
 	int			i;
+	int			r;
 
 	memset(res, 0, sizeof(*res));
+	r = first_reserved(b);
+	if (r == 0)
+	{
+		refuse_reserved(b, out, res);
+		return;
+	}
+	b->n = r;					/* the next read starts with it */
 	if (she_conn_ensure(&conn, res->reason, sizeof(res->reason)))
 	{
 		int			max_atomic = worker_atomic_max();

@@ -13,10 +13,12 @@
 #    publisher takes A and gathers.  Then the standby requirement goes, and
 #    the twelve hand over one by one, test_commit_delay_ms spacing them
 #    8 ms apart (all within the linger, 1 s, with room for a loaded
-#    machine).  Counted: the publisher's voluntary context switches (its main thread) over that time -- the
-#    gathering's one wake-up, the publishing's own few, the reload's: 4
-#    here -- against at least twelve when every hand-over wakes it (15-16
-#    before).  And all thirteen events go in one write.
+#    machine: from A's COMMIT to the release the test starts no process,
+#    its queries go through a session opened beforehand).  Counted: the
+#    publisher's voluntary context switches (its main thread) over that
+#    time -- the gathering's one wake-up, the publishing's own few, the
+#    reload's: 4 here -- against at least twelve when every hand-over
+#    wakes it (15-16 before).  And all thirteen events go in one write.
 
 use strict;
 use warnings;
@@ -24,6 +26,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 
 use NatsServer;
 use SheTest;
@@ -37,6 +40,23 @@ state_hub_events.publish_timeout = '30s'
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.t.warmup')});
 wait_for_messages($nats, 1, 'ACTIVITY_EVENTS');
 $node->safe_psql('postgres', q{CREATE TABLE t (i int)});
+
+# wait_until with 10 ms between looks (the linger's second is short)
+sub soon
+{
+    my ($what, $code) = @_;
+    my $deadline = time + 30;
+    until ($code->())
+    {
+        if (time >= $deadline)
+        {
+            diag("timed out after 30 s waiting for $what");
+            return 0;
+        }
+        select(undef, undef, undef, 0.01);
+    }
+    return 1;
+}
 
 my $pid = $node->safe_psql('postgres', q{SELECT state_hub_events.ping()->>'publisher_pid'});
 ok($pid =~ /^\d+$/, "the publisher's pid ($pid)");
@@ -76,23 +96,33 @@ ok($node->poll_query_until('postgres',
 my $stats0 = $node->safe_psql('postgres',
     q{SELECT publisher_batches || ' ' || publisher_events FROM state_hub_events.stats()});
 
+# From A's COMMIT on, the publisher's linger (1 s) runs: the test's own
+# queries go through this session, opened now, so that none of them waits
+# for a psql or pg_ctl to start on a loaded machine.
+my $admin = $node->background_psql('postgres');
+$admin->query_safe(q{SET synchronous_commit = local});
+
 my $a = $node->background_psql('postgres');
 $a->query_safe(q{SET synchronous_commit = local});
 $a->{stdin} .= "SELECT state_hub_events.publish('org.t.a');\nSELECT 'a done';\n";
 $a->{run}->pump_nb;
-ok($node->poll_query_until('postgres',
-    q{SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event = 'Extension' AND query ~ 'org.t.a'}),
+my $t_a = time;
+ok(soon('A waits', sub {
+    $admin->query_safe(q{SELECT count(*) FROM pg_stat_activity
+                         WHERE wait_event = 'Extension' AND query ~ 'org.t.a'}) eq '1' }),
     'A waits for its acknowledgement');
 # the publisher took A and gathers (it sleeps: its switches stop moving)
 my $before;
-ok(wait_until('the publisher sleeps', 30, sub {
+ok(soon('the publisher sleeps', sub {
     $before = switches();
     select(undef, undef, undef, 0.02);
     switches() == $before }),
     'the publisher took A and sleeps');
 
-$node->safe_psql('postgres', q{ALTER SYSTEM RESET synchronous_standby_names});
-$node->reload;
+$admin->query_safe(q{ALTER SYSTEM RESET synchronous_standby_names});
+$admin->query_safe(q{SELECT pg_reload_conf()});
+note(sprintf("the twelve were released %.0f ms after A's COMMIT was sent (batch_linger: 1000 ms)",
+    (time - $t_a) * 1000));
 like($a->query_safe(q{SELECT 'sync'}), qr/a done/, "A's COMMIT returned");
 $_->query_safe(q{SELECT 'sync'}) for @held;
 my $after = switches();
@@ -110,6 +140,7 @@ is($nats->wait_for_count(12, subject => 'org.t.held'), 12, 'the stream holds the
 is($nats->wait_for_count(1, subject => 'org.t.a'), 1, "and A's");
 
 $a->quit;
+$admin->quit;
 $_->quit for @held;
 $node->stop;
 $nats->stop;
