@@ -1,5 +1,5 @@
 
-# 082_worker_reserved_subjects.pl
+# 084_worker_reserved_subjects.pl
 #    publish() and emit() refuse a subject NATS keeps for itself at the call
 #    (080), but the durable worker publishes what the outbox holds: rows
 #    written before that check existed (an older library, events waiting
