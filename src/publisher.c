@@ -453,7 +453,7 @@ report_atomic(const SheBatchOutcome *sum, int max_atomic)
 /*
  * SheOutcomeFn: report an acknowledged outcome to its backend from the nats
  * thread that received it (meta: the group's SheTaken array).  Only for a
- * group still waiting for acks at its earliest deadline (see publish_group).
+ * group still waiting for acks shortly before its earliest deadline (see publish_group).
  */
 static void
 report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *sum)
@@ -465,23 +465,29 @@ report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *su
 	she_queue_report(&meta[i], o, sum);
 }
 
-/* The earliest deadline of a group's events. */
+/*
+ * When a group still waiting for acks starts reporting each as it arrives:
+ * 100 ms before its earliest deadline, since a session waits past its own
+ * deadline only a short grace (Min(connect_timeout, 1 s): she_queue_wait),
+ * which a small connect_timeout makes tiny.  Never 0 (that means "at once
+ * from the start", the nats thread's wake-ups this defers).
+ */
 static uint64
-group_first_deadline(const SheTaken *meta, int n)
+group_report_by(const SheTaken *meta, int n)
 {
 	uint64		d = meta[0].deadline;
 	int			i;
 
 	for (i = 1; i < n; i++)
 		d = Min(d, meta[i].deadline);
-	return d;
+	return d > 100000 + 1 ? d - 100000 : 1;
 }
 
 /*
  * Publish one group (same stream and create flag) and report it.  Every
  * outcome is reported here, by this thread, once the group's last
- * acknowledgement is in, unless acks are still awaited at the group's
- * earliest deadline (a session's own limit: a backend that gives up
+ * acknowledgement is in, unless acks are still awaited shortly before
+ * the group's earliest deadline (a session's own limit: a backend that gives up
  * counts its events as unconfirmed): from then on each is reported from
  * the nats thread as it arrives (report_acked).  Reporting every ack from
  * the nats thread that received it, with a signal to its backend per ack,
@@ -521,7 +527,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
-		she_publish_set_report_by(group_first_deadline(meta, n));
+		she_publish_set_report_by(group_report_by(meta, n));
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
 							  deadline, max_atomic, out, &sum, report_acked, meta);
 		she_publish_set_report_by(0);
