@@ -356,21 +356,31 @@ refuse_group(SheMsgOutcome *out, int n, SheBatchOutcome *sum, const char *reason
 }
 
 /*
- * How long the publisher waits for a group's acknowledgements: the latest
- * deadline of its events, so one session's short publish_timeout never
- * shortens another's (a backend that stops waiting earlier counts its own
- * events; the publisher's later outcome is not counted again).  Events
- * nobody waits for got a fresh budget in she_queue_take.
+ * How long the publisher waits for a group's acknowledgements (*last): the
+ * latest deadline of its events, so one session's short publish_timeout
+ * never shortens another's (a backend that stops waiting earlier counts its
+ * own events; the publisher's later outcome is not counted again).  Events
+ * nobody waits for got a fresh budget in she_queue_take.  And when the
+ * group, if still waiting, starts reporting each ack as it arrives
+ * (*report_by): 100 ms before its earliest deadline, since a session waits
+ * past its own deadline only a short grace (Min(connect_timeout, 1 s):
+ * she_queue_wait), which a small connect_timeout makes tiny.  Never 0 (that
+ * means "at once from the start", the nats thread's wake-ups this defers).
  */
-static uint64
-group_deadline(const SheTaken *meta, int n)
+static void
+group_deadlines(const SheTaken *meta, int n, uint64 *last, uint64 *report_by)
 {
-	uint64		d = meta[0].deadline;
+	uint64		lo = meta[0].deadline;
+	uint64		hi = meta[0].deadline;
 	int			i;
 
 	for (i = 1; i < n; i++)
-		d = Max(d, meta[i].deadline);
-	return d;
+	{
+		lo = Min(lo, meta[i].deadline);
+		hi = Max(hi, meta[i].deadline);
+	}
+	*last = hi;
+	*report_by = lo > 100000 + 1 ? lo - 100000 : 1;
 }
 
 /*
@@ -466,24 +476,6 @@ report_acked(void *arg, int i, const SheMsgOutcome *o, const SheBatchOutcome *su
 }
 
 /*
- * When a group still waiting for acks starts reporting each as it arrives:
- * 100 ms before its earliest deadline, since a session waits past its own
- * deadline only a short grace (Min(connect_timeout, 1 s): she_queue_wait),
- * which a small connect_timeout makes tiny.  Never 0 (that means "at once
- * from the start", the nats thread's wake-ups this defers).
- */
-static uint64
-group_report_by(const SheTaken *meta, int n)
-{
-	uint64		d = meta[0].deadline;
-	int			i;
-
-	for (i = 1; i < n; i++)
-		d = Min(d, meta[i].deadline);
-	return d > 100000 + 1 ? d - 100000 : 1;
-}
-
-/*
  * Publish one group (same stream and create flag) and report it.  Every
  * outcome is reported here, by this thread, once the group's last
  * acknowledgement is in, unless acks are still awaited shortly before
@@ -522,12 +514,14 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	}
 	else
 	{
-		uint64		deadline = group_deadline(meta, n);
+		uint64		deadline;
+		uint64		report_by;
 		int			max_atomic = atomic_max(meta[0].stream);
 
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
-		she_publish_set_report_by(group_report_by(meta, n));
+		group_deadlines(meta, n, &deadline, &report_by);
+		she_publish_set_report_by(report_by);
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
 							  deadline, max_atomic, out, &sum, report_acked, meta);
 		she_publish_set_report_by(0);
