@@ -49,6 +49,10 @@ SELECT try($q$SELECT state_hub_events.publish('$JS.ACK.S.C.1.1.1.1.0')$q$);
 SELECT try($q$SELECT state_hub_events.publish('$SYS.REQ.SERVER.PING')$q$);
 SELECT try($q$SELECT state_hub_events.publish('$KV.b.k')$q$);
 SELECT try($q$SELECT state_hub_events.publish('_INBOX.abc.1')$q$);
+-- the server's reply prefixes for service imports and gateways: a reply
+-- forged there reaches the requester as _INBOX would
+SELECT try($q$SELECT state_hub_events.publish('_R_.abc.1')$q$);
+SELECT try($q$SELECT state_hub_events.publish('_GR_.abcdef.ghijkl._INBOX.x')$q$);
 CREATE TABLE reserved_t (id int);
 SELECT try($q$CREATE TRIGGER reserved_t_ins AFTER INSERT ON reserved_t FOR EACH ROW
     EXECUTE FUNCTION state_hub_events.emit('$JS.API.STREAM.PURGE.ACTIVITY_EVENTS')$q$);
@@ -56,6 +60,11 @@ SELECT try($q$SELECT state_hub_events._backfill_check('_INBOX.x', NULL, 10)$q$);
 -- a "$" or "_INBOX" later in the subject is an ordinary token
 SELECT state_hub_events.publish('_INBOX') IS NOT NULL AS ok;
 SELECT state_hub_events.publish('org.$JS.API._INBOX') IS NOT NULL AS ok;
+-- subjects are case-sensitive, and only the whole first token counts
+SELECT state_hub_events.publish('_r_.x') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('_R_') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('_R_x.y') IS NOT NULL AS ok;
+SELECT state_hub_events.publish('org._R_.x') IS NOT NULL AS ok;
 ROLLBACK;
 
 -- attributes must be an object

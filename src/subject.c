@@ -7,7 +7,7 @@
  * tokens without whitespace, control characters or wildcards.  Subjects are
  * UTF-8 (the wire's encoding: envelope.c converts them first), and Unicode
  * whitespace and control characters are refused as well as ASCII ones.
- * Subjects NATS keeps for itself ("$JS.API.>", "_INBOX.>", ...) are refused
+ * Subjects NATS keeps for itself ("$JS.API.>", "_INBOX.>", "_R_.>", ...) are refused
  * whatever the stream's subjects cover: a message there is a request the
  * server acts on with the publisher's credentials (a purge of the
  * stream), not an event.  The stream's
@@ -71,16 +71,33 @@ utf8_code_point(const unsigned char *p)
 }
 
 /*
+ * Is the subject's first token exactly the given one (followed by a '.')?
+ */
+static bool
+first_token_is(const char *subject, const char *token)
+{
+	size_t		len = strlen(token);
+
+	return strncmp(subject, token, len) == 0 && subject[len] == '.';
+}
+
+/*
  * Is the subject in a namespace NATS keeps for itself?  A first token that
  * starts with '$' ($JS.API, $JS.ACK, $KV, $SYS, ...: requests to the
- * server, which act with the publisher's credentials) or is "_INBOX"
- * (replies to other clients' requests).
+ * server, which act with the publisher's credentials), or one of the reply
+ * namespaces: "_INBOX" (replies to other clients' requests), "_R_" (the
+ * server's replies to requests made through a service import, mapped back
+ * to the importing account's inbox) and "_GR_" (replies routed back
+ * through a gateway to the requester's cluster).  Subjects are
+ * case-sensitive: "_inbox.x" is an ordinary subject.
  */
 bool
 she_subject_reserved(const char *subject)
 {
 	return subject[0] == '$' ||
-		(strncmp(subject, "_INBOX", 6) == 0 && subject[6] == '.');
+		first_token_is(subject, "_INBOX") ||
+		first_token_is(subject, "_R_") ||
+		first_token_is(subject, "_GR_");
 }
 
 /*

@@ -11,7 +11,7 @@
  *	- so an accepted subject is non-empty, at most the limit, and has no
  *	  whitespace, control byte, '*', '>' or empty token (nor Unicode
  *	  whitespace or control characters, given as UTF-8), and is not in a
- *	  namespace NATS reserves ("$..." or "_INBOX.>");
+ *	  namespace NATS reserves ("$...", "_INBOX.>", "_R_.>" or "_GR_.>");
  *	- an accepted subject is covered by ">" and (without a ',') by itself as
  *	  a pattern, and not by a pattern with one more token.
  *
@@ -76,7 +76,8 @@ reference(const char *s, size_t maxlen, size_t *pos)
 			return SHE_SUBJECT_WILDCARD;
 	}
 	*pos = 0;
-	if (s[0] == '$' || strncmp(s, "_INBOX.", 7) == 0)
+	if (s[0] == '$' || strncmp(s, "_INBOX.", 7) == 0 ||
+		strncmp(s, "_R_.", 4) == 0 || strncmp(s, "_GR_.", 5) == 0)
 		return SHE_SUBJECT_RESERVED;
 	return SHE_SUBJECT_OK;
 }
@@ -109,7 +110,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 			CHECK(len > 0 && len <= limits[k], "accepted length %zu", len);
 			CHECK(strpbrk(f[0], " \t\r\n*>") == NULL, "accepted \"%s\"", f[0]);
-			CHECK(f[0][0] != '$' && strncmp(f[0], "_INBOX.", 7) != 0,
+			CHECK(f[0][0] != '$' && strncmp(f[0], "_INBOX.", 7) != 0 &&
+				  strncmp(f[0], "_R_.", 4) != 0 && strncmp(f[0], "_GR_.", 5) != 0,
 				  "accepted the reserved \"%s\"", f[0]);
 			CHECK(f[0][0] != '.' && f[0][len - 1] != '.' && strstr(f[0], "..") == NULL,
 				  "accepted an empty token in \"%s\"", f[0]);

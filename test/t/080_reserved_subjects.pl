@@ -37,7 +37,7 @@ $node->safe_psql('postgres',
 is($nats->wait_for_count(3), 3, 'three events in the stream');
 
 for my $subject ('$JS.API.STREAM.PURGE.ACTIVITY_EVENTS', '$JS.API.STREAM.DELETE.ACTIVITY_EVENTS',
-    '$JS.ACK.ACTIVITY_EVENTS.c.1.1.1.1.0', '$SYS.REQ.SERVER.PING', '_INBOX.x.1')
+    '$JS.ACK.ACTIVITY_EVENTS.c.1.1.1.1.0', '$SYS.REQ.SERVER.PING', '_INBOX.x.1', '_R_.x.1', '_GR_.abcdef.ghijkl._INBOX.x')
 {
     my ($ret, $out, $err) = $node->psql('postgres',
         "\\set VERBOSITY verbose\nSET ROLE pub;\nSELECT state_hub_events.publish('$subject');");
