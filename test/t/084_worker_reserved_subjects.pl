@@ -45,7 +45,7 @@ SELECT state_hub_events.publish('org.t.first');
 COMMIT;
 INSERT INTO state_hub_events.outbox (seq, id, subject, envelope)
 SELECT nextval('state_hub_events.outbox_seq'), gen_random_uuid(), s, '{}'
-  FROM unnest(ARRAY['$JS.API.STREAM.PURGE.ACTIVITY_EVENTS', '_INBOX.x.1',
+  FROM unnest(ARRAY['$JS.API.STREAM.PURGE.ACTIVITY_EVENTS', '_INBOX.x.1', '_R_.x.1',
                     '$JS.API.STREAM.DELETE.ACTIVITY_EVENTS']) s;
 BEGIN;
 SELECT state_hub_events.publish('org.t.after');
@@ -64,11 +64,11 @@ my $info = $nats->stream_info('ACTIVITY_EVENTS');
 is($info->{first_seq}, 1, 'the stream was not purged: its first message is still the first');
 is($info->{messages}, 5, 'and it holds five messages, nothing more');
 is(sql(q{SELECT string_agg(subject, ',' ORDER BY seq) FROM state_hub_events.rejected}),
-    '$JS.API.STREAM.PURGE.ACTIVITY_EVENTS,_INBOX.x.1,$JS.API.STREAM.DELETE.ACTIVITY_EVENTS',
-    'the three rows are in state_hub_events.rejected, in order');
+    '$JS.API.STREAM.PURGE.ACTIVITY_EVENTS,_INBOX.x.1,_R_.x.1,$JS.API.STREAM.DELETE.ACTIVITY_EVENTS',
+    'the four rows are in state_hub_events.rejected, in order');
 like(sql(q{SELECT error FROM state_hub_events.rejected ORDER BY seq LIMIT 1}),
     qr/NATS reserves the subject/, 'with why');
-is(sql(q{SELECT rejected FROM state_hub_events.stats()}), '3', 'stats() counts them rejected');
+is(sql(q{SELECT rejected FROM state_hub_events.stats()}), '4', 'stats() counts them rejected');
 
 $node->stop;
 $nats->stop;
