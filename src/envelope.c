@@ -214,7 +214,7 @@ she_check_subject(const char *subject)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("cannot publish to subject \"%s\": NATS reserves it", subject),
-					 errdetail("Subjects whose first token starts with \"$\" ($JS.API, $JS.ACK, $KV, $SYS, ...) or is \"_INBOX\" are requests to the server or replies to other clients, not events."),
+					 errdetail("Subjects whose first token starts with \"$\" ($JS.API, $JS.ACK, $KV, $SYS, ...) or is \"_INBOX\", \"_R_\" or \"_GR_\" are requests to the server or replies to other clients, not events."),
 					 errhint("Event types are subjects such as \"org.statehub.repo.registered\".")));
 			break;
 		case SHE_SUBJECT_GT_NOT_LAST:
