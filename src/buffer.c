@@ -65,6 +65,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -72,6 +73,7 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+#include "utils/wait_event.h"
 
 #include "queue.h"
 #include "ascii_text.h"
@@ -568,9 +570,24 @@ release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel, voi
 static void
 hand_over_batch(void)
 {
-	/* test only: widen the window between becoming visible and hand-over */
+	/*
+	 * Test only: widen the window between becoming visible and hand-over.
+	 * A cancel or terminate ends the delay (and is left pending).
+	 */
 	if (she_test_commit_delay_ms > 0)
-		pg_usleep((long) she_test_commit_delay_ms * 1000L);
+	{
+		uint64_t	end = she_now_usec() + (uint64_t) she_test_commit_delay_ms * 1000;
+		uint64_t	now;
+
+		while (!QueryCancelPending && !ProcDiePending && (now = she_now_usec()) < end)
+		{
+			long		left = (long) ((end - now + 999) / 1000);
+
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 left, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
 	handoff_start = she_now_usec();
 	handoff_deadline = handoff_start + (uint64) batch_publish_timeout_ms * 1000;
 	(void) she_queue_put(events, nevents, batch_stream, batch_create_stream, &batch_spec,

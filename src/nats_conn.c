@@ -474,6 +474,47 @@ open_connection(SheConn *c, char *err, size_t errlen)
 }
 
 /*
+ * The file settings are hidden from non-superusers, but nats.c names a file
+ * it cannot open ("error opening file '/etc/nats/hub.creds'"), and these
+ * texts reach every committing role (WARNINGs, stats().last_error).  Write
+ * "(hidden)" for each configured path in text.  Main thread only: it reads
+ * the settings.
+ */
+static void
+hide_file_paths(char *text, size_t len)
+{
+	const char *paths[] = {she_creds_file, she_nkey_seed_file, she_tls_ca_file,
+	she_tls_cert_file, she_tls_key_file};
+	const char *mark = "(hidden)";
+	size_t		mlen = strlen(mark);
+	int			i;
+
+	for (i = 0; i < lengthof(paths); i++)
+	{
+		size_t		plen = paths[i] ? strlen(paths[i]) : 0;
+		char	   *from = text;
+		char	   *hit;
+
+		while (plen > 0 && (hit = strstr(from, paths[i])) != NULL)
+		{
+			size_t		at = hit - text;
+			size_t		tail = strlen(hit + plen);
+
+			if (at + mlen >= len)
+			{
+				*hit = '\0';	/* no room for the mark: cut the text */
+				break;
+			}
+			tail = Min(tail, len - 1 - at - mlen);
+			memmove(hit + mlen, hit + plen, tail);
+			memcpy(hit, mark, mlen);
+			hit[mlen + tail] = '\0';
+			from = hit + mlen;
+		}
+	}
+}
+
+/*
  * Make sure a connection object exists for the current settings (it may
  * still be reconnecting).  Returns false with err filled when there is none.
  */
@@ -499,6 +540,7 @@ she_conn_ensure(SheConn *c, char *err, size_t errlen)
 	she_nats_restore_signals(&saved);
 	if (!ok)
 	{
+		hide_file_paths(err, errlen);
 		free(key);
 		return false;
 	}
@@ -570,5 +612,7 @@ she_conn_is_connected(SheConn *c, char *err, size_t errlen)
 					 masked);
 		}
 	}
+	if (!up)
+		hide_file_paths(err, errlen);
 	return up;
 }
