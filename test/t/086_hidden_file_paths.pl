@@ -1,4 +1,4 @@
-# 085_hidden_file_paths.pl
+# 086_hidden_file_paths.pl
 #    creds_file, nkey_seed_file and the TLS files are hidden from roles
 #    without pg_read_all_settings, but nats.c names a file it cannot open
 #    ("error opening file '...'"), and that text reaches every committing
