@@ -59,44 +59,62 @@ escape_of(unsigned char c, size_t *n)
 }
 
 /*
- * Bytes she_json_string writes for s: the quotes and the escaped bytes.
+ * Bytes she_json_string_n writes for the len bytes at s: the quotes and the
+ * escaped bytes.
  */
 size_t
-she_json_string_len(const char *s)
+she_json_string_len_n(const char *s, size_t len)
 {
-	size_t		n = 2;
-	const unsigned char *p;
+	size_t		n = 2 + len;
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
 
-	for (p = (const unsigned char *) s; *p; p++)
+	for (; p < end; p++)
 	{
 		size_t		elen;
 
-		n += (escape_of(*p, &elen) != NULL) ? 1 + elen : 1;
+		if (*p >= ' ' && *p != '"' && *p != '\\')
+			continue;
+		if (escape_of(*p, &elen) != NULL)
+			n += elen;
 	}
 	return n;
 }
 
 /*
- * Write s as a JSON string (quoted and escaped, as escape_json does) at
- * dst, without a NUL; returns the byte after it.  dst must have room for
- * she_json_string_len(s) bytes.  Bytes from 0x7f up are copied as they are.
+ * Bytes she_json_string writes for s: the quotes and the escaped bytes.
+ */
+size_t
+she_json_string_len(const char *s)
+{
+	return she_json_string_len_n(s, strlen(s));
+}
+
+/*
+ * Write the len bytes at s as a JSON string (quoted and escaped, as
+ * escape_json does) at dst, without a NUL; returns the byte after it.  dst
+ * must have room for she_json_string_len_n(s, len) bytes.  Bytes from 0x7f
+ * up are copied as they are; s should hold no NUL (escape_json would stop
+ * there).
  */
 char *
-she_json_string(char *dst, const char *s)
+she_json_string_n(char *dst, const char *s, size_t len)
 {
-	const unsigned char *p;
+	const unsigned char *p = (const unsigned char *) s;
+	const unsigned char *end = p + len;
 
 	*dst++ = '"';
-	for (p = (const unsigned char *) s; *p; p++)
+	for (; p < end; p++)
 	{
 		size_t		elen;
-		const char *e = escape_of(*p, &elen);
+		const char *e;
 
-		if (e == NULL)
+		if (*p >= ' ' && *p != '"' && *p != '\\')
 		{
 			*dst++ = (char) *p;
 			continue;
 		}
+		e = escape_of(*p, &elen);
 		*dst++ = '\\';
 		if (elen == 1)
 			*dst++ = *e;
@@ -110,6 +128,17 @@ she_json_string(char *dst, const char *s)
 	}
 	*dst++ = '"';
 	return dst;
+}
+
+/*
+ * Write s as a JSON string (quoted and escaped, as escape_json does) at
+ * dst, without a NUL; returns the byte after it.  dst must have room for
+ * she_json_string_len(s) bytes.  Bytes from 0x7f up are copied as they are.
+ */
+char *
+she_json_string(char *dst, const char *s)
+{
+	return she_json_string_n(dst, s, strlen(s));
 }
 
 /* The fixed pieces, in order, around the variable ones. */
