@@ -20,6 +20,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "envelope_json.h"
@@ -58,6 +59,44 @@ escape_of(unsigned char c, size_t *n)
 	return (c < ' ') ? "u00" : NULL;
 }
 
+/* Eight bytes at a time: every byte of a word set to b. */
+#define BYTES(b)	((uint64_t) 0x0101010101010101ULL * (b))
+
+/*
+ * Nonzero when one of the eight bytes of w needs an escape (a control
+ * character, '"' or '\\').  Exact: a byte borrows from the next only when
+ * it matched itself.
+ */
+static inline uint64_t
+word_needs_escape(uint64_t w)
+{
+	uint64_t	q = w ^ BYTES('"');
+	uint64_t	b = w ^ BYTES('\\');
+
+	return ((w - BYTES(' ')) | (q - BYTES(1)) | (b - BYTES(1))) & ~w & BYTES(0x80);
+}
+
+/*
+ * How many bytes from s (at most len) stand for themselves.
+ */
+static size_t
+clean_run(const unsigned char *s, size_t len)
+{
+	size_t		i = 0;
+	uint64_t	w;
+
+	for (; i + 8 <= len; i += 8)
+	{
+		memcpy(&w, s + i, 8);
+		if (word_needs_escape(w))
+			break;
+	}
+	for (; i < len; i++)
+		if (s[i] < ' ' || s[i] == '"' || s[i] == '\\')
+			break;
+	return i;
+}
+
 /*
  * Bytes she_json_string_n writes for the len bytes at s: the quotes and the
  * escaped bytes.
@@ -65,18 +104,19 @@ escape_of(unsigned char c, size_t *n)
 size_t
 she_json_string_len_n(const char *s, size_t len)
 {
-	size_t		n = 2 + len;
 	const unsigned char *p = (const unsigned char *) s;
-	const unsigned char *end = p + len;
+	size_t		n = 2 + len;
+	size_t		i = 0;
 
-	for (; p < end; p++)
+	while (i < len)
 	{
 		size_t		elen;
 
-		if (*p >= ' ' && *p != '"' && *p != '\\')
-			continue;
-		if (escape_of(*p, &elen) != NULL)
-			n += elen;
+		i += clean_run(p + i, len - i);
+		if (i == len)
+			break;
+		(void) escape_of(p[i++], &elen);
+		n += elen;
 	}
 	return n;
 }
@@ -101,30 +141,32 @@ char *
 she_json_string_n(char *dst, const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *) s;
-	const unsigned char *end = p + len;
+	size_t		i = 0;
 
 	*dst++ = '"';
-	for (; p < end; p++)
+	while (i < len)
 	{
+		size_t		run = clean_run(p + i, len - i);
 		size_t		elen;
 		const char *e;
 
-		if (*p >= ' ' && *p != '"' && *p != '\\')
-		{
-			*dst++ = (char) *p;
-			continue;
-		}
-		e = escape_of(*p, &elen);
+		memcpy(dst, p + i, run);
+		dst += run;
+		i += run;
+		if (i == len)
+			break;
+		e = escape_of(p[i], &elen);
 		*dst++ = '\\';
 		if (elen == 1)
 			*dst++ = *e;
 		else
 		{
 			memcpy(dst, e, 3);
-			dst[3] = hexdigits[*p >> 4];
-			dst[4] = hexdigits[*p & 0x0f];
+			dst[3] = hexdigits[p[i] >> 4];
+			dst[4] = hexdigits[p[i] & 0x0f];
 			dst += 5;
 		}
+		i++;
 	}
 	*dst++ = '"';
 	return dst;
