@@ -9,7 +9,9 @@
 #    by length, a dropped column, domains; column specs that rename,
 #    reorder and repeat an attribute (the last wins); a table whose columns
 #    change between statements of one transaction (the plan follows; a
-#    float8 column sends its rows back to to_jsonb).
+#    float8 column sends its rows back to to_jsonb).  In a UTF8 and in a
+#    LATIN1 database (the envelope is converted to UTF-8 at the call and
+#    back for the outbox).
 #
 #    The envelopes are read from the outbox as the commit inserts them (an
 #    AFTER INSERT trigger copies the attributes' text), and compared, as
@@ -25,13 +27,7 @@ use Test::More;
 
 use SheTest;
 
-# no NATS: the worker cannot publish, the outbox rows are only read here
-my $node = she_node('emit_fastpath', undef, conf => q{
-state_hub_events.database = 'postgres'
-state_hub_events.nats_url = 'nats://127.0.0.1:1'
-});
-
-$node->safe_psql('postgres', q{
+my $setup = <<'SQL';
 -- capture every envelope the commit writes into the outbox
 CREATE TABLE captured (seq bigint, attrs text);
 CREATE FUNCTION capture() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -111,20 +107,37 @@ ALTER TABLE shape DROP COLUMN f;
 ALTER TABLE shape RENAME COLUMN v TO renamed_v;
 INSERT INTO shape VALUES (5, 5);
 COMMIT;
-});
+SQL
 
 my $cmp = q{
   FROM (SELECT row_number() OVER (ORDER BY seq) AS n, attrs FROM captured) c
   FULL JOIN (SELECT row_number() OVER (ORDER BY n) AS n, attrs FROM expected) e USING (n)
 };
-is($node->safe_psql('postgres', "SELECT count(*) $cmp"), '17',
-    'every row written gave one event and one expected text');
-is($node->safe_psql('postgres',
-        "SELECT string_agg(format('got:  %s\nwant: %s', c.attrs, e.attrs), E'\n') $cmp"
-          . ' WHERE c.attrs IS DISTINCT FROM e.attrs'),
-    '', 'the attributes are byte for byte what to_jsonb / jsonb_build_object print');
-like($node->safe_psql('postgres', 'SELECT attrs FROM captured ORDER BY seq LIMIT 1'),
-    qr/^\{"Z": 0, "b": true, "d": "2000-01-01", "j": \{\}, "t": "", /,
-    'keys come shortest first, then bytewise');
+
+for my $enc ('UTF8', 'LATIN1')
+{
+    # no NATS: the worker cannot publish, the outbox rows are only read here
+    my $node = she_node("emit_fastpath_$enc", undef, conf => q{
+state_hub_events.database = 'fp'
+state_hub_events.nats_url = 'nats://127.0.0.1:1'
+});
+    $node->safe_psql('postgres',
+        "CREATE DATABASE fp ENCODING '$enc' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+    my $sql = $setup;
+    # LATIN1 holds é but neither 中 nor the emoji
+    $sql =~ s/\\u4e2d\\U0001F600/\\u00fc\\u00ff/ if $enc eq 'LATIN1';
+    $node->safe_psql('fp', "CREATE EXTENSION state_hub_events;\n$sql");
+
+    is($node->safe_psql('fp', "SELECT count(*) $cmp"), '17',
+        "$enc: every row written gave one event and one expected text");
+    is($node->safe_psql('fp',
+            "SELECT string_agg(format('got:  %s\nwant: %s', c.attrs, e.attrs), E'\\n') $cmp"
+              . ' WHERE c.attrs IS DISTINCT FROM e.attrs'),
+        '', "$enc: the attributes are byte for byte what to_jsonb / jsonb_build_object print");
+    like($node->safe_psql('fp', 'SELECT attrs FROM captured ORDER BY seq LIMIT 1'),
+        qr/^\{"Z": 0, "b": true, "d": "2000-01-01", "j": \{\}, "t": "", /,
+        "$enc: keys come shortest first, then bytewise");
+    $node->stop;
+}
 
 done_testing();
