@@ -7,6 +7,7 @@ OBJS = \
 	src/buffer.o \
 	src/ddl_guard.o \
 	src/emit.o \
+	src/emit_json.o \
 	src/envelope.o \
 	src/envelope_json.o \
 	src/guc.o \
@@ -45,7 +46,7 @@ include $(PGXS)
 
 # Every file includes the shared header, which includes the plain C ones
 # (PGXS tracks no header dependencies).
-$(OBJS): src/state_hub_events.h src/ascii_text.h src/envelope_json.h src/subject.h src/url_mask.h \
+$(OBJS): src/state_hub_events.h src/ascii_text.h src/emit_json.h src/envelope_json.h src/subject.h src/url_mask.h \
 	src/nats_conn.h src/nats_publish.h src/ping.h src/ping_request.h src/publisher.h src/queue.h \
 	src/compat.h
 

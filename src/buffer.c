@@ -211,20 +211,19 @@ check_transaction_bytes(SheEvent *ev)
 }
 
 /*
- * Validate one event and append it to the buffer; its id is written to
- * id_out (SHE_UUID_LEN + 1 bytes).  Every refusal happens here.
+ * Everything refused before an event is built: the context, the subject,
+ * the transaction's state and limits.  Fixes the destination with the first
+ * event.  Returns the largest envelope the event may have; the subject's
+ * UTF-8 form goes to *wire_subject.
  */
-void
-she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
+static int
+prepare_event(const char *subject, const char **wire_subject)
 {
-	MemoryContext oldcxt;
-	SheEvent	ev;
 	int			max_bytes;
 	int			server_max;
-	const char *wire_subject;
 
 	she_check_can_publish();
-	wire_subject = she_check_subject(subject);
+	*wire_subject = she_check_subject(subject);
 	she_check_subject_covered(subject);
 	if (timestamps_set)
 		ereport(ERROR,
@@ -282,15 +281,25 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	}
 	if (!batch_durable)
 		max_bytes = Min(max_bytes, she_queue_max_event_bytes());
+	return max_bytes;
+}
 
-	she_build_event(&ev, wire_subject, attributes, max_bytes, BufferContext);
-	ev.nest_level = GetCurrentTransactionNestLevel();
-	check_transaction_bytes(&ev);
+/*
+ * Append the event just built to the buffer, after the transaction's byte
+ * limit; its id is written to id_out (SHE_UUID_LEN + 1 bytes).
+ */
+static void
+append_event(SheEvent *ev, const char *wire_subject, char *id_out)
+{
+	MemoryContext oldcxt;
+
+	ev->nest_level = GetCurrentTransactionNestLevel();
+	check_transaction_bytes(ev);
 
 	oldcxt = MemoryContextSwitchTo(BufferContext);
 	if (last_subject == NULL || strcmp(last_subject, wire_subject) != 0)
 		last_subject = pstrdup(wire_subject);
-	ev.subject = last_subject;
+	ev->subject = last_subject;
 
 	if (nevents >= maxevents)
 	{
@@ -311,10 +320,42 @@ she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
 	}
 	MemoryContextSwitchTo(oldcxt);
 
-	events[nevents++] = ev;
-	nbytes += ev.envelope_len;
+	events[nevents++] = *ev;
+	nbytes += ev->envelope_len;
 	she_stats_add_buffered(1);
-	memcpy(id_out, ev.id, SHE_UUID_LEN + 1);
+	memcpy(id_out, ev->id, SHE_UUID_LEN + 1);
+}
+
+/*
+ * Validate one event and append it to the buffer; its id is written to
+ * id_out (SHE_UUID_LEN + 1 bytes).  Every refusal happens here.
+ */
+void
+she_buffer_event(const char *subject, Jsonb *attributes, char *id_out)
+{
+	SheEvent	ev;
+	const char *wire_subject;
+	int			max_bytes = prepare_event(subject, &wire_subject);
+
+	she_build_event(&ev, wire_subject, attributes, max_bytes, BufferContext);
+	append_event(&ev, wire_subject, id_out);
+}
+
+/*
+ * she_buffer_event for attributes given as JSON text: attrs_len bytes in
+ * the database's encoding, a JSON object exactly as jsonb would print it
+ * (emit()'s rendering of a row, emit_json.c).  The same refusals.
+ */
+void
+she_buffer_event_json(const char *subject, const char *attrs, int attrs_len,
+					  char *id_out)
+{
+	SheEvent	ev;
+	const char *wire_subject;
+	int			max_bytes = prepare_event(subject, &wire_subject);
+
+	she_build_event_json(&ev, wire_subject, attrs, attrs_len, max_bytes, BufferContext);
+	append_event(&ev, wire_subject, id_out);
 }
 
 /*

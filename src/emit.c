@@ -10,8 +10,10 @@
  *	  CREATE TRIGGER ... AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW
  *	  EXECUTE FUNCTION state_hub_events.emit(subject [, column[:attribute] ...]);
  *
- * Attribute values are taken from to_jsonb(row), called through fmgr, so
- * they keep exactly the JSON types to_jsonb gives them.  A model: contrib/tcn.
+ * Attribute values are what to_jsonb(row) gives them.  Rows whose columns
+ * all have types with a known exact rendering are written as JSON text
+ * straight from the tuple (emit_json.c); others call to_jsonb through fmgr
+ * and print the jsonb.  Both give the same bytes.  A model: contrib/tcn.
  *
  * IDENTIFICATION
  *	  src/emit.c
@@ -36,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "emit_json.h"
 #include "state_hub_events.h"
 
 PG_FUNCTION_INFO_V1(she_emit);
@@ -48,13 +51,22 @@ typedef struct EmitColumn
 	char	   *attribute;
 } EmitColumn;
 
-/* Per-trigger cache in fn_extra: parsed arguments and to_jsonb's lookup. */
+/*
+ * Per-trigger cache in fn_extra (which lives as long as the query's trigger
+ * state): parsed arguments, the fast path's plan for the table's
+ * descriptor, and to_jsonb's lookup, made when first needed.
+ */
 typedef struct EmitCache
 {
 	Oid			tgoid;
 	char	   *subject;
 	int			ncolumns;
 	EmitColumn *columns;
+	bool		planned;		/* plan_tupdesc and plan are set */
+	TupleDesc	plan_tupdesc;	/* the descriptor plan was made for */
+	int			plan_natts;
+	SheRowJson *plan;			/* NULL: every row goes through to_jsonb */
+	bool		have_to_jsonb;
 	FmgrInfo	to_jsonb;
 } EmitCache;
 
@@ -140,6 +152,95 @@ validate_emit(const char *tgname, const char *relname, TupleDesc tupdesc,
 }
 
 /*
+ * The fast path's plan for tupdesc (NULL: to_jsonb), made again whenever
+ * the table's columns are not those it was made for.
+ */
+static SheRowJson *
+emit_plan(EmitCache *cache, TupleDesc tupdesc, MemoryContext cxt)
+{
+	char	  **columns;
+	char	  **attributes;
+	int			i;
+
+	if (cache->planned && (cache->plan == NULL ?
+						   cache->plan_tupdesc == tupdesc && cache->plan_natts == tupdesc->natts :
+						   she_row_json_matches(cache->plan, tupdesc)))
+		return cache->plan;
+
+	columns = palloc(sizeof(char *) * Max(cache->ncolumns, 1));
+	attributes = palloc(sizeof(char *) * Max(cache->ncolumns, 1));
+	for (i = 0; i < cache->ncolumns; i++)
+	{
+		columns[i] = cache->columns[i].column;
+		attributes[i] = cache->columns[i].attribute;
+	}
+	cache->plan = she_row_json_plan(tupdesc, cache->ncolumns, columns, attributes, cxt);
+	cache->plan_tupdesc = tupdesc;
+	cache->plan_natts = tupdesc->natts;
+	cache->planned = true;
+	return cache->plan;
+}
+
+/*
+ * The attributes of tuple through to_jsonb(row): the whole object, or the
+ * one built from the column specs (a column the row lacks gives null).
+ */
+static Jsonb *
+emit_attrs_jsonb(EmitCache *cache, HeapTuple tuple, TupleDesc tupdesc,
+				 MemoryContext cxt)
+{
+	Jsonb	   *row;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	int			i;
+
+	if (!cache->have_to_jsonb)
+	{
+		MemoryContext old;
+		FuncExpr   *expr;
+
+		fmgr_info_cxt(F_TO_JSONB, &cache->to_jsonb, cxt);
+		/* to_jsonb(anyelement) reads its argument type from fn_expr */
+		old = MemoryContextSwitchTo(cxt);
+		expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
+							list_make1(makeNullConst(tupdesc->tdtypeid, -1, InvalidOid)),
+							InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
+		MemoryContextSwitchTo(old);
+		cache->to_jsonb.fn_expr = (Node *) expr;
+		cache->have_to_jsonb = true;
+	}
+
+	row = DatumGetJsonbP(FunctionCall1(&cache->to_jsonb,
+									   heap_copy_tuple_as_datum(tuple, tupdesc)));
+	if (cache->ncolumns == 0)
+		return row;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (i = 0; i < cache->ncolumns; i++)
+	{
+		EmitColumn *c = &cache->columns[i];
+		JsonbValue	key;
+		JsonbValue *val;
+		JsonbValue	nullval;
+
+		key.type = jbvString;
+		key.val.string.val = c->attribute;
+		key.val.string.len = strlen(c->attribute);
+		val = getKeyJsonValueFromContainer(&row->root, c->column,
+										   strlen(c->column), NULL);
+		if (val == NULL)
+		{
+			nullval.type = jbvNull;
+			val = &nullval;
+		}
+		pushJsonbValue(&state, WJB_KEY, &key);
+		pushJsonbValue(&state, WJB_VALUE, val);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/*
  * emit() trigger function: buffers one event per written row.
  */
 Datum
@@ -151,9 +252,8 @@ she_emit(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	HeapTuple	tuple;
 	EmitCache  *cache;
-	Datum		rowjson;
-	Jsonb	   *row;
-	Jsonb	   *attrs;
+	MemoryContext cxt = fcinfo->flinfo->fn_mcxt;
+	SheRowJson *plan;
 	char		id[SHE_UUID_LEN + 1];
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -175,25 +275,11 @@ she_emit(PG_FUNCTION_ARGS)
 	cache = (EmitCache *) fcinfo->flinfo->fn_extra;
 	if (cache == NULL || cache->tgoid != trigger->tgoid)
 	{
-		MemoryContext cxt = fcinfo->flinfo->fn_mcxt;
-		FuncExpr   *expr;
-
 		cache = MemoryContextAllocZero(cxt, sizeof(EmitCache));
 		validate_emit(trigger->tgname, RelationGetRelationName(rel), tupdesc,
 					  trigger->tgtype, trigger->tgnargs, trigger->tgargs,
 					  cxt, &cache->columns, &cache->ncolumns);
 		cache->subject = MemoryContextStrdup(cxt, trigger->tgargs[0]);
-		fmgr_info_cxt(F_TO_JSONB, &cache->to_jsonb, cxt);
-		/* to_jsonb(anyelement) reads its argument type from fn_expr */
-		{
-			MemoryContext old = MemoryContextSwitchTo(cxt);
-
-			expr = makeFuncExpr(F_TO_JSONB, JSONBOID,
-								list_make1(makeNullConst(tupdesc->tdtypeid, -1, InvalidOid)),
-								InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL);
-			MemoryContextSwitchTo(old);
-		}
-		cache->to_jsonb.fn_expr = (Node *) expr;
 		cache->tgoid = trigger->tgoid;
 		fcinfo->flinfo->fn_extra = cache;
 	}
@@ -203,43 +289,19 @@ she_emit(PG_FUNCTION_ARGS)
 	else
 		tuple = trigdata->tg_trigtuple;	/* INSERT: new row; DELETE: old row */
 
-	rowjson = FunctionCall1(&cache->to_jsonb, heap_copy_tuple_as_datum(tuple, tupdesc));
-	row = DatumGetJsonbP(rowjson);
-
-	if (cache->ncolumns == 0)
-		attrs = row;
-	else
+	plan = emit_plan(cache, tupdesc, cxt);
+	if (plan != NULL)
 	{
-		JsonbParseState *state = NULL;
-		JsonbValue *res;
-		int			i;
+		int			len;
+		const char *json = she_row_json(plan, tuple, &len);
 
-		pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-		for (i = 0; i < cache->ncolumns; i++)
+		if (json != NULL)
 		{
-			EmitColumn *c = &cache->columns[i];
-			JsonbValue	key;
-			JsonbValue *val;
-			JsonbValue	nullval;
-
-			key.type = jbvString;
-			key.val.string.val = c->attribute;
-			key.val.string.len = strlen(c->attribute);
-			val = getKeyJsonValueFromContainer(&row->root, c->column,
-											   strlen(c->column), NULL);
-			if (val == NULL)
-			{
-				nullval.type = jbvNull;
-				val = &nullval;
-			}
-			pushJsonbValue(&state, WJB_KEY, &key);
-			pushJsonbValue(&state, WJB_VALUE, val);
+			she_buffer_event_json(cache->subject, json, len, id);
+			return PointerGetDatum(NULL);
 		}
-		res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-		attrs = JsonbValueToJsonb(res);
 	}
-
-	she_buffer_event(cache->subject, attrs, id);
+	she_buffer_event(cache->subject, emit_attrs_jsonb(cache, tuple, tupdesc, cxt), id);
 
 	return PointerGetDatum(NULL);
 }

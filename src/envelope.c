@@ -253,19 +253,13 @@ she_format_timestamp(TimestampTz ts, char *buf)
  *
  * The subject is the UTF-8 form she_check_subject returned, after the
  * coverage check.  attributes may be NULL (meaning {}); anything but an
- * object is refused.  The publisher setting and the attributes' text are
- * converted to UTF-8 (see she_to_wire); the envelope is refused if its UTF-8
- * form would exceed max_bytes.  The JSON text is laid out and written by
- * envelope_json.c; only the attributes are printed here, into a scratch
- * buffer.
+ * object is refused.  The jsonb is printed into a scratch buffer and the
+ * envelope built from that text (she_build_event_json).
  */
 void
 she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_bytes,
 				MemoryContext target)
 {
-	SheEnvelopeParts parts;
-	SheEnvelopeLayout layout;
-
 	if (attributes != NULL && (!JB_ROOT_IS_OBJECT(attributes) || JB_ROOT_IS_SCALAR(attributes)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -273,35 +267,50 @@ she_build_event(SheEvent *ev, const char *subject, Jsonb *attributes, int max_by
 				 errdetail("Attributes must be a jsonb object such as '{\"repo_id\": 1}', not %s.",
 						   JB_ROOT_IS_SCALAR(attributes) ? "a scalar" : "an array")));
 
+	if (attributes == NULL)
+	{
+		she_build_event_json(ev, subject, "{}", 2, max_bytes, target);
+		return;
+	}
+	if (scratch == NULL || scratch->maxlen > 4 * 1024 * 1024)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		if (scratch != NULL)
+		{
+			pfree(scratch->data);
+			pfree(scratch);
+		}
+		scratch = makeStringInfo();
+		MemoryContextSwitchTo(old);
+	}
+	resetStringInfo(scratch);
+	(void) JsonbToCString(scratch, &attributes->root, VARSIZE(attributes));
+	she_build_event_json(ev, subject, scratch->data, scratch->len, max_bytes, target);
+}
+
+/*
+ * Build one event's envelope from its attributes' JSON text: attrs is the
+ * text of a JSON object, attrs_len bytes in the database's encoding,
+ * exactly as jsonb prints it (the caller's promise).  The publisher setting
+ * and the attributes are converted to UTF-8 (see she_to_wire); the
+ * envelope is refused if its UTF-8 form would exceed max_bytes.  The JSON
+ * text is laid out and written by envelope_json.c.
+ */
+void
+she_build_event_json(SheEvent *ev, const char *subject, const char *attrs,
+					 int attrs_len, int max_bytes, MemoryContext target)
+{
+	SheEnvelopeParts parts;
+	SheEnvelopeLayout layout;
+
 	make_uuid_v4(ev->id);
 	parts.id = ev->id;
 	parts.type = subject;
 	parts.publisher = she_to_wire(she_publisher, strlen(she_publisher), "publisher (state_hub_events.publisher)");
-	if (attributes == NULL)
-	{
-		parts.attributes = "{}";
-		parts.attributes_len = 2;
-	}
-	else
-	{
-		if (scratch == NULL || scratch->maxlen > 4 * 1024 * 1024)
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-			if (scratch != NULL)
-			{
-				pfree(scratch->data);
-				pfree(scratch);
-			}
-			scratch = makeStringInfo();
-			MemoryContextSwitchTo(old);
-		}
-		resetStringInfo(scratch);
-		(void) JsonbToCString(scratch, &attributes->root, VARSIZE(attributes));
-		parts.attributes = she_to_wire(scratch->data, scratch->len, "attributes");
-		parts.attributes_len = (parts.attributes == scratch->data) ?
-			(size_t) scratch->len : strlen(parts.attributes);
-	}
+	parts.attributes = she_to_wire(attrs, attrs_len, "attributes");
+	parts.attributes_len = (parts.attributes == attrs) ?
+		(size_t) attrs_len : strlen(parts.attributes);
 
 	she_envelope_layout(&parts, &layout);
 	if (layout.len > (size_t) max_bytes)

@@ -20,6 +20,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "envelope_json.h"
@@ -58,22 +59,117 @@ escape_of(unsigned char c, size_t *n)
 	return (c < ' ') ? "u00" : NULL;
 }
 
+/* Eight bytes at a time: every byte of a word set to b. */
+#define BYTES(b)	((uint64_t) 0x0101010101010101ULL * (b))
+
+/*
+ * Nonzero when one of the eight bytes of w needs an escape (a control
+ * character, '"' or '\\').  Exact: a byte borrows from the next only when
+ * it matched itself.
+ */
+static inline uint64_t
+word_needs_escape(uint64_t w)
+{
+	uint64_t	q = w ^ BYTES('"');
+	uint64_t	b = w ^ BYTES('\\');
+
+	return ((w - BYTES(' ')) | (q - BYTES(1)) | (b - BYTES(1))) & ~w & BYTES(0x80);
+}
+
+/*
+ * How many bytes from s (at most len) stand for themselves.
+ */
+static size_t
+clean_run(const unsigned char *s, size_t len)
+{
+	size_t		i = 0;
+	uint64_t	w;
+
+	for (; i + 8 <= len; i += 8)
+	{
+		memcpy(&w, s + i, 8);
+		if (word_needs_escape(w))
+			break;
+	}
+	for (; i < len; i++)
+		if (s[i] < ' ' || s[i] == '"' || s[i] == '\\')
+			break;
+	return i;
+}
+
+/*
+ * Bytes she_json_string_n writes for the len bytes at s: the quotes and the
+ * escaped bytes.
+ */
+size_t
+she_json_string_len_n(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	size_t		n = 2 + len;
+	size_t		i = 0;
+
+	while (i < len)
+	{
+		size_t		elen;
+
+		i += clean_run(p + i, len - i);
+		if (i == len)
+			break;
+		(void) escape_of(p[i++], &elen);
+		n += elen;
+	}
+	return n;
+}
+
 /*
  * Bytes she_json_string writes for s: the quotes and the escaped bytes.
  */
 size_t
 she_json_string_len(const char *s)
 {
-	size_t		n = 2;
-	const unsigned char *p;
+	return she_json_string_len_n(s, strlen(s));
+}
 
-	for (p = (const unsigned char *) s; *p; p++)
+/*
+ * Write the len bytes at s as a JSON string (quoted and escaped, as
+ * escape_json does) at dst, without a NUL; returns the byte after it.  dst
+ * must have room for she_json_string_len_n(s, len) bytes.  Bytes from 0x7f
+ * up are copied as they are; s should hold no NUL (escape_json would stop
+ * there).
+ */
+char *
+she_json_string_n(char *dst, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *) s;
+	size_t		i = 0;
+
+	*dst++ = '"';
+	while (i < len)
 	{
+		size_t		run = clean_run(p + i, len - i);
 		size_t		elen;
+		const char *e;
 
-		n += (escape_of(*p, &elen) != NULL) ? 1 + elen : 1;
+		memcpy(dst, p + i, run);
+		dst += run;
+		i += run;
+		if (i == len)
+			break;
+		e = escape_of(p[i], &elen);
+		*dst++ = '\\';
+		if (elen == 1)
+			*dst++ = *e;
+		else
+		{
+			memcpy(dst, e, 3);
+			dst[3] = hexdigits[p[i] >> 4];
+			dst[4] = hexdigits[p[i] & 0x0f];
+			dst += 5;
+		}
+		i++;
 	}
-	return n;
+	*dst++ = '"';
+	return dst;
 }
 
 /*
@@ -84,32 +180,7 @@ she_json_string_len(const char *s)
 char *
 she_json_string(char *dst, const char *s)
 {
-	const unsigned char *p;
-
-	*dst++ = '"';
-	for (p = (const unsigned char *) s; *p; p++)
-	{
-		size_t		elen;
-		const char *e = escape_of(*p, &elen);
-
-		if (e == NULL)
-		{
-			*dst++ = (char) *p;
-			continue;
-		}
-		*dst++ = '\\';
-		if (elen == 1)
-			*dst++ = *e;
-		else
-		{
-			memcpy(dst, e, 3);
-			dst[3] = hexdigits[*p >> 4];
-			dst[4] = hexdigits[*p & 0x0f];
-			dst += 5;
-		}
-	}
-	*dst++ = '"';
-	return dst;
+	return she_json_string_n(dst, s, strlen(s));
 }
 
 /* The fixed pieces, in order, around the variable ones. */

@@ -41,7 +41,9 @@ typedef struct SheEnvelopeLayout
 } SheEnvelopeLayout;
 
 extern size_t she_json_string_len(const char *s);
+extern size_t she_json_string_len_n(const char *s, size_t len);
 extern char *she_json_string(char *dst, const char *s);
+extern char *she_json_string_n(char *dst, const char *s, size_t len);
 extern void she_envelope_layout(const SheEnvelopeParts *parts,
 								SheEnvelopeLayout *layout);
 extern void she_envelope_write(const SheEnvelopeParts *parts, char *dst);

@@ -141,12 +141,17 @@ extern char *she_outbox_text_to_wire(char *s);
 extern void she_build_event(SheEvent *ev, const char *subject,
 							Jsonb *attributes, int max_bytes,
 							MemoryContext target);
+extern void she_build_event_json(SheEvent *ev, const char *subject,
+								 const char *attrs, int attrs_len,
+								 int max_bytes, MemoryContext target);
 extern void she_format_timestamp(TimestampTz ts, char *buf);
 
 /* ---------- buffer.c ---------- */
 
 extern void she_buffer_init(void);
 extern void she_buffer_event(const char *subject, Jsonb *attributes, char *id_out);
+extern void she_buffer_event_json(const char *subject, const char *attrs,
+								  int attrs_len, char *id_out);
 extern void she_check_can_publish(void);
 extern void she_check_subject_covered(const char *subject);
 extern void she_check_preloaded(void);
