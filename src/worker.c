@@ -90,8 +90,8 @@
 
 #define WORKER_BATCH	1000
 #define WORKER_POLL_MS	1000
-#define WORKER_COLLECT_MS	10	/* a busy worker lets a batch grow this long */
-#define WORKER_COLLECT_BELOW	100 /* ... when its last batch was smaller */
+#define WORKER_COLLECT_MS	20	/* a busy worker lets a batch grow this long */
+#define WORKER_COLLECT_BELOW	200 /* ... when its last batch was smaller */
 #define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
 #define REJECT_LOG_MAX	10		/* rejections LOGged one by one per batch */
 #define ATOMIC_RECHECK_MS	60000	/* ask the stream about allow_atomic again */
