@@ -439,23 +439,28 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		int64		sizes = 0;
-		uint64		i;
+		int			i;
 
 		b->outbox_file = table_file(b->outbox);	/* locked by the read */
 		b->ahead = (int64) SPI_processed;
-		b->events = palloc0(Max(SPI_processed, 1) * sizeof(SheEvent));
-		b->seqs = palloc(Max(SPI_processed, 1) * sizeof(int64));
-		for (i = 0; i < SPI_processed; i++)
+		/* the batch: the rows within max_bytes, at least one */
+		for (b->n = 0; b->n < (int) SPI_processed; b->n++)
+		{
+			bool		isnull;
+
+			sizes += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[b->n], d, 5, &isnull));
+			if (b->n > 0 && sizes > max_bytes)
+				break;
+		}
+		b->events = palloc0(Max(b->n, 1) * sizeof(SheEvent));
+		b->seqs = palloc(Max(b->n, 1) * sizeof(int64));
+		for (i = 0; i < b->n; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 			SheEvent   *ev = &b->events[i];
 			bool		isnull;
-			char	   *id;
+			char	   *id = SPI_getvalue(t, d, 2);
 
-			sizes += DatumGetInt32(SPI_getbinval(t, d, 5, &isnull));
-			if (i > 0 && sizes > max_bytes)
-				break;
-			id = SPI_getvalue(t, d, 2);
 			b->seqs[i] = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
 			strlcpy(ev->id, id, sizeof(ev->id));
 			/* the outbox's text is in the database's encoding: UTF-8 out */
@@ -466,7 +471,6 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 			if (with_txn)
 				read_txn(t, d, &ev->txn);
 		}
-		b->n = (int) i;
 		MemoryContextSwitchTo(old);
 
 		if (b->ahead < limit)
