@@ -146,8 +146,7 @@ she_durable_check(int nevents_now)
  * durable commit's CPU (bench/analysis.md).  028_outbox_search_path.pl
  * fails should an unqualified name slip in.
  */
-static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr insert_txn_plan = NULL;	/* 1.3: with the txn columns */
+static SPIPlanPtr insert_plans[2][2];	/* [with the txn columns (1.3)][one row] */
 
 #define INSERT_SQL \
 	"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) " \
@@ -165,6 +164,19 @@ static SPIPlanPtr insert_txn_plan = NULL;	/* 1.3: with the txn columns */
 	"$4, $5, $6 OPERATOR(pg_catalog.+) t.n::pg_catalog.int4, $7 " \
 	"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) " \
 	"WITH ORDINALITY AS t(id, subject, envelope, n)"
+
+/*
+ * The same for one event, the usual transaction: a VALUES row, without the
+ * arrays, the function scan and its tuplestore, whose executor start cost
+ * about as much as the rest of the insert (bench/analysis.md).
+ */
+#define INSERT_ONE_SQL \
+	"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope) " \
+	"VALUES (pg_catalog.nextval('state_hub_events.outbox_seq'), $1::pg_catalog.uuid, $2, $3)"
+#define INSERT_TXN_ONE_SQL \
+	"INSERT INTO state_hub_events.outbox (seq, id, subject, envelope, txn_id, txn_key, txn_index, txn_count) " \
+	"VALUES (pg_catalog.nextval('state_hub_events.outbox_seq'), $1::pg_catalog.uuid, $2, $3, " \
+	"$4, $5, $6 OPERATOR(pg_catalog.+) 1, $7)"
 
 static Oid
 rel_owner(Oid relid)
@@ -197,37 +209,76 @@ event_array_bytes(const SheEvent *ev)
 }
 
 /*
+ * The prepared insert of one row (one) or of arrays of rows, with or
+ * without the txn columns: prepared once per backend, kept.
+ */
+static SPIPlanPtr
+insert_plan(bool with_txn, bool one)
+{
+	SPIPlanPtr *plan = &insert_plans[with_txn ? 1 : 0][one ? 1 : 0];
+	Oid			argtypes[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	INT8OID, INT8OID, INT4OID, INT4OID};
+
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		if (one)
+			argtypes[0] = argtypes[1] = argtypes[2] = TEXTOID;
+		p = SPI_prepare(one ? (with_txn ? INSERT_TXN_ONE_SQL : INSERT_ONE_SQL) :
+						(with_txn ? INSERT_TXN_SQL : INSERT_SQL),
+						with_txn ? 7 : 3, argtypes);
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "preparing the outbox insert failed: %s", SPI_result_code_string(SPI_result));
+		*plan = p;
+	}
+	return *plan;
+}
+
+/*
  * Insert events[0 .. n-1] with one execution of the prepared insert; the
- * arrays are built in cxt.  SPI is connected, a snapshot is active.
+ * arrays (or the one row's values) are built in cxt.  SPI is connected, a
+ * snapshot is active.
  */
 static void
-insert_chunk(SPIPlanPtr plan, SheEvent *events, int n, MemoryContext cxt)
+insert_chunk(bool with_txn, SheEvent *events, int n, MemoryContext cxt)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(cxt);
-	Datum	   *ids = palloc(n * sizeof(Datum));
-	Datum	   *subjects = palloc(n * sizeof(Datum));
-	Datum	   *envelopes = palloc(n * sizeof(Datum));
 	Datum		args[7];
 	int			i;
 	int			ret;
 
-	for (i = 0; i < n; i++)
+	if (n == 1)
 	{
-		ids[i] = CStringGetTextDatum(events[i].id);
-		subjects[i] = CStringGetTextDatum(events[i].subject);
-		envelopes[i] = PointerGetDatum(cstring_to_text_with_len(events[i].envelope,
-																events[i].envelope_len));
+		args[0] = CStringGetTextDatum(events[0].id);
+		args[1] = CStringGetTextDatum(events[0].subject);
+		args[2] = PointerGetDatum(cstring_to_text_with_len(events[0].envelope,
+														   events[0].envelope_len));
 	}
-	args[0] = PointerGetDatum(construct_array(ids, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[1] = PointerGetDatum(construct_array(subjects, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(envelopes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	else
+	{
+		Datum	   *ids = palloc(n * sizeof(Datum));
+		Datum	   *subjects = palloc(n * sizeof(Datum));
+		Datum	   *envelopes = palloc(n * sizeof(Datum));
+
+		for (i = 0; i < n; i++)
+		{
+			ids[i] = CStringGetTextDatum(events[i].id);
+			subjects[i] = CStringGetTextDatum(events[i].subject);
+			envelopes[i] = PointerGetDatum(cstring_to_text_with_len(events[i].envelope,
+																	events[i].envelope_len));
+		}
+		args[0] = PointerGetDatum(construct_array(ids, n, TEXTOID, -1, false, TYPALIGN_INT));
+		args[1] = PointerGetDatum(construct_array(subjects, n, TEXTOID, -1, false, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_array(envelopes, n, TEXTOID, -1, false, TYPALIGN_INT));
+	}
 	args[3] = Int64GetDatum((int64) events[0].txn.xid);
 	args[4] = Int64GetDatum((int64) events[0].txn.key);
 	args[5] = Int32GetDatum(events[0].txn.index - 1);
 	args[6] = Int32GetDatum(events[0].txn.count);
 	MemoryContextSwitchTo(oldcxt);
 
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	ret = SPI_execute_plan(insert_plan(with_txn, n == 1), args, NULL, false, 0);
 	if (ret != SPI_OK_INSERT || SPI_processed != (uint64) n)
 		elog(ERROR, "inserting into state_hub_events.outbox failed: %d", ret);
 }
@@ -282,8 +333,6 @@ she_outbox_write(SheEvent *events, int nevents)
 	Oid			save_userid;
 	int			save_sec;
 	bool		save_read_only = XactReadOnly;
-	Oid			argtypes[7] = {TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	INT8OID, INT8OID, INT4OID, INT4OID};
 	int			ret;
 	bool		with_txn;
 	Oid			nsp = get_namespace_oid("state_hub_events", true);
@@ -305,22 +354,11 @@ she_outbox_write(SheEvent *events, int nevents)
 	{
 		MemoryContext chunk_cxt;
 		int			start = 0;
-		SPIPlanPtr *plan;
 
 		if ((ret = SPI_connect()) != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(ret));
 		/* at pre-commit the statement's snapshot is gone: take one */
 		PushActiveSnapshot(GetTransactionSnapshot());
-		plan = with_txn ? &insert_txn_plan : &insert_plan;
-		if (*plan == NULL)
-		{
-			SPIPlanPtr	p = SPI_prepare(with_txn ? INSERT_TXN_SQL : INSERT_SQL,
-										with_txn ? 7 : 3, argtypes);
-
-			if (p == NULL || SPI_keepplan(p) != 0)
-				elog(ERROR, "preparing the outbox insert failed: %s", SPI_result_code_string(SPI_result));
-			*plan = p;
-		}
 		if (with_txn)
 			set_txn_key(nsp, events, nevents);
 
@@ -334,7 +372,7 @@ she_outbox_write(SheEvent *events, int nevents)
 
 			while (end < nevents && bytes + event_array_bytes(&events[end]) <= OUTBOX_CHUNK_BYTES)
 				bytes += event_array_bytes(&events[end++]);
-			insert_chunk(*plan, events + start, end - start, chunk_cxt);
+			insert_chunk(with_txn, events + start, end - start, chunk_cxt);
 			MemoryContextReset(chunk_cxt);
 			start = end;
 		}

@@ -90,8 +90,8 @@
 
 #define WORKER_BATCH	1000
 #define WORKER_POLL_MS	1000
-#define WORKER_COLLECT_MS	10	/* a busy worker lets a batch grow this long */
-#define WORKER_COLLECT_BELOW	100 /* ... when its last batch was smaller */
+#define WORKER_COLLECT_MS	20	/* a busy worker lets a batch grow this long */
+#define WORKER_COLLECT_BELOW	200 /* ... when its last batch was smaller */
 #define FAILURE_LOG_MS	60000	/* repeat "not acknowledged" at most this often */
 #define REJECT_LOG_MAX	10		/* rejections LOGged one by one per batch */
 #define ATOMIC_RECHECK_MS	60000	/* ask the stream about allow_atomic again */
@@ -255,8 +255,6 @@ connect_spi(void)
  * The worker's statements, planned once.  SPI keeps them across
  * transactions; PostgreSQL replans them when the tables change.
  */
-static SPIPlanPtr read_plan = NULL;
-static SPIPlanPtr read_txn_plan = NULL;
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr reject_plan = NULL;
 
@@ -290,34 +288,20 @@ typedef struct WorkerBatch
 } WorkerBatch;
 
 /*
- * The oldest events of the outbox: at most limit rows, and at most
- * worker_batch_bytes of envelopes (but at least one row).  The byte bound
- * is applied to the sizes (octet_length reads a TOASTed value's size
- * without fetching it), so only the events of the batch are read.
+ * The oldest events of the outbox, at most limit rows, with each
+ * envelope's size (octet_length reads a TOASTed value's size without
+ * fetching it; SPI keeps such a value TOASTed until it is printed, so
+ * read_batch fetches only the envelopes within worker_batch_bytes).  The
+ * limit is written into the statement, which then has no parameter:
+ * PostgreSQL plans it once, not per batch (a LIMIT $n made it choose a
+ * custom plan, replanned at every execution), see read_plan().
  */
 #define READ_SQL \
-	"SELECT b.seq, b.id::pg_catalog.text, b.subject, b.envelope, b.ahead FROM (" \
-	" SELECT o.seq, o.id, o.subject, o.envelope," \
-	"  pg_catalog.sum(pg_catalog.octet_length(o.envelope)) OVER w AS upto," \
-	"  pg_catalog.row_number() OVER w AS rn," \
-	"  pg_catalog.count(*) OVER () AS ahead" \
-	" FROM (SELECT seq, id, subject, envelope FROM state_hub_events.outbox" \
-	"       ORDER BY seq LIMIT $2) o" \
-	" WINDOW w AS (ORDER BY o.seq)) b " \
-	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
-
-/* Since 1.3 (the outbox's txn columns): the same with each row's transaction. */
-#define READ_TXN_SQL \
-	"SELECT b.seq, b.id::pg_catalog.text, b.subject, b.envelope, b.ahead," \
-	" b.txn_id, b.txn_key, b.txn_index, b.txn_count FROM (" \
-	" SELECT o.*," \
-	"  pg_catalog.sum(pg_catalog.octet_length(o.envelope)) OVER w AS upto," \
-	"  pg_catalog.row_number() OVER w AS rn," \
-	"  pg_catalog.count(*) OVER () AS ahead" \
-	" FROM (SELECT seq, id, subject, envelope, txn_id, txn_key, txn_index, txn_count" \
-	"       FROM state_hub_events.outbox ORDER BY seq LIMIT $2) o" \
-	" WINDOW w AS (ORDER BY o.seq)) b " \
-	"WHERE b.upto <= $1 OR b.rn = 1 ORDER BY b.seq"
+	"SELECT seq, id::pg_catalog.text, subject, envelope, pg_catalog.octet_length(envelope)%s" \
+	" FROM state_hub_events.outbox ORDER BY seq LIMIT %d"
+/* Since 1.3 (the outbox's txn columns): each row's transaction too. */
+#define READ_TXN_COLUMNS ", txn_id, txn_key, txn_index, txn_count"
+#define READ_REPLAN_MS	1000	/* plan the read again after this long */
 
 /*
  * The table called name in schema state_hub_events if it is the
@@ -391,18 +375,48 @@ read_txn(HeapTuple t, TupleDesc d, SheTxn *txn)
 }
 
 /*
- * Read the oldest batch (at most limit rows) into cxt.  The backlog is
- * counted exactly when it is within the first limit rows, else with
- * count(*) at most once per WORKER_POLL_MS (a large backlog makes count(*)
- * costly).
+ * The read of at most limit rows, with or without the txn columns, planned
+ * once and kept for READ_REPLAN_MS: a plan made while the outbox was small
+ * (a sort of every row) is not kept while a backlog grows, where the plan
+ * of that moment is an index scan in seq order.  A new limit (a probe after
+ * a failure) is planned anew.
+ */
+static SPIPlanPtr
+read_plan(int limit, bool with_txn)
+{
+	static SPIPlanPtr plan = NULL;
+	static int	plan_limit = 0;
+	static bool plan_txn = false;
+	static TimestampTz planned_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	char		sql[sizeof(READ_SQL) + sizeof(READ_TXN_COLUMNS) + 16];
+
+	if (plan != NULL && plan_limit == limit && plan_txn == with_txn &&
+		!TimestampDifferenceExceeds(planned_at, now, READ_REPLAN_MS))
+		return plan;
+	if (plan != NULL)
+		SPI_freeplan(plan);
+	plan = NULL;
+	snprintf(sql, sizeof(sql), READ_SQL, with_txn ? READ_TXN_COLUMNS : "", limit);
+	(void) keep_plan(&plan, sql, 0, NULL);
+	plan_limit = limit;
+	plan_txn = with_txn;
+	planned_at = now;
+	return plan;
+}
+
+/*
+ * Read the oldest batch (at most limit rows, at most worker_batch_bytes of
+ * envelopes but at least one row) into cxt.  The backlog is counted exactly
+ * when it is within the first limit rows, else with count(*) at most once
+ * per WORKER_POLL_MS (a large backlog makes count(*) costly).
  */
 static void
 read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 {
 	static TimestampTz last_count = 0;
 	int64		backlog = -1;
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-	Datum		args[2];
+	int64		max_bytes = (int64) she_worker_batch_kb * 1024;
 	bool		with_txn;
 
 	memset(b, 0, sizeof(*b));
@@ -416,25 +430,31 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	b->rejected = extension_table("rejected");
 	b->exists = OidIsValid(b->outbox);
 	b->can_reject = b->exists && OidIsValid(b->rejected);
-	args[0] = Int64GetDatum((int64) she_worker_batch_kb * 1024);
-	args[1] = Int32GetDatum(limit);
 	with_txn = b->exists &&
 		get_attnum(get_relname_relid("outbox", get_namespace_oid("state_hub_events", true)),
 				   "txn_key") != InvalidAttrNumber;
 	if (b->exists &&
-		SPI_execute_plan(with_txn ? keep_plan(&read_txn_plan, READ_TXN_SQL, 2, argtypes) :
-						 keep_plan(&read_plan, READ_SQL, 2, argtypes),
-						 args, NULL, true, 0) == SPI_OK_SELECT)
+		SPI_execute_plan(read_plan(limit, with_txn), NULL, NULL, true, 0) == SPI_OK_SELECT)
 	{
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		TupleDesc	d = SPI_tuptable->tupdesc;
-		uint64		i;
+		int64		sizes = 0;
+		int			i;
 
 		b->outbox_file = table_file(b->outbox);	/* locked by the read */
-		b->n = (int) SPI_processed;
+		b->ahead = (int64) SPI_processed;
+		/* the batch: the rows within max_bytes, at least one */
+		for (b->n = 0; b->n < (int) SPI_processed; b->n++)
+		{
+			bool		isnull;
+
+			sizes += DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[b->n], d, 5, &isnull));
+			if (b->n > 0 && sizes > max_bytes)
+				break;
+		}
 		b->events = palloc0(Max(b->n, 1) * sizeof(SheEvent));
 		b->seqs = palloc(Max(b->n, 1) * sizeof(int64));
-		for (i = 0; i < SPI_processed; i++)
+		for (i = 0; i < b->n; i++)
 		{
 			HeapTuple	t = SPI_tuptable->vals[i];
 			SheEvent   *ev = &b->events[i];
@@ -448,7 +468,6 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 			ev->envelope = she_outbox_text_to_wire(SPI_getvalue(t, d, 4));
 			ev->envelope_len = strlen(ev->envelope);
 			b->bytes += ev->envelope_len;
-			b->ahead = DatumGetInt64(SPI_getbinval(t, d, 5, &isnull));
 			if (with_txn)
 				read_txn(t, d, &ev->txn);
 		}

@@ -7,7 +7,8 @@
 #    and analysed again under the search_path of the commit that runs it
 #    when that differs from the one it was planned under: a commit before
 #    the role changes its search_path plans it, the commits after it must
-#    still resolve only pg_catalog's operator.  The same for every other
+#    still resolve only pg_catalog's operator (both inserts: one event's
+#    row, and several events' arrays).  The same for every other
 #    name in the insert (unnest, nextval, the casts).
 
 use strict;
@@ -36,6 +37,7 @@ GRANT INSERT ON public.watched TO app;
 my ($ret, $out, $err) = $node->psql('postgres', q{
 SET ROLE app;
 INSERT INTO public.watched VALUES (0, 'planned under the default search_path');
+INSERT INTO public.watched VALUES (10, 'the insert of several'), (11, 'planned too');
 CREATE FUNCTION evil.plus(a int4, b int4) RETURNS int4 LANGUAGE plpgsql AS $$
 BEGIN
   IF current_user <> 'app' THEN
@@ -47,6 +49,7 @@ CREATE OPERATOR evil.+ (LEFTARG = int4, RIGHTARG = int4, FUNCTION = evil.plus);
 SET search_path = evil, pg_catalog, public;
 INSERT INTO public.watched VALUES (1, 'x');
 INSERT INTO public.watched VALUES (2, 'y');
+INSERT INTO public.watched VALUES (12, 'z'), (13, 'w');
 });
 is($ret, 0, 'the inserts commit') or diag($err);
 
@@ -86,7 +89,7 @@ is($ret, 0, 'the inserts with unnest, nextval, uuid and int4 planted commit') or
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'app'}), 'f',
     'the role\'s own operator did not run as the outbox owner');
 is($node->safe_psql('postgres', q{SELECT string_agg(txn_index || '/' || txn_count, ',' ORDER BY seq) FROM state_hub_events.outbox}),
-    '1/1,1/1,1/1,1/1,1/2,2/2', 'the outbox rows record their transactions');
+    '1/1,1/2,2/2,1/1,1/1,1/2,2/2,1/1,1/2,2/2', 'the outbox rows record their transactions');
 
 $node->stop;
 done_testing();
