@@ -474,11 +474,42 @@ open_connection(SheConn *c, char *err, size_t errlen)
 }
 
 /*
+ * Write mark for the len bytes at hit, in text (a buffer of size bytes),
+ * keeping what follows as room allows; returns the byte after the mark, or
+ * NULL when there was no room for it and the text was cut at hit.
+ */
+static char *
+replace_at(char *text, size_t size, char *hit, size_t len, const char *mark)
+{
+	size_t		mlen = strlen(mark);
+	size_t		at = hit - text;
+	size_t		tail = strlen(hit + len);
+
+	if (at + mlen >= size)
+	{
+		*hit = '\0';			/* no room for the mark: cut the text */
+		return NULL;
+	}
+	tail = Min(tail, size - 1 - at - mlen);
+	memmove(hit + mlen, hit + len, tail);
+	memcpy(hit, mark, mlen);
+	hit[mlen + tail] = '\0';
+	return hit + mlen;
+}
+
+/*
+ * A text this long may have been cut: nats.c's own texts are at most 255
+ * bytes, and so are the buffers that keep them.
+ */
+#define NATS_TEXT_MAX	256
+
+/*
  * The file settings are hidden from non-superusers, but nats.c names a file
  * it cannot open ("error opening file '/etc/nats/hub.creds'"), and these
  * texts reach every committing role (WARNINGs, stats().last_error).  Write
- * "(hidden)" for each configured path in text.  Main thread only: it reads
- * the settings.
+ * "(hidden)" for each configured path in text (a buffer of len bytes), and,
+ * when the text may have been cut (by nats.c or by a buffer on the way), for
+ * a start of a path it ends with.  Main thread only: it reads the settings.
  */
 static void
 hide_file_paths(char *text, size_t len)
@@ -486,7 +517,7 @@ hide_file_paths(char *text, size_t len)
 	const char *paths[] = {she_creds_file, she_nkey_seed_file, she_tls_ca_file,
 	she_tls_cert_file, she_tls_key_file};
 	const char *mark = "(hidden)";
-	size_t		mlen = strlen(mark);
+	bool		cut = strlen(text) + 1 >= Min(len, NATS_TEXT_MAX);
 	int			i;
 
 	for (i = 0; i < lengthof(paths); i++)
@@ -494,22 +525,22 @@ hide_file_paths(char *text, size_t len)
 		size_t		plen = paths[i] ? strlen(paths[i]) : 0;
 		char	   *from = text;
 		char	   *hit;
+		size_t		tlen;
+		size_t		k;
 
-		while (plen > 0 && (hit = strstr(from, paths[i])) != NULL)
+		while (plen > 0 && from != NULL && (hit = strstr(from, paths[i])) != NULL)
+			from = replace_at(text, len, hit, plen, mark);
+		if (!cut || plen == 0)
+			continue;
+		/* the longest start of the path the text ends with */
+		tlen = strlen(text);
+		for (k = Min(plen - 1, tlen); k > 0; k--)
 		{
-			size_t		at = hit - text;
-			size_t		tail = strlen(hit + plen);
-
-			if (at + mlen >= len)
+			if (memcmp(text + tlen - k, paths[i], k) == 0)
 			{
-				*hit = '\0';	/* no room for the mark: cut the text */
+				(void) replace_at(text, len, text + tlen - k, k, mark);
 				break;
 			}
-			tail = Min(tail, len - 1 - at - mlen);
-			memmove(hit + mlen, hit + plen, tail);
-			memcpy(hit, mark, mlen);
-			hit[mlen + tail] = '\0';
-			from = hit + mlen;
 		}
 	}
 }

@@ -3,7 +3,9 @@
 #    without pg_read_all_settings, but nats.c names a file it cannot open
 #    ("error opening file '...'"), and that text reaches every committing
 #    role: the COMMIT's WARNING and stats().last_error.  The path must read
-#    "(hidden)" there (the publisher's LOG line says the same text).
+#    "(hidden)" there (the publisher's LOG line says the same text).  A
+#    long path is cut (nats.c keeps 255 bytes of a text, the WARNING's
+#    buffer is no longer): the start of it that remains is hidden too.
 
 use strict;
 use warnings;
@@ -52,6 +54,29 @@ my $last = $node->safe_psql('postgres',
 unlike($last, qr/hub-secret-7f3a/, 'stats().last_error does not name it');
 isnt($last, '', 'stats().last_error is set');
 note("WARNING: $err");
+note("last_error: $last");
+
+# a path too long for the texts: they end with a start of it
+my $long = '/nonexistent-she-dir/longprefix-9c2e-' . ('d' x 220) . '.creds';
+$node->safe_psql('postgres',
+    "ALTER SYSTEM SET state_hub_events.creds_file = '$long'; SELECT pg_reload_conf();");
+$deadline = time + 60;
+my $cut_err = '';
+while (time < $deadline)
+{
+    # the first path's text ends with "No such file or directory"; the
+    # long one's is cut before it
+    ($ret, $out, $err) = $node->psql('postgres',
+        "SET ROLE pub;\nSELECT state_hub_events.publish('org.t.two') IS NOT NULL;");
+    if ($err =~ /error opening file/ && $err !~ /No such file/) { $cut_err = $err; last; }
+    select(undef, undef, undef, 0.1);
+}
+like($cut_err, qr/error opening file/, 'the publisher could not open the long path');
+unlike($cut_err, qr/longprefix-9c2e/, 'the WARNING does not name the start of a cut path');
+$last = $node->safe_psql('postgres',
+    'SET ROLE pub; SELECT last_error FROM state_hub_events.stats() WHERE scope = \'cluster\'');
+unlike($last, qr/longprefix-9c2e/, 'nor does stats().last_error');
+note("WARNING: $cut_err");
 note("last_error: $last");
 
 $node->stop;
