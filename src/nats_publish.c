@@ -1314,6 +1314,22 @@ publish_one_more(SheConn *c, const char *stream, bool create_stream, const SheEv
 				  NULL, NULL, false, saved);
 	if (o->state == SHE_MSG_DUPLICATE && !she_in_worker)
 		o->state = SHE_MSG_STORED;
+	else if ((o->state == SHE_MSG_REFUSED && !o->permanent) || o->state == SHE_MSG_NOT_SENT)
+	{
+		/*
+		 * What became of the second copy says nothing of the first, which
+		 * the stream may have stored after its request gave up (a cluster
+		 * electing a new stream leader answers late): not refused, not
+		 * lost, but unconfirmed.  A permanent refusal (permissions, size)
+		 * would have met the first copy too.
+		 */
+		snprintf(text, sizeof(text), "no acknowledgement within %d ms, then sent again: %s",
+				 Min(SINGLE_WAIT_MS, publish_ms),
+				 o->state == SHE_MSG_NOT_SENT && o->text < 0 ? "not sent" : she_outcome_text(sum, o));
+		o->state = SHE_MSG_UNCONFIRMED;
+		o->err_code = 0;
+		o->text = add_text(sum, text);
+	}
 }
 
 /*
