@@ -503,8 +503,12 @@ make_array(Oid elemtype, Datum *elems, int n)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+#define DELETE_SQL \
+	"DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) AND id = ANY ($2::pg_catalog.uuid[])"
+
 #define REJECT_SQL \
-	"WITH moved AS (DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) " \
+	"WITH moved AS (DELETE FROM state_hub_events.outbox " \
+	"  WHERE seq = ANY ($1) AND id = ANY ($4::pg_catalog.uuid[]) " \
 	"  RETURNING seq, id, subject, envelope, enqueued_at) " \
 	"INSERT INTO state_hub_events.rejected " \
 	"  (seq, id, subject, envelope, enqueued_at, error_code, error) " \
@@ -513,15 +517,18 @@ make_array(Oid elemtype, Datum *elems, int n)
 	"    AS e(seq, code, error) ON e.seq = m.seq"
 
 /*
- * In one transaction: delete the acknowledged events (seqs acked[0..nacked-1])
- * and move the refused ones (indexes rej[0..nrej-1] of batch b) from the
- * outbox to state_hub_events.rejected with their errors.  Returns how many
- * were moved, or -1 when the outbox was emptied or rewritten since the read
- * (nothing is deleted or moved then: see below).
+ * In one transaction: delete the acknowledged events (indexes
+ * acked[0..nacked-1] of batch b) and move the refused ones (indexes
+ * rej[0..nrej-1]) from the outbox to state_hub_events.rejected with their
+ * errors.  A row goes only if both its seq and its id are the batch's: the
+ * rows read may have been deleted since (DELETE, which keeps the table's
+ * file) and the sequence set back, so that new events carry the batch's
+ * seqs.  Returns how many were moved, or -1 when the outbox was emptied or
+ * rewritten since the read (nothing is deleted or moved then: see below).
  */
 static int
 settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
-	   int64 *acked, int nacked, const int *rej, int nrej)
+	   const int *acked, int nacked, const int *rej, int nrej)
 {
 	int			moved = 0;
 	int			i;
@@ -556,16 +563,19 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 	else if (nacked > 0)
 	{
 		Datum	   *d = palloc(nacked * sizeof(Datum));
-		Datum		arg;
-		Oid			argtype = INT8ARRAYOID;
+		Datum	   *ids = palloc(nacked * sizeof(Datum));
+		Datum		args[2];
+		Oid			argtypes[2] = {INT8ARRAYOID, TEXTARRAYOID};
 
 		for (i = 0; i < nacked; i++)
-			d[i] = Int64GetDatum(acked[i]);
-		arg = make_array(INT8OID, d, nacked);
-		if (SPI_execute_plan(keep_plan(&delete_plan,
-									   "DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
-									   1, &argtype),
-							 &arg, NULL, false, 0) != SPI_OK_DELETE)
+		{
+			d[i] = Int64GetDatum(b->seqs[acked[i]]);
+			ids[i] = CStringGetTextDatum(b->events[acked[i]].id);
+		}
+		args[0] = make_array(INT8OID, d, nacked);
+		args[1] = make_array(TEXTOID, ids, nacked);
+		if (SPI_execute_plan(keep_plan(&delete_plan, DELETE_SQL, 2, argtypes),
+							 args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "deleting from state_hub_events.outbox failed");
 	}
 	if (nrej > 0 && moved == 0)
@@ -573,19 +583,22 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 		Datum	   *seqs = palloc(nrej * sizeof(Datum));
 		Datum	   *codes = palloc(nrej * sizeof(Datum));
 		Datum	   *errors = palloc(nrej * sizeof(Datum));
-		Datum		args[3];
-		Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+		Datum	   *ids = palloc(nrej * sizeof(Datum));
+		Datum		args[4];
+		Oid			argtypes[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 
 		for (i = 0; i < nrej; i++)
 		{
 			seqs[i] = Int64GetDatum(b->seqs[rej[i]]);
 			codes[i] = Int32GetDatum(out[rej[i]].err_code);
 			errors[i] = CStringGetTextDatum(she_outcome_text(sum, &out[rej[i]]));
+			ids[i] = CStringGetTextDatum(b->events[rej[i]].id);
 		}
 		args[0] = make_array(INT8OID, seqs, nrej);
 		args[1] = make_array(INT4OID, codes, nrej);
 		args[2] = make_array(TEXTOID, errors, nrej);
-		if (SPI_execute_plan(keep_plan(&reject_plan, REJECT_SQL, 3, argtypes),
+		args[3] = make_array(TEXTOID, ids, nrej);
+		if (SPI_execute_plan(keep_plan(&reject_plan, REJECT_SQL, 4, argtypes),
 							 args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "moving refused events to state_hub_events.rejected failed");
 		moved = (int) SPI_processed;
@@ -885,7 +898,7 @@ static int
 settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
 			 int *ndeleted, int *nmoved)
 {
-	int64	   *acked = palloc(Max(b->n, 1) * sizeof(int64));
+	int		   *acked = palloc(Max(b->n, 1) * sizeof(int));
 	int		   *rej = palloc(Max(b->n, 1) * sizeof(int));
 	int			nacked = 0;
 	int			nrej = 0;
@@ -896,7 +909,7 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 		const SheMsgOutcome *o = &out[first];
 
 		if (o->state == SHE_MSG_STORED || o->state == SHE_MSG_DUPLICATE)
-			acked[nacked++] = b->seqs[first];
+			acked[nacked++] = first;
 		else if (o->state == SHE_MSG_REFUSED && o->permanent && b->can_reject)
 			rej[nrej++] = first;
 		else
@@ -916,8 +929,9 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 		nrej = 0;
 		first = b->n;
 	}
-	if (nrej > 0)
+	if (nrej > 0 && *nmoved > 0)
 	{
+		/* (none moved: the rows read were deleted since, see settle) */
 		log_rejected(b, out, res, rej, nrej);
 		set_status(-1, false, she_outcome_text(res, &out[rej[nrej - 1]]));
 	}
