@@ -76,6 +76,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/uuid.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -252,8 +253,11 @@ connect_spi(void)
 }
 
 /*
- * The worker's statements, planned once.  SPI keeps them across
- * transactions; PostgreSQL replans them when the tables change.
+ * The worker's statements, prepared once.  SPI keeps them across
+ * transactions; PostgreSQL replans them when the tables change.  Those
+ * with parameters are planned for each execution's arrays: a generic plan
+ * compares each row's id with the batch's ids one by one (1,000 x 1,000
+ * for a full batch), a custom one looks it up in a hash table.
  */
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr reject_plan = NULL;
@@ -263,7 +267,7 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
@@ -492,10 +496,12 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* An int8[], int4[] or text[] of the n Datums elems. */
+/* An int8[], int4[], uuid[] or text[] of the n Datums elems. */
 static Datum
 make_array(Oid elemtype, Datum *elems, int n)
 {
+	if (elemtype == UUIDOID)
+		return PointerGetDatum(construct_array(elems, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	if (elemtype == INT8OID)
 		return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (elemtype == INT4OID)
@@ -504,11 +510,11 @@ make_array(Oid elemtype, Datum *elems, int n)
 }
 
 #define DELETE_SQL \
-	"DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) AND id = ANY ($2::pg_catalog.uuid[])"
+	"DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) AND id = ANY ($2)"
 
 #define REJECT_SQL \
 	"WITH moved AS (DELETE FROM state_hub_events.outbox " \
-	"  WHERE seq = ANY ($1) AND id = ANY ($4::pg_catalog.uuid[]) " \
+	"  WHERE seq = ANY ($1) AND id = ANY ($4) " \
 	"  RETURNING seq, id, subject, envelope, enqueued_at) " \
 	"INSERT INTO state_hub_events.rejected " \
 	"  (seq, id, subject, envelope, enqueued_at, error_code, error) " \
@@ -565,15 +571,15 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 		Datum	   *d = palloc(nacked * sizeof(Datum));
 		Datum	   *ids = palloc(nacked * sizeof(Datum));
 		Datum		args[2];
-		Oid			argtypes[2] = {INT8ARRAYOID, TEXTARRAYOID};
+		Oid			argtypes[2] = {INT8ARRAYOID, UUIDARRAYOID};
 
 		for (i = 0; i < nacked; i++)
 		{
 			d[i] = Int64GetDatum(b->seqs[acked[i]]);
-			ids[i] = CStringGetTextDatum(b->events[acked[i]].id);
+			ids[i] = DirectFunctionCall1(uuid_in, CStringGetDatum(b->events[acked[i]].id));
 		}
 		args[0] = make_array(INT8OID, d, nacked);
-		args[1] = make_array(TEXTOID, ids, nacked);
+		args[1] = make_array(UUIDOID, ids, nacked);
 		if (SPI_execute_plan(keep_plan(&delete_plan, DELETE_SQL, 2, argtypes),
 							 args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "deleting from state_hub_events.outbox failed");
@@ -585,19 +591,19 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 		Datum	   *errors = palloc(nrej * sizeof(Datum));
 		Datum	   *ids = palloc(nrej * sizeof(Datum));
 		Datum		args[4];
-		Oid			argtypes[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+		Oid			argtypes[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, UUIDARRAYOID};
 
 		for (i = 0; i < nrej; i++)
 		{
 			seqs[i] = Int64GetDatum(b->seqs[rej[i]]);
 			codes[i] = Int32GetDatum(out[rej[i]].err_code);
 			errors[i] = CStringGetTextDatum(she_outcome_text(sum, &out[rej[i]]));
-			ids[i] = CStringGetTextDatum(b->events[rej[i]].id);
+			ids[i] = DirectFunctionCall1(uuid_in, CStringGetDatum(b->events[rej[i]].id));
 		}
 		args[0] = make_array(INT8OID, seqs, nrej);
 		args[1] = make_array(INT4OID, codes, nrej);
 		args[2] = make_array(TEXTOID, errors, nrej);
-		args[3] = make_array(TEXTOID, ids, nrej);
+		args[3] = make_array(UUIDOID, ids, nrej);
 		if (SPI_execute_plan(keep_plan(&reject_plan, REJECT_SQL, 4, argtypes),
 							 args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "moving refused events to state_hub_events.rejected failed");
