@@ -76,6 +76,7 @@
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/uuid.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -252,8 +253,11 @@ connect_spi(void)
 }
 
 /*
- * The worker's statements, planned once.  SPI keeps them across
- * transactions; PostgreSQL replans them when the tables change.
+ * The worker's statements, prepared once.  SPI keeps them across
+ * transactions; PostgreSQL replans them when the tables change.  Those
+ * with parameters are planned for each execution's arrays: a generic plan
+ * compares each row's id with the batch's ids one by one (1,000 x 1,000
+ * for a full batch), a custom one looks it up in a hash table.
  */
 static SPIPlanPtr delete_plan = NULL;
 static SPIPlanPtr reject_plan = NULL;
@@ -263,7 +267,7 @@ keep_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_CUSTOM_PLAN);
 
 		if (p == NULL || SPI_keepplan(p) != 0)
 			elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
@@ -492,10 +496,12 @@ read_batch(MemoryContext cxt, int limit, WorkerBatch *b)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-/* An int8[], int4[] or text[] of the n Datums elems. */
+/* An int8[], int4[], uuid[] or text[] of the n Datums elems. */
 static Datum
 make_array(Oid elemtype, Datum *elems, int n)
 {
+	if (elemtype == UUIDOID)
+		return PointerGetDatum(construct_array(elems, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	if (elemtype == INT8OID)
 		return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (elemtype == INT4OID)
@@ -503,8 +509,12 @@ make_array(Oid elemtype, Datum *elems, int n)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+#define DELETE_SQL \
+	"DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) AND id = ANY ($2)"
+
 #define REJECT_SQL \
-	"WITH moved AS (DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1) " \
+	"WITH moved AS (DELETE FROM state_hub_events.outbox " \
+	"  WHERE seq = ANY ($1) AND id = ANY ($4) " \
 	"  RETURNING seq, id, subject, envelope, enqueued_at) " \
 	"INSERT INTO state_hub_events.rejected " \
 	"  (seq, id, subject, envelope, enqueued_at, error_code, error) " \
@@ -513,15 +523,18 @@ make_array(Oid elemtype, Datum *elems, int n)
 	"    AS e(seq, code, error) ON e.seq = m.seq"
 
 /*
- * In one transaction: delete the acknowledged events (seqs acked[0..nacked-1])
- * and move the refused ones (indexes rej[0..nrej-1] of batch b) from the
- * outbox to state_hub_events.rejected with their errors.  Returns how many
- * were moved, or -1 when the outbox was emptied or rewritten since the read
- * (nothing is deleted or moved then: see below).
+ * In one transaction: delete the acknowledged events (indexes
+ * acked[0..nacked-1] of batch b) and move the refused ones (indexes
+ * rej[0..nrej-1]) from the outbox to state_hub_events.rejected with their
+ * errors.  A row goes only if both its seq and its id are the batch's: the
+ * rows read may have been deleted since (DELETE, which keeps the table's
+ * file) and the sequence set back, so that new events carry the batch's
+ * seqs.  Returns how many were moved, or -1 when the outbox was emptied or
+ * rewritten since the read (nothing is deleted or moved then: see below).
  */
 static int
 settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
-	   int64 *acked, int nacked, const int *rej, int nrej)
+	   const int *acked, int nacked, const int *rej, int nrej)
 {
 	int			moved = 0;
 	int			i;
@@ -556,16 +569,19 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 	else if (nacked > 0)
 	{
 		Datum	   *d = palloc(nacked * sizeof(Datum));
-		Datum		arg;
-		Oid			argtype = INT8ARRAYOID;
+		Datum	   *ids = palloc(nacked * sizeof(Datum));
+		Datum		args[2];
+		Oid			argtypes[2] = {INT8ARRAYOID, UUIDARRAYOID};
 
 		for (i = 0; i < nacked; i++)
-			d[i] = Int64GetDatum(acked[i]);
-		arg = make_array(INT8OID, d, nacked);
-		if (SPI_execute_plan(keep_plan(&delete_plan,
-									   "DELETE FROM state_hub_events.outbox WHERE seq = ANY ($1)",
-									   1, &argtype),
-							 &arg, NULL, false, 0) != SPI_OK_DELETE)
+		{
+			d[i] = Int64GetDatum(b->seqs[acked[i]]);
+			ids[i] = DirectFunctionCall1(uuid_in, CStringGetDatum(b->events[acked[i]].id));
+		}
+		args[0] = make_array(INT8OID, d, nacked);
+		args[1] = make_array(UUIDOID, ids, nacked);
+		if (SPI_execute_plan(keep_plan(&delete_plan, DELETE_SQL, 2, argtypes),
+							 args, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "deleting from state_hub_events.outbox failed");
 	}
 	if (nrej > 0 && moved == 0)
@@ -573,19 +589,22 @@ settle(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *sum,
 		Datum	   *seqs = palloc(nrej * sizeof(Datum));
 		Datum	   *codes = palloc(nrej * sizeof(Datum));
 		Datum	   *errors = palloc(nrej * sizeof(Datum));
-		Datum		args[3];
-		Oid			argtypes[3] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+		Datum	   *ids = palloc(nrej * sizeof(Datum));
+		Datum		args[4];
+		Oid			argtypes[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, UUIDARRAYOID};
 
 		for (i = 0; i < nrej; i++)
 		{
 			seqs[i] = Int64GetDatum(b->seqs[rej[i]]);
 			codes[i] = Int32GetDatum(out[rej[i]].err_code);
 			errors[i] = CStringGetTextDatum(she_outcome_text(sum, &out[rej[i]]));
+			ids[i] = DirectFunctionCall1(uuid_in, CStringGetDatum(b->events[rej[i]].id));
 		}
 		args[0] = make_array(INT8OID, seqs, nrej);
 		args[1] = make_array(INT4OID, codes, nrej);
 		args[2] = make_array(TEXTOID, errors, nrej);
-		if (SPI_execute_plan(keep_plan(&reject_plan, REJECT_SQL, 3, argtypes),
+		args[3] = make_array(UUIDOID, ids, nrej);
+		if (SPI_execute_plan(keep_plan(&reject_plan, REJECT_SQL, 4, argtypes),
 							 args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "moving refused events to state_hub_events.rejected failed");
 		moved = (int) SPI_processed;
@@ -885,7 +904,7 @@ static int
 settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
 			 int *ndeleted, int *nmoved)
 {
-	int64	   *acked = palloc(Max(b->n, 1) * sizeof(int64));
+	int		   *acked = palloc(Max(b->n, 1) * sizeof(int));
 	int		   *rej = palloc(Max(b->n, 1) * sizeof(int));
 	int			nacked = 0;
 	int			nrej = 0;
@@ -896,7 +915,7 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 		const SheMsgOutcome *o = &out[first];
 
 		if (o->state == SHE_MSG_STORED || o->state == SHE_MSG_DUPLICATE)
-			acked[nacked++] = b->seqs[first];
+			acked[nacked++] = first;
 		else if (o->state == SHE_MSG_REFUSED && o->permanent && b->can_reject)
 			rej[nrej++] = first;
 		else
@@ -916,8 +935,9 @@ settle_batch(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *re
 		nrej = 0;
 		first = b->n;
 	}
-	if (nrej > 0)
+	if (nrej > 0 && *nmoved > 0)
 	{
+		/* (none moved: the rows read were deleted since, see settle) */
 		log_rejected(b, out, res, rej, nrej);
 		set_status(-1, false, she_outcome_text(res, &out[rej[nrej - 1]]));
 	}
