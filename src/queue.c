@@ -76,6 +76,13 @@
  * Cost: one atomic add per commit (the ticket is also the wait slot's
  * batch id) and one store to clear it; a scan of the slots per take.
  *
+ * Rewind.  A writer that finds the ring empty at least QUEUE_REWIND_BYTES
+ * into a lap pads the rest of the lap with one record (QUEUE_PAD_WAITER)
+ * and writes at the lap's start; the publisher skips the padding.  In a
+ * steady flow the ring so stays within its first pages, which every
+ * process has touched already: each page a process touches first costs
+ * it a page fault (and its exit one more page to unmap).
+ *
  * Scan.  To find the cut, the publisher reads record headers only up to
  * the take's size limits and on to the end of that segment of the ring
  * (QUEUE_SEGMENTS segments); for the records after, it needs only their
@@ -127,10 +134,26 @@
 
 int			she_queue_size_kb = 8192;
 
+/*
+ * A record's waiter when it is only padding to the end of the ring's lap
+ * (see Rewind): it holds no event, and the publisher skips it.
+ */
+#define QUEUE_PAD_WAITER	(-2)
+
+/*
+ * Rewind: a writer that finds the ring empty at least this far into a lap
+ * pads the rest of the lap and writes at its start, so that the pages in
+ * use stay few (each process faults on every shared page it first
+ * touches; 32 sessions writing all over an 8 MB ring fault ~once per
+ * commit).  At most a quarter of the ring.
+ */
+#define QUEUE_REWIND_BYTES	(64 * 1024)
+
 typedef struct QueueRecord
 {
 	uint32		len;			/* the whole record */
-	int32		waiter;			/* pgprocno of the waiting backend, or -1 */
+	int32		waiter;			/* pgprocno of the waiting backend, -1
+								 * (none) or QUEUE_PAD_WAITER */
 	uint64		ticket;			/* the batch: its order ticket (see Order) */
 	uint64		deadline;		/* she_now_usec() time the waiter gives up */
 	uint16		stream_len;
@@ -575,6 +598,34 @@ append_record(uint64 *head, const SheEvent *ev, const char *stream, bool create,
 	*head += r.len;
 }
 
+/*
+ * Rewind (the caller holds the lock): when the ring is empty and head is
+ * at least QUEUE_REWIND_BYTES into its lap, pad the rest of the lap with
+ * one record the publisher skips, so the next record starts the next lap.
+ * The padding takes the lap's rest of the free space until the publisher
+ * skips it, so it is written only when the first record (need bytes)
+ * still fits: then a record follows, and its writer wakes the publisher.
+ * Not noted in the segments' minima: nothing is taken from it.
+ */
+static void
+rewind_if_empty(uint64 *head, uint64 *free_bytes, uint64 need)
+{
+	uint64		off = *head % q->size;
+	uint64		rest = q->size - off;
+	QueueRecord r;
+
+	if (*head != pg_atomic_read_u64(&q->tail) ||
+		off < Min((uint64) QUEUE_REWIND_BYTES, q->size / 4) ||
+		rest < sizeof(r) || rest > PG_UINT32_MAX || need > off)
+		return;
+	memset(&r, 0, sizeof(r));
+	r.len = (uint32) rest;
+	r.waiter = QUEUE_PAD_WAITER;
+	ring_write(*head, &r, sizeof(r));
+	*head += rest;
+	*free_bytes -= rest;
+}
+
 static uint64
 record_len(const SheEvent *ev, const char *stream, const SheStreamSpec *spec)
 {
@@ -646,6 +697,8 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 	}
 	head = pg_atomic_read_u64(&q->head);
 	free_bytes = q->size - (head - pg_atomic_read_u64(&q->tail));
+	if (*i < n)
+		rewind_if_empty(&head, &free_bytes, record_len(&events[*i], stream, spec));
 	while (*i < n)
 	{
 		uint64		len = record_len(&events[*i], stream, spec);
@@ -1411,6 +1464,27 @@ sort_taken(SheEvent *evs, SheTaken *meta, int n, MemoryContext cxt)
 }
 
 /*
+ * The record at *pos (before head) is a rewind's padding (see Rewind)?
+ * Then move tail past it, free its room, and say so.  A padding is only
+ * ever written into an empty ring, so it is always the first record.
+ */
+static bool
+skip_padding(uint64 *pos)
+{
+	QueueRecord r;
+
+	pg_read_barrier();
+	ring_read(*pos, &r, sizeof(r));
+	if (r.waiter != QUEUE_PAD_WAITER)
+		return false;
+	*pos += r.len;
+	pg_memory_barrier();
+	pg_atomic_write_u64(&q->tail, *pos);
+	ConditionVariableBroadcast(&q->space_cv);
+	return true;
+}
+
+/*
  * Copy the k records from pos into evs/meta (in cxt) and return where they
  * end.  Touches nothing shared but the ring's bytes: an ERROR (out of
  * memory) here leaves the queue as it was, and the restarted publisher
@@ -1521,6 +1595,8 @@ she_queue_take(SheEvent *evs, SheTaken *meta, int max, int max_bytes, bool may_h
 		bool		hold_c;
 		int			r;
 
+		if (skip_padding(&pos))
+			continue;
 		order_cut(max, max_bytes, cxt, &k, &r, &hold_m, &mslot, &hold_c);
 		nread += r;
 		if (k > 0)
