@@ -696,7 +696,7 @@ my @dall;
 # wave 1: kill -9 of the worker in phase 1 (the postmaster restarts the
 # cluster, the sessions die)
 my $dgates = close_gates($dnode);
-my @wave = start_sessions($dnode, 1000, $dsess, ack_all => 1);
+@wave = start_sessions($dnode, 1000, $dsess, ack_all => 1);
 push @dall, @wave;
 ok(wait_gate($dnode, 1), 'durable wave 1: phase 0 ran');
 my $wpid = pid_of($dnode, 'state_hub_events worker');
