@@ -495,6 +495,14 @@ she_publish_set_stream_spec(const SheStreamSpec *spec)
 }
 
 static uint64_t report_by = 0;
+static bool flush_groups = true;	/* see she_publish_set_flush */
+
+/* Whether a batch of more than one event is flushed (nats_publish.h). */
+void
+she_publish_set_flush(bool flush)
+{
+	flush_groups = flush;
+}
 
 /* Set the time by which fn hears of every settled outcome (nats_publish.h). */
 void
@@ -1386,7 +1394,7 @@ publish_core(SheConn *c, const char *stream, bool create_stream,
 	}
 	else
 		publish_async(c, stream, create_stream, events, n, deadline, publish_ms,
-					  max_atomic, out, sum, fn, fn_arg, true, &saved);
+					  max_atomic, out, sum, fn, fn_arg, flush_groups, &saved);
 	she_nats_restore_signals(&saved);
 	summarize(out, n, sum);
 }

@@ -522,9 +522,12 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		she_publish_set_stream_spec(&meta[0].spec);
 		group_deadlines(meta, n, &deadline, &report_by);
 		she_publish_set_report_by(report_by);
+		/* nobody waits: let nats.c's flusher write it, no PING/PONG */
+		she_publish_set_flush(anyone_waits(meta, n));
 		she_publish_events_cb(&conn, meta[0].stream, meta[0].create_stream, evs, n,
 							  deadline, max_atomic, out, &sum, report_acked, meta);
 		she_publish_set_report_by(0);
+		she_publish_set_flush(true);
 		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
