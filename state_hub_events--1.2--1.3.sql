@@ -571,3 +571,19 @@ $$;
 -- ---------------------------------------------------------------------
 -- end of 1.3, security
 -- ---------------------------------------------------------------------
+
+-- ---------------------------------------------------------------------
+-- 1.3, the SQL surface as the contract states it
+-- ---------------------------------------------------------------------
+
+-- pending() is declared RETURNS TABLE, as documented (1.0 to 1.2 declared
+-- the same columns as OUT parameters, which catalogs show as SETOF record).
+-- CREATE OR REPLACE keeps its privileges.
+CREATE OR REPLACE FUNCTION pending()
+RETURNS TABLE (id uuid, subject text, attributes jsonb)
+AS 'MODULE_PATHNAME', 'she_pending'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+-- since 1.2 the publisher process answers ping() from its live connection
+COMMENT ON FUNCTION ping() IS
+'ask the publisher process about its live NATS connection and report the server''s and the stream''s facts, or raise an error saying why not';

@@ -7,7 +7,7 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}   # another installation: make demo PG_CONFIG=...
 
 echo "== building and installing state_hub_events"
 make -C "$top" -s PG_CONFIG=$PG_CONFIG with_llvm=no all test/natsdump

@@ -1,7 +1,8 @@
 --
 -- Extension lifecycle: ALTER EXTENSION UPDATE from 1.0, hop by hop, gives
 -- what a fresh install gives (members, labels, privileges, initial
--- privileges); DROP EXTENSION is refused while the outbox holds events.
+-- privileges, signatures, comments, table columns and defaults); DROP
+-- EXTENSION is refused while the outbox holds events.
 --
 -- (in a database of its own: the other tests' triggers depend on emit())
 CREATE DATABASE she_lifecycle;
@@ -52,14 +53,27 @@ SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
        || coalesce(' | ' || f.fact, '') AS fact
   FROM pg_depend d
   LEFT JOIN LATERAL (
-        SELECT format('volatile=%s strict=%s parallel=%s cost=%s secdef=%s config=%s acl=%s',
+        SELECT format('volatile=%s strict=%s parallel=%s cost=%s secdef=%s config=%s acl=%s'
+                      ' args=(%s) result=%s comment=%s',
                       p.provolatile, p.proisstrict, p.proparallel, p.procost, p.prosecdef,
-                      p.proconfig, pg_temp.acl(p.proacl, p.proowner, 'f')) AS fact
+                      p.proconfig, pg_temp.acl(p.proacl, p.proowner, 'f'),
+                      pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
+                      left(md5(obj_description(p.oid, 'pg_proc')), 8)) AS fact
           FROM pg_proc p
          WHERE d.classid = 'pg_proc'::regclass AND p.oid = d.objid
         UNION ALL
         SELECT format('acl=%s', pg_temp.acl(c.relacl, c.relowner,
                       CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char"))
+               || coalesce(' columns=' || (
+                  SELECT string_agg(format('%s %s%s%s', a.attname,
+                                           format_type(a.atttypid, a.atttypmod),
+                                           CASE WHEN a.attnotnull THEN ' not null' ELSE '' END,
+                                           coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')),
+                                    ', ' ORDER BY a.attnum)
+                    FROM pg_attribute a
+                    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                     AND c.relkind = 'r'), '')
           FROM pg_class c
          WHERE d.classid = 'pg_class'::regclass AND c.oid = d.objid
         UNION ALL
@@ -126,6 +140,8 @@ SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
  WHERE attrelid = 'state_hub_events.outbox'::regclass AND attnum > 0 AND NOT attisdropped
  ORDER BY attnum;
 SELECT pg_get_function_arguments('state_hub_events.stats()'::regprocedure);
+-- 1.3: pending() is declared RETURNS TABLE, as documented
+SELECT pg_get_function_result('state_hub_events.pending()'::regprocedure);
 SELECT txn_id, txn_key, txn_index, txn_count FROM state_hub_events.outbox;
 
 -- updated and fresh have the same members, labels and privileges

@@ -511,7 +511,9 @@ xact_callback(XactEvent event, void *arg)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that has published events"),
-						 errdetail("%d events are buffered; in immediate mode they can only leave at COMMIT.", nevents)));
+						 errdetail_plural("%d event is buffered; in immediate mode it can only leave at COMMIT.",
+										  "%d events are buffered; in immediate mode they can only leave at COMMIT.",
+										  nevents, nevents)));
 			break;
 
 		case XACT_EVENT_COMMIT:
