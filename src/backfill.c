@@ -26,6 +26,7 @@
 #include "access/stratnum.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -39,6 +40,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/rls.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
@@ -284,7 +286,7 @@ object_owner(int cacheid, Oid oid)
 	return owner;
 }
 
-/* Refuse to backfill rel: column would run code owned by owner. */
+/* Refuse to backfill rel: column (NULL: reading rel) would run code owned by owner. */
 static void
 refuse_code(Oid rel, const char *column, Oid owner, const char *what)
 {
@@ -293,8 +295,11 @@ refuse_code(Oid rel, const char *column, Oid owner, const char *what)
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 column ?
 			 errmsg("cannot backfill \"%s\": column \"%s\" would run code of role \"%s\" with your rights",
-					relname, column, ownername ? ownername : "?"),
+					relname, column, ownername ? ownername : "?") :
+			 errmsg("cannot backfill \"%s\": reading it would run code of role \"%s\" with your rights",
+					relname, ownername ? ownername : "?"),
 			 errdetail("%s", what),
 			 errhint("Backfill as that role (it needs EXECUTE on state_hub_events.publish()), or have a superuser own that code.")));
 }
@@ -430,6 +435,14 @@ she_backfill_check_code(PG_FUNCTION_ARGS)
 	deconstruct_array(key, TEXTOID, -1, false, TYPALIGN_INT, &keys, &nulls, &nkeys);
 	r = relation_open(rel, AccessShareLock);
 	td = RelationGetDescr(r);
+	/* a view's query and a policy's expressions run as the reader too */
+	if (!owner_trusted(r->rd_rel->relowner) &&
+		(r->rd_rel->relkind == RELKIND_VIEW ||
+		 check_enable_rls(rel, InvalidOid, true) == RLS_ENABLED))
+		refuse_code(rel, NULL, r->rd_rel->relowner,
+					r->rd_rel->relkind == RELKIND_VIEW ?
+					"The view's query runs the functions it calls with the reader's rights." :
+					"Its row security policies run the functions they call with the reader's rights.");
 	for (i = 0; i < td->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(td, i);

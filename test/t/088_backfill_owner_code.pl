@@ -118,6 +118,39 @@ is($node->safe_psql('postgres', q{SELECT DISTINCT who || ':' || superuser FROM m
 is($node->safe_psql('postgres', q{SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'}),
     'f', 'and she is still no superuser');
 
+# her row security policy and her view run her function as the reader
+$node->safe_psql('postgres', q{
+SET ROLE mallory;
+CREATE FUNCTION mal.peek() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.log SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    RETURN true;
+END $$;
+CREATE TABLE mal.p (id int PRIMARY KEY, n int);
+INSERT INTO mal.p VALUES (1, 1);
+ALTER TABLE mal.p ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON mal.p USING (mal.peek());
+CREATE VIEW mal.v AS SELECT id, m FROM mal.t WHERE mal.peek();
+GRANT SELECT ON mal.p, mal.v TO hub_publisher;
+GRANT INSERT ON mal.log TO PUBLIC;
+RESET ROLE;
+TRUNCATE mal.log;
+});
+($ret, $out, $err) = $node->psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.p', 'org.mal.p.changed', columns => '{id}')},
+    extra_params => [ '-U', 'hub_publisher' ]);
+like($err, qr/cannot backfill "mal\.p": reading it would run code of role "mallory".*\n.*row security policies/,
+    'a table whose row security policies apply to the caller is refused');
+($ret, $out, $err) = $node->psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.v', 'org.mal.v.changed', columns => '{id}', key => '{id}')},
+    extra_params => [ '-U', 'hub_publisher' ]);
+like($err, qr/cannot backfill "mal\.v": reading it would run code of role "mallory".*\n.*view's query/,
+    'so is her view');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mal.log'), '0', 'her function never ran');
+is($node->safe_psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.p', 'org.mal.p.changed', columns => '{id}')}),
+    '1', 'a superuser bypasses row security: her table is backfilled');
+
 # built-in types (arrays, jsonb, ranges, dates, names) pass
 is($node->safe_psql('postgres',
     q{SELECT events FROM state_hub_events.backfill_batch('public.plain', 'org.plain.created')}),
