@@ -432,6 +432,12 @@ she_backfill_check_code(PG_FUNCTION_ARGS)
 	TupleDesc	td;
 	int			i;
 
+	/* like backfill(): only a table the caller may read is opened */
+	if (pg_class_aclcheck(rel, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot backfill \"%s\": permission denied to read it",
+						DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(rel))))));
 	deconstruct_array(key, TEXTOID, -1, false, TYPALIGN_INT, &keys, &nulls, &nkeys);
 	r = relation_open(rel, AccessShareLock);
 	td = RelationGetDescr(r);

@@ -109,6 +109,14 @@ GRANT EXECUTE ON FUNCTION state_hub_events.backfill_batch(regclass, text, text, 
 like($err, qr/cannot backfill "mal\.t": column "m" would run code of role "mallory"/,
     'so is another non-superuser caller');
 
+# the check opens only tables its caller may read (it is executable by
+# every role with USAGE on the schema, like backfill()'s other helpers)
+($ret, $out, $err) = $node->psql('postgres',
+    q{SELECT state_hub_events._backfill_check_code('mal.keyed', '{}')},
+    extra_params => [ '-U', 'hub_publisher' ]);
+like($err, qr/cannot backfill "mal\.keyed": permission denied to read it/,
+    'the check refuses a table its caller cannot read');
+
 # mallory herself may: it is her own code, with her own rights
 is($node->safe_psql('postgres',
     q{SELECT events FROM state_hub_events.backfill_batch('mal.t', 'org.mal.t.changed')},
