@@ -14,6 +14,11 @@
  * is parsed here as the WHERE clause of a statement of its own, and refused
  * unless that statement is exactly "SELECT 1 WHERE <expression>".
  *
+ * The batch query also runs code that the owners of the table's column
+ * types chose (to_jsonb's casts to json, the key's casts), which a plain
+ * SELECT never runs: _backfill_check_code() refuses such code of a role the
+ * caller does not trust before anything is read.
+ *
  * IDENTIFICATION
  *	  src/backfill.c
  *
@@ -40,8 +45,8 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
-#include "utils/rls.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -286,7 +291,10 @@ object_owner(int cacheid, Oid oid)
 	return owner;
 }
 
-/* Refuse to backfill rel: column (NULL: reading rel) would run code owned by owner. */
+/*
+ * Refuse to backfill rel: its column (NULL: reading rel itself) would run
+ * code owned by owner; what says which.
+ */
 static void
 refuse_code(Oid rel, const char *column, Oid owner, const char *what)
 {
@@ -304,7 +312,7 @@ refuse_code(Oid rel, const char *column, Oid owner, const char *what)
 			 errhint("Backfill as that role (it needs EXECUTE on state_hub_events.publish()), or have a superuser own that code.")));
 }
 
-/* Refuse a function-backed cast from source to target an untrusted role owns. */
+/* Refuse a cast from source to target whose function an untrusted role owns. */
 static void
 check_cast(Oid rel, const char *column, Oid source, Oid target)
 {
