@@ -134,6 +134,14 @@ LANGUAGE C STABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION _backfill_key_operator(regtype, integer) IS
 'internal: the operator of a btree strategy (3 "=", 4 ">=", 5 ">") in a type''s default btree operator class, which backfill() compares its key with; NULL if the type cannot be sorted';
 
+CREATE FUNCTION _backfill_check_code(rel regclass, key text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'she_backfill_check_code'
+LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION _backfill_check_code(regclass, text[]) IS
+'internal: refuse a backfill whose batch query would run code of an untrusted role with the caller''s rights (a column type''s cast to json, the key type''s casts, input and constraints)';
+
 -- The batch query of backfill() and backfill_batch(): $1 is the key to
 -- start after (text[], NULL for the first batch), $2 the batch size.  Every
 -- argument is checked here; the "where" text's shape by _backfill_check(),
@@ -352,6 +360,9 @@ BEGIN
         keyleft := keyleft || format('%s.%I::%s', alias, col, ltyp);
         keyright := keyright || format('($1[%s])::%s', cardinality(keycols), rtyp);
     END LOOP;
+    -- to_jsonb(row) and the key's casts run code the owners of the column
+    -- types chose, with the caller's rights: only code of trusted roles
+    PERFORM state_hub_events._backfill_check_code(rel, key);
     -- after the key "after": one row comparison when every column's ">" is
     -- the same operator name (an index on the key serves it); else column
     -- by column, the last one innermost, and the first column's ">=" for

@@ -14,6 +14,11 @@
  * is parsed here as the WHERE clause of a statement of its own, and refused
  * unless that statement is exactly "SELECT 1 WHERE <expression>".
  *
+ * The batch query also runs code that the owners of the table's column
+ * types chose (to_jsonb's casts to json, the key's casts), which a plain
+ * SELECT never runs: _backfill_check_code() refuses such code of a role the
+ * caller does not trust before anything is read.
+ *
  * IDENTIFICATION
  *	  src/backfill.c
  *
@@ -21,17 +26,27 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/stratnum.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/parse_coerce.h"
 #include "parser/parser.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -41,6 +56,7 @@ PG_FUNCTION_INFO_V1(she_backfill_check);
 PG_FUNCTION_INFO_V1(she_backfill_no_xact_block);
 PG_FUNCTION_INFO_V1(she_trigger_args);
 PG_FUNCTION_INFO_V1(she_backfill_key_operator);
+PG_FUNCTION_INFO_V1(she_backfill_check_code);
 
 #define WHERE_PREFIX "SELECT 1 WHERE "
 
@@ -244,4 +260,220 @@ she_backfill_key_operator(PG_FUNCTION_ARGS)
 	if (!OidIsValid(op))
 		PG_RETURN_NULL();
 	PG_RETURN_OID(op);
+}
+
+/*
+ * Code a role owns runs with the current user's rights only if that role
+ * is trusted with them: a superuser, the current user, or a role the
+ * current user is a member of (and could become).  A superuser is not
+ * treated as a member of every role here.
+ */
+static bool
+owner_trusted(Oid owner)
+{
+	Oid			me = GetUserId();
+
+	return owner == me || superuser_arg(owner) || is_member_of_role_nosuper(me, owner);
+}
+
+/* The owner of a type or of a function. */
+static Oid
+object_owner(int cacheid, Oid oid)
+{
+	HeapTuple	tup = SearchSysCache1(cacheid, ObjectIdGetDatum(oid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for object %u", oid);
+	owner = (cacheid == TYPEOID) ? ((Form_pg_type) GETSTRUCT(tup))->typowner :
+		((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Refuse to backfill rel: its column (NULL: reading rel itself) would run
+ * code owned by owner; what says which.
+ */
+static void
+refuse_code(Oid rel, const char *column, Oid owner, const char *what)
+{
+	char	   *ownername = GetUserNameFromId(owner, true);
+	char	   *relname = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(rel)));
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 column ?
+			 errmsg("cannot backfill \"%s\": column \"%s\" would run code of role \"%s\" with your rights",
+					relname, column, ownername ? ownername : "?") :
+			 errmsg("cannot backfill \"%s\": reading it would run code of role \"%s\" with your rights",
+					relname, ownername ? ownername : "?"),
+			 errdetail("%s", what),
+			 errhint("Backfill as that role (it needs EXECUTE on state_hub_events.publish()), or have a superuser own that code.")));
+}
+
+/* Refuse a cast from source to target whose function an untrusted role owns. */
+static void
+check_cast(Oid rel, const char *column, Oid source, Oid target)
+{
+	Oid			func = InvalidOid;
+	Oid			owner;
+
+	if (find_coercion_pathway(target, source, COERCION_EXPLICIT, &func) != COERCION_PATH_FUNC ||
+		!OidIsValid(func))
+		return;
+	owner = object_owner(PROCOID, func);
+	if (!owner_trusted(owner))
+		refuse_code(rel, column, owner,
+					psprintf("The cast from type %s to type %s runs function %s.",
+							 format_type_be(source), format_type_be(target),
+							 format_procedure(func)));
+}
+
+/*
+ * What to_jsonb() runs for a value of type typid (jsonb.c's
+ * jsonb_categorize_type): domains are looked through, arrays and
+ * composites convert their elements and fields, and any other type
+ * created by a role (not built in) is converted by its cast to json when
+ * it has one.
+ */
+static void
+check_jsonb_code(Oid rel, const char *column, Oid typid)
+{
+	Oid			elem;
+
+	check_stack_depth();
+	typid = getBaseType(typid);
+	elem = get_element_type(typid);
+	if (OidIsValid(elem))
+		check_jsonb_code(rel, column, elem);
+	else if (typid != RECORDOID && type_is_rowtype(typid))
+	{
+		TupleDesc	td = lookup_rowtype_tupdesc(typid, -1);
+		int			i;
+
+		for (i = 0; i < td->natts; i++)
+			if (!TupleDescAttr(td, i)->attisdropped)
+				check_jsonb_code(rel, column, TupleDescAttr(td, i)->atttypid);
+		ReleaseTupleDesc(td);
+	}
+	else if (typid >= FirstNormalObjectId)
+		check_cast(rel, column, typid, JSONOID);
+}
+
+/*
+ * What the batch query runs for a key value of type typid: it casts the
+ * column to text, and the text it resumes after back to the column's type
+ * (input functions, a domain's CHECK constraints, also of the elements,
+ * fields and range subtypes).  Every type in there that a role created
+ * must be owned by a trusted one, and so must the casts' functions.
+ */
+static void
+check_key_code(Oid rel, const char *column, Oid typid)
+{
+	Oid			inner = InvalidOid;
+
+	check_stack_depth();
+	if (typid >= FirstNormalObjectId)
+	{
+		Oid			owner = object_owner(TYPEOID, typid);
+
+		if (!owner_trusted(owner))
+			refuse_code(rel, column, owner,
+						psprintf("The key's type %s (or a part of it) is owned by that role; its casts, input function or constraints would run.",
+								 format_type_be(typid)));
+		check_cast(rel, column, typid, TEXTOID);
+		check_cast(rel, column, TEXTOID, typid);
+	}
+	switch (get_typtype(typid))
+	{
+		case TYPTYPE_DOMAIN:
+			inner = getBaseType(typid);
+			break;
+		case TYPTYPE_RANGE:
+			inner = get_range_subtype(typid);
+			break;
+		case TYPTYPE_MULTIRANGE:
+			inner = get_multirange_range(typid);
+			break;
+		case TYPTYPE_COMPOSITE:
+			if (typid != RECORDOID)
+			{
+				TupleDesc	td = lookup_rowtype_tupdesc(typid, -1);
+				int			i;
+
+				for (i = 0; i < td->natts; i++)
+					if (!TupleDescAttr(td, i)->attisdropped)
+						check_key_code(rel, column, TupleDescAttr(td, i)->atttypid);
+				ReleaseTupleDesc(td);
+			}
+			break;
+		default:
+			inner = get_element_type(typid);
+			break;
+	}
+	if (OidIsValid(inner))
+		check_key_code(rel, column, inner);
+}
+
+/*
+ * _backfill_check_code(rel regclass, key text[]) RETURNS void
+ *
+ * A backfill runs with its caller's rights, and its batch query runs code
+ * that the owners of the table's column types chose: to_jsonb(row) calls a
+ * type's cast to json, and the key is cast to text and back.  A plain
+ * SELECT of the table runs none of it.  Such code owned by a role that is
+ * neither a superuser nor one the caller may become would run with the
+ * caller's rights (a table's owner with CREATE on a schema makes the
+ * superuser who backfills the table run a function of its own): refused,
+ * before anything is read.
+ */
+Datum
+she_backfill_check_code(PG_FUNCTION_ARGS)
+{
+	Oid			rel = PG_GETARG_OID(0);
+	ArrayType  *key = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *keys;
+	bool	   *nulls;
+	int			nkeys;
+	Relation	r;
+	TupleDesc	td;
+	int			i;
+
+	/* like backfill(): only a table the caller may read is opened */
+	if (pg_class_aclcheck(rel, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot backfill \"%s\": permission denied to read it",
+						DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(rel))))));
+	deconstruct_array(key, TEXTOID, -1, false, TYPALIGN_INT, &keys, &nulls, &nkeys);
+	r = relation_open(rel, AccessShareLock);
+	td = RelationGetDescr(r);
+	/* a view's query and a policy's expressions run as the reader too */
+	if (!owner_trusted(r->rd_rel->relowner) &&
+		(r->rd_rel->relkind == RELKIND_VIEW ||
+		 check_enable_rls(rel, InvalidOid, true) == RLS_ENABLED))
+		refuse_code(rel, NULL, r->rd_rel->relowner,
+					r->rd_rel->relkind == RELKIND_VIEW ?
+					"The view's query runs the functions it calls with the reader's rights." :
+					"Its row security policies run the functions they call with the reader's rights.");
+	for (i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped)
+			check_jsonb_code(rel, NameStr(att->attname), att->atttypid);
+	}
+	for (i = 0; i < nkeys; i++)
+	{
+		AttrNumber	attno;
+
+		if (nulls[i])
+			continue;
+		attno = get_attnum(rel, TextDatumGetCString(keys[i]));
+		if (attno > 0)
+			check_key_code(rel, TextDatumGetCString(keys[i]), get_atttype(rel, attno));
+	}
+	relation_close(r, AccessShareLock);
+	PG_RETURN_VOID();
 }
