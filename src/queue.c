@@ -598,25 +598,43 @@ append_record(uint64 *head, const SheEvent *ev, const char *stream, bool create,
 	*head += r.len;
 }
 
+/* The bytes of one event's record in the ring. */
+static uint64
+record_len(const SheEvent *ev, const char *stream, const SheStreamSpec *spec)
+{
+	return sizeof(QueueRecord) + strlen(stream) + strlen(spec->subjects) +
+		strlen(ev->subject) + ev->envelope_len;
+}
+
 /*
  * Rewind (the caller holds the lock): when the ring is empty and head is
  * at least QUEUE_REWIND_BYTES into its lap, pad the rest of the lap with
  * one record the publisher skips, so the next record starts the next lap.
  * The padding takes the lap's rest of the free space until the publisher
- * skips it, so it is written only when the first record (need bytes)
- * still fits: then a record follows, and its writer wakes the publisher.
+ * skips it, which it does only at its next take (after the acks of the
+ * group it may be waiting for), so it is written only when the writer's
+ * whole batch (events[0..n-1]) still fits: the rewind never makes a batch
+ * wait for room that it would not have waited for, and a record follows
+ * the padding, whose writer wakes the publisher.
  * Not noted in the segments' minima: nothing is taken from it.
  */
 static void
-rewind_if_empty(uint64 *head, uint64 *free_bytes, uint64 need)
+rewind_if_empty(uint64 *head, uint64 *free_bytes, const SheEvent *events, int n,
+				const char *stream, const SheStreamSpec *spec)
 {
 	uint64		off = *head % q->size;
 	uint64		rest = q->size - off;
+	uint64		need = 0;
 	QueueRecord r;
+	int			i;
 
 	if (*head != pg_atomic_read_u64(&q->tail) ||
 		off < Min((uint64) QUEUE_REWIND_BYTES, q->size / 4) ||
-		rest < sizeof(r) || rest > PG_UINT32_MAX || need > off)
+		rest < sizeof(r) || rest > PG_UINT32_MAX)
+		return;
+	for (i = 0; i < n && need <= off; i++)
+		need += record_len(&events[i], stream, spec);
+	if (need > off)
 		return;
 	memset(&r, 0, sizeof(r));
 	r.len = (uint32) rest;
@@ -624,13 +642,6 @@ rewind_if_empty(uint64 *head, uint64 *free_bytes, uint64 need)
 	ring_write(*head, &r, sizeof(r));
 	*head += rest;
 	*free_bytes -= rest;
-}
-
-static uint64
-record_len(const SheEvent *ev, const char *stream, const SheStreamSpec *spec)
-{
-	return sizeof(QueueRecord) + strlen(stream) + strlen(spec->subjects) +
-		strlen(ev->subject) + ev->envelope_len;
 }
 
 /* Remove this backend from the admission FIFO (caller holds the lock). */
@@ -698,7 +709,7 @@ append_some(const SheEvent *events, int n, int *i, const char *stream, bool crea
 	head = pg_atomic_read_u64(&q->head);
 	free_bytes = q->size - (head - pg_atomic_read_u64(&q->tail));
 	if (*i < n)
-		rewind_if_empty(&head, &free_bytes, record_len(&events[*i], stream, spec));
+		rewind_if_empty(&head, &free_bytes, events + *i, n - *i, stream, spec);
 	while (*i < n)
 	{
 		uint64		len = record_len(&events[*i], stream, spec);
