@@ -521,6 +521,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		uint64		deadline;
 		uint64		report_by;
 		int			max_atomic = atomic_max(meta[0].stream);
+		uint64		connects = she_conn_connects(&conn);
 
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
@@ -546,7 +547,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 			deadline >= now + (uint64) Min(she_publish_timeout_ms, 1000) * 500)
 		{
 			backoff_until = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
-			backoff_connects = she_conn_connects(&conn);
+			backoff_connects = connects;	/* a reconnect meanwhile ends it */
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));
 		}
 	}
