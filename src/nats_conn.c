@@ -124,7 +124,10 @@ set_state(SheConn *c, bool up, natsConnection *nc)
 	}
 	c->up = up;
 	if (up)
+	{
 		c->payload_stale = c->ever_up = true;
+		c->connects++;
+	}
 	else
 		strlcpy(c->last_error, t && *t ? t : "disconnected", sizeof(c->last_error));
 	pthread_mutex_unlock(&c->mu);
@@ -596,6 +599,21 @@ she_conn_state_hint(SheConn *c)
 	state = !c->up ? 0 : c->payload_stale ? 2 : 1;
 	pthread_mutex_unlock(&c->mu);
 	return state;
+}
+
+/*
+ * How many times nats.c has (re)connected c: a change says the server
+ * answered since.  No nats call.
+ */
+uint64_t
+she_conn_connects(SheConn *c)
+{
+	uint64_t	n;
+
+	pthread_mutex_lock(&c->mu);
+	n = c->connects;
+	pthread_mutex_unlock(&c->mu);
+	return n;
 }
 
 /*

@@ -51,6 +51,7 @@ typedef struct SheConn
 	bool		payload_stale;	/* under mu: (re)connected since max_payload */
 	char		last_error[256];	/* under mu: why it is not up */
 	bool		ever_up;		/* under mu: connected since it was made */
+	uint64_t	connects;		/* under mu: times nats.c (re)connected it */
 	char		connect_error[256];	/* why the first attempt failed */
 } SheConn;
 
@@ -58,6 +59,7 @@ extern void she_conn_init(SheConn *c);
 extern bool she_conn_ensure(SheConn *c, char *err, size_t errlen);
 extern bool she_conn_is_connected(SheConn *c, char *err, size_t errlen);
 extern int	she_conn_state_hint(SheConn *c);
+extern uint64_t she_conn_connects(SheConn *c);
 extern bool she_conn_settings_changed(SheConn *c);
 extern void she_conn_close(SheConn *c);
 extern void she_conn_set_name(const char *name);

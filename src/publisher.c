@@ -88,6 +88,7 @@ static SheConn conn;
 static int	last_state = -1;		/* -1 unknown, 0 down, 1 up: for the log */
 static uint64 backoff_until = 0;
 static char backoff_reason[256];
+static uint64 backoff_connects = 0;	/* she_conn_connects() when it began */
 static uint64 next_attempt = 0;	/* after a failed attempt: not before */
 static bool drain_expired = false;	/* exiting, and publish_timeout passed */
 
@@ -497,6 +498,9 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 	char		why[256];
 	int			i;
 
+	/* nats.c connected again since: the server answers, the back-off ends */
+	if (backoff_until != 0 && she_conn_connects(&conn) != backoff_connects)
+		backoff_until = 0;
 	if (drain_expired)
 		refuse_group(out, n, &sum, "the publisher process stopped before publishing them");
 	else if (now < backoff_until)
@@ -517,6 +521,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		uint64		deadline;
 		uint64		report_by;
 		int			max_atomic = atomic_max(meta[0].stream);
+		uint64		connects = she_conn_connects(&conn);
 
 		sent_n = reported_n + n;	/* this group's start is reported_n */
 		she_publish_set_stream_spec(&meta[0].spec);
@@ -542,6 +547,7 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 			deadline >= now + (uint64) Min(she_publish_timeout_ms, 1000) * 500)
 		{
 			backoff_until = she_now_usec() + (uint64) she_retry_interval_ms * 1000;
+			backoff_connects = connects;	/* a reconnect meanwhile ends it */
 			strlcpy(backoff_reason, sum.reason, sizeof(backoff_reason));
 		}
 	}
