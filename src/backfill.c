@@ -33,6 +33,7 @@
 #include "access/xact.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_range.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -361,12 +362,72 @@ check_jsonb_code(Oid rel, const char *column, Oid typid)
 		check_cast(rel, column, typid, JSONOID);
 }
 
+/* Refuse function fn (if set) when an untrusted role owns it. */
+static void
+check_function(Oid rel, const char *column, Oid fn, const char *what)
+{
+	Oid			owner;
+
+	if (!OidIsValid(fn) || fn < FirstNormalObjectId)
+		return;
+	owner = object_owner(PROCOID, fn);
+	if (!owner_trusted(owner))
+		refuse_code(rel, column, owner,
+					psprintf("%s runs function %s.", what, format_procedure(fn)));
+}
+
+/*
+ * The code a key value of a type a role created runs when it is read from
+ * text and printed: the type's input and output functions, a range's
+ * canonical function, and a domain's CHECK expressions (its owner's).
+ */
+static void
+check_key_type_code(Oid rel, const char *column, Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	Form_pg_type t;
+	Oid			input;
+	Oid			output;
+	Oid			owner;
+	char		typtype;
+	char	   *what = psprintf("The key's type %s", format_type_be(typid));
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for type %u", typid);
+	t = (Form_pg_type) GETSTRUCT(tup);
+	input = t->typinput;
+	output = t->typoutput;
+	owner = t->typowner;
+	typtype = t->typtype;
+	ReleaseSysCache(tup);
+	check_function(rel, column, input, what);
+	check_function(rel, column, output, what);
+	if (typtype == TYPTYPE_DOMAIN && !owner_trusted(owner) && DomainHasConstraints(typid))
+		refuse_code(rel, column, owner,
+					psprintf("%s is a domain of that role with constraints; its CHECK expressions would run.",
+							 what));
+	if (typtype == TYPTYPE_RANGE)
+	{
+		tup = SearchSysCache1(RANGETYPE, ObjectIdGetDatum(typid));
+		if (HeapTupleIsValid(tup))
+		{
+			Oid			canonical = ((Form_pg_range) GETSTRUCT(tup))->rngcanonical;
+
+			ReleaseSysCache(tup);
+			check_function(rel, column, canonical, what);
+		}
+	}
+	check_cast(rel, column, typid, TEXTOID);
+	check_cast(rel, column, TEXTOID, typid);
+}
+
 /*
  * What the batch query runs for a key value of type typid: it casts the
  * column to text, and the text it resumes after back to the column's type
- * (input functions, a domain's CHECK constraints, also of the elements,
- * fields and range subtypes).  Every type in there that a role created
- * must be owned by a trusted one, and so must the casts' functions.
+ * (input and output functions, casts, a domain's CHECK constraints, also
+ * of the elements, fields and range subtypes).  Such code that an
+ * untrusted role owns is refused; a type merely owned by one (an enum, a
+ * domain without constraints) runs only built-in code and passes.
  */
 static void
 check_key_code(Oid rel, const char *column, Oid typid)
@@ -375,16 +436,7 @@ check_key_code(Oid rel, const char *column, Oid typid)
 
 	check_stack_depth();
 	if (typid >= FirstNormalObjectId)
-	{
-		Oid			owner = object_owner(TYPEOID, typid);
-
-		if (!owner_trusted(owner))
-			refuse_code(rel, column, owner,
-						psprintf("The key's type %s (or a part of it) is owned by that role; its casts, input function or constraints would run.",
-								 format_type_be(typid)));
-		check_cast(rel, column, typid, TEXTOID);
-		check_cast(rel, column, TEXTOID, typid);
-	}
+		check_key_type_code(rel, column, typid);
 	switch (get_typtype(typid))
 	{
 		case TYPTYPE_DOMAIN:

@@ -178,4 +178,38 @@ is($node->safe_psql('postgres',
     q{SELECT events FROM state_hub_events.backfill_batch('public.toned', 'org.toned.created')}),
     '1', "a superuser's cast runs");
 
+# a key type of hers that runs only built-in code passes (an enum, a
+# domain without constraints); a domain of hers with a CHECK is refused
+$node->safe_psql('postgres', q{
+SET ROLE mallory;
+CREATE TYPE mal.e AS ENUM ('x', 'y');
+CREATE DOMAIN mal.d AS bigint;
+CREATE DOMAIN mal.dc AS bigint CHECK (mal.peek());
+CREATE TABLE mal.ek (k mal.e PRIMARY KEY, n int);
+CREATE TABLE mal.dk (k mal.d PRIMARY KEY, n int);
+CREATE TABLE mal.dck (k mal.dc PRIMARY KEY, n int);
+INSERT INTO mal.ek VALUES ('x', 1);
+INSERT INTO mal.dk VALUES (1, 1);
+INSERT INTO mal.dck VALUES (1, 1);
+RESET ROLE;
+TRUNCATE mal.log;
+CREATE TRIGGER ek_emit AFTER INSERT ON mal.ek FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.mal.ek.created', 'n');
+CREATE TRIGGER dk_emit AFTER INSERT ON mal.dk FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.mal.dk.created', 'n');
+CREATE TRIGGER dck_emit AFTER INSERT ON mal.dck FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.mal.dck.created', 'n');
+});
+is($node->safe_psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.ek', 'org.mal.ek.created')}),
+    '1', 'an enum key of hers (built-in input and output) is backfilled');
+is($node->safe_psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.dk', 'org.mal.dk.created')}),
+    '1', 'so is a key of her domain without constraints');
+($ret, $out, $err) = $node->psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.dck', 'org.mal.dck.created')});
+like($err, qr/cannot backfill "mal\.dck": column "k" would run code of role "mallory"/,
+    'a key of her domain with a CHECK constraint is refused');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mal.log'), '0', 'her CHECK never ran');
+
 done_testing();
