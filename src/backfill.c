@@ -421,6 +421,20 @@ check_key_type_code(Oid rel, const char *column, Oid typid)
 	check_cast(rel, column, TEXTOID, typid);
 }
 
+/* The type a domain is defined over (itself a domain, perhaps). */
+static Oid
+domain_parent(Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	Oid			parent;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for type %u", typid);
+	parent = ((Form_pg_type) GETSTRUCT(tup))->typbasetype;
+	ReleaseSysCache(tup);
+	return parent;
+}
+
 /*
  * What the batch query runs for a key value of type typid: it casts the
  * column to text, and the text it resumes after back to the column's type
@@ -440,7 +454,7 @@ check_key_code(Oid rel, const char *column, Oid typid)
 	switch (get_typtype(typid))
 	{
 		case TYPTYPE_DOMAIN:
-			inner = getBaseType(typid);
+			inner = domain_parent(typid);	/* each level's CHECKs run */
 			break;
 		case TYPTYPE_RANGE:
 			inner = get_range_subtype(typid);

@@ -611,11 +611,13 @@ record_len(const SheEvent *ev, const char *stream, const SheStreamSpec *spec)
  * at least QUEUE_REWIND_BYTES into its lap, pad the rest of the lap with
  * one record the publisher skips, so the next record starts the next lap.
  * The padding takes the lap's rest of the free space until the publisher
- * skips it, which it does only at its next take (after the acks of the
- * group it may be waiting for), so it is written only when the writer's
- * whole batch (events[0..n-1]) still fits: the rewind never makes a batch
- * wait for room that it would not have waited for, and a record follows
- * the padding, whose writer wakes the publisher.
+ * skips it, which it does only at its next take, so it is written only
+ * when the publisher announced that it sleeps (publisher_idle: not in a
+ * group's wait for acks, which lasts up to publish_timeout; this writer
+ * or its order ticket wakes it, and it takes at once) and the writer's
+ * whole batch (events[0..n-1]) fits the lap's start: a rewind never makes
+ * a batch wait for room longer than the publisher's wake-up, and a record
+ * follows the padding.
  * Not noted in the segments' minima: nothing is taken from it.
  */
 static void
@@ -629,6 +631,7 @@ rewind_if_empty(uint64 *head, uint64 *free_bytes, const SheEvent *events, int n,
 	int			i;
 
 	if (*head != pg_atomic_read_u64(&q->tail) ||
+		pg_atomic_read_u32(&q->publisher_idle) == 0 ||
 		off < Min((uint64) QUEUE_REWIND_BYTES, q->size / 4) ||
 		rest < sizeof(r) || rest > PG_UINT32_MAX)
 		return;
@@ -641,7 +644,7 @@ rewind_if_empty(uint64 *head, uint64 *free_bytes, const SheEvent *events, int n,
 	r.waiter = QUEUE_PAD_WAITER;
 	ring_write(*head, &r, sizeof(r));
 	*head += rest;
-	*free_bytes -= rest;
+	*free_bytes = off;			/* the ring was empty: all but the padding */
 }
 
 /* Remove this backend from the admission FIFO (caller holds the lock). */

@@ -212,4 +212,22 @@ like($err, qr/cannot backfill "mal\.dck": column "k" would run code of role "mal
     'a key of her domain with a CHECK constraint is refused');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM mal.log'), '0', 'her CHECK never ran');
 
+# a superuser's domain over her constrained domain, in an array key: every
+# level's CHECK runs when the key is read back
+$node->safe_psql('postgres', q{
+CREATE DOMAIN public.outer_d AS mal.dc;
+CREATE TABLE public.nested (k public.outer_d[] PRIMARY KEY, n int);
+SET session_replication_role = replica;
+INSERT INTO public.nested VALUES (ARRAY[1::bigint]::public.outer_d[], 1);
+RESET session_replication_role;
+TRUNCATE mal.log;
+CREATE TRIGGER nested_emit AFTER INSERT ON public.nested FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.nested.created', 'n');
+});
+($ret, $out, $err) = $node->psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('public.nested', 'org.nested.created')});
+like($err, qr/cannot backfill "public\.nested": column "k" would run code of role "mallory"/,
+    "a key of a trusted domain over her constrained domain is refused");
+is($node->safe_psql('postgres', 'SELECT count(*) FROM mal.log'), '0', 'and nothing of hers ran');
+
 done_testing();

@@ -140,6 +140,10 @@ $bg->query_safe(q{SELECT count(state_hub_events.publish('org.rw.a', jsonb_build_
 ok(wait_until('the publisher to write the 70 events to the stopped server', 30, sub {
     unread_by_nats() >= 50_000 }),
     'NATS paused: the publisher took the group and wrote it (' . unread_by_nats() . ' bytes unread)');
+# one small commit first: it fits any lap's start, but must not rewind
+# while the publisher waits for acks (the batch after it would then find
+# only that start free until the publisher's next take)
+$bg->query_safe(q{SELECT state_hub_events.publish('org.rw.one_more')});
 ($ret, $out, $err) = $node->psql('postgres', q{
     SET state_hub_events.wait_for_ack = off;
     SET state_hub_events.publish_timeout = '1s';
@@ -153,8 +157,8 @@ is($nats->wait_for_count(70, subject => 'org.rw.a'), 70, 'and the 70 before them
 my @s4;
 ok(wait_until('stats() to settle', 60, sub {
     @s4 = stats();
-    return $s4[0] - $s2[0] == 440;
-}), 'stats(): 440 published') or diag("stats: @s4 from @s2");
+    return $s4[0] - $s2[0] == 441;
+}), 'stats(): 441 published') or diag("stats: @s4 from @s2");
 is_deeply([ $s4[1] - $s2[1], $s4[2] - $s2[2] ], [ 0, 0 ], 'none failed or unconfirmed');
 
 $bg->quit;
