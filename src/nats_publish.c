@@ -1048,6 +1048,13 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	{
 		if (!create_stream)
 			no_stream_reason(stream, false, "", reason, sizeof(reason));
+		else if (created)
+		{
+			/* the stream exists (made now or already there): not for it */
+			snprintf(reason, sizeof(reason),
+					 "no stream captures the subjects (stream \"%s\" exists but does not capture subject \"%s\")",
+					 stream, ev->subject);
+		}
 		o->state = SHE_MSG_REFUSED;
 		o->text = add_text(sum, reason);
 	}
