@@ -38,6 +38,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -335,8 +336,17 @@ she_outbox_write(SheEvent *events, int nevents)
 	bool		save_read_only = XactReadOnly;
 	int			ret;
 	bool		with_txn;
-	Oid			nsp = get_namespace_oid("state_hub_events", true);
+	Oid			nsp;
 
+	/*
+	 * publish() takes no lock, so the extension may have been dropped and
+	 * created again since this transaction last read the invalidation
+	 * queue: look the schema, the outbox and its sequence up in caches that
+	 * know it (else the old sequence's OID, or a kept plan's, made the
+	 * COMMIT fail with "could not open relation with OID ...").
+	 */
+	AcceptInvalidationMessages();
+	nsp = get_namespace_oid("state_hub_events", true);
 	outbox = get_relname_relid("outbox", nsp);
 	if (!OidIsValid(outbox))
 		ereport(ERROR,
