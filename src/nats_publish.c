@@ -88,6 +88,7 @@ typedef struct SheAckBatch
 								 * commit message, -1 outside one; or NULL */
 	SheOutcomeFn fn;			/* told each acknowledged outcome, or NULL */
 	void	   *fn_arg;
+	bool		stream_existed; /* creating the stream found it there */
 } SheAckBatch;
 
 static inline uint32
@@ -587,13 +588,41 @@ create_stream_atomic(SheConn *c, const jsStreamConfig *cfg, int wait_ms, jsErrCo
 }
 
 /*
+ * Refuse for good a message that met "no responders" although the stream
+ * exists (creating it found it there): its subjects do not capture the
+ * message's subject, which a retry of the same message cannot change (as
+ * for a subject another stream captures, 10060).  The durable worker moves
+ * it to the dead-letter table and the events behind it go on.  With
+ * stream NULL (a batch's texts are shared) the text names no subject.
+ */
+static void
+uncaptured(SheBatchOutcome *sum, SheMsgOutcome *o, const char *stream, const char *subject)
+{
+	char		text[200];
+
+	if (stream != NULL)
+		snprintf(text, sizeof(text),
+				 "no stream captures the subjects (stream \"%s\" exists but does not capture subject \"%s\")",
+				 stream, subject);
+	else
+		snprintf(text, sizeof(text),
+				 "no stream captures the subjects (the stream exists but does not capture them)");
+	o->state = SHE_MSG_REFUSED;
+	o->permanent = true;
+	o->text = add_text(sum, text);
+}
+
+/*
  * Create the stream (JetStream said no stream captures our subjects), as
  * the batch's spec says, or else as the settings say, with atomic publish
- * allowed when state_hub_events.atomic_batches is on.  A
- * racing creator (error 10058) counts as success.  Signals blocked.
+ * allowed when state_hub_events.atomic_batches is on.  A stream of that
+ * name already there (error 10058: a racing creator, or a stream whose
+ * subjects do not capture the message) counts as success and sets
+ * *existed.  Signals blocked.
  */
 static bool
-create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reason, size_t reasonlen)
+create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reason, size_t reasonlen,
+				  bool *existed)
 {
 	jsStreamInfo *si = NULL;
 	jsErrCode	ec = 0;
@@ -627,6 +656,7 @@ create_stream_now(SheConn *c, const char *stream, uint64_t deadline, char *reaso
 	free(copy);
 	if (si != NULL)
 		jsStreamInfo_Destroy(si);
+	*existed = (s != NATS_OK && ec == JSStreamNameExistErr);
 	if (s == NATS_OK || ec == JSStreamNameExistErr)
 		return true;
 	if (s == NATS_NO_RESPONDERS)
@@ -881,9 +911,14 @@ retry_no_responders(SheConn *c, SheAckBatch *b, int n, const char *stream,
 					bool create_stream, uint64_t deadline)
 {
 	char		reason[200] = "";
+	bool		existed = false;
 	bool		created = create_stream &&
-		create_stream_now(c, stream, deadline, reason, sizeof(reason));
+		create_stream_now(c, stream, deadline, reason, sizeof(reason), &existed);
 	int			i;
+
+	pthread_mutex_lock(&c->mu);
+	b->stream_existed = existed;
+	pthread_mutex_unlock(&c->mu);
 
 	if (!create_stream)
 		no_stream_reason(stream, false, "", reason, sizeof(reason));
@@ -945,7 +980,10 @@ detach(SheConn *c, SheAckBatch *b, int n, int publish_ms)
 		else if (b->out[i].state == SHE_MSG_NO_RESPONDERS)
 		{
 			b->out[i].state = SHE_MSG_REFUSED;
-			b->out[i].text = add_text(b->sum, "no stream captures the subjects");
+			if (b->stream_existed)
+				uncaptured(b->sum, &b->out[i], NULL, NULL);
+			else
+				b->out[i].text = add_text(b->sum, "no stream captures the subjects");
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -1000,6 +1038,7 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	jsPubOptions po;
 	natsStatus	s;
 	bool		created = false;
+	bool		existed = false;
 	char		reason[200] = "";
 	uint64_t	denied;
 
@@ -1021,7 +1060,7 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 		ec = 0;
 		s = js_PublishMsg(&pa, c->js, msg, &po, &ec);
 		if (s == NATS_NO_RESPONDERS && !created && create_stream &&
-			(created = create_stream_now(c, stream, deadline, reason, sizeof(reason))))
+			(created = create_stream_now(c, stream, deadline, reason, sizeof(reason), &existed)))
 			continue;
 		break;
 	}
@@ -1046,15 +1085,17 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
 	}
 	else if (s == NATS_NO_RESPONDERS)
 	{
+		if (existed)
+		{
+			uncaptured(sum, o, stream, ev->subject);
+			return false;
+		}
 		if (!create_stream)
 			no_stream_reason(stream, false, "", reason, sizeof(reason));
 		else if (created)
-		{
-			/* the stream exists (made now or already there): not for it */
 			snprintf(reason, sizeof(reason),
-					 "no stream captures the subjects (stream \"%s\" exists but does not capture subject \"%s\")",
+					 "no stream captures the subjects (stream \"%s\" was created but does not capture subject \"%s\")",
 					 stream, ev->subject);
-		}
 		o->state = SHE_MSG_REFUSED;
 		o->text = add_text(sum, reason);
 	}

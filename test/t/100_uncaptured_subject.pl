@@ -5,9 +5,10 @@
 #    use", and the event is refused.  The COMMIT's WARNING and
 #    stats().last_error must say why, for a lone event as for a batch;
 #    before, a lone event's WARNING had an empty DETAIL and last_error
-#    was set to ''.  Durable mode keeps such an event at the head of the
-#    outbox (it may pass once the subjects are fixed), and backlog() says
-#    why too.  Once the subjects capture it again, both modes publish.
+#    was set to ''.  Durable mode: such an event is refused for good (as
+#    one another stream captures): it goes to the dead-letter table with
+#    why, instead of holding every later event back behind it forever, and
+#    requeue_rejected() publishes it once the subjects capture it again.
 #
 # Copyright (c) 2026, state_hub_events contributors
 
@@ -54,25 +55,30 @@ is($e, '', 'a captured subject is published');
 is($nats->wait_for_count(1, subject => 'org.a.x'), 1, 'and it is in the stream');
 is($nats->count('ACTIVITY_EVENTS', subject => 'org.b.>'), 0, 'no refused event is in the stream');
 
-# durable: the event waits at the head of the outbox, and backlog() says why
+# durable: the event is refused for good (a retry cannot change the
+# stream's subjects, as for a subject another stream captures): it moves to
+# the dead-letter table, and the events behind it are published
 $node->safe_psql('postgres', q{
 ALTER SYSTEM SET state_hub_events.delivery = 'durable';
 SELECT pg_reload_conf();});
 ok(wait_until('the worker to start', 60, sub {
     $node->safe_psql('postgres', 'SELECT worker_pid IS NOT NULL FROM state_hub_events.backlog()') eq 't' }),
     'the durable worker runs');
-$e = commit_err(q{SELECT state_hub_events.publish('org.b.y')});
+$e = commit_err(q{SELECT state_hub_events.publish('org.b.y'), state_hub_events.publish('org.a.after')});
 is($e, '', 'durable: the commit succeeds without a WARNING');
-ok(wait_until('backlog() to name the refusal', 60, sub {
-    $node->safe_psql('postgres', 'SELECT last_error FROM state_hub_events.backlog()')
-      =~ /does not capture subject "org\.b\.y"/ }),
-    'durable: backlog().last_error says no stream captures the subject');
-is($node->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()'), '1',
-    'durable: the event stays in the outbox');
+is($nats->wait_for_count(1, subject => 'org.a.after'), 1,
+    'durable: the event behind the uncaptured one is published');
+ok(wait_until('the outbox to drain', 60, sub {
+    $node->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()') eq '0' }),
+    'durable: the outbox drains');
+like($node->safe_psql('postgres', 'SELECT subject, error FROM state_hub_events.rejected'),
+    qr/^org\.b\.y\|no stream captures the subjects \(.*does not capture/,
+    'durable: the uncaptured event is in the dead-letter table with why');
 
-# the operator captures the subjects again: the event is published
+# the operator captures the subjects again: the requeued event is published
 $nats->delete_stream('ACTIVITY_EVENTS');
 $nats->create_stream('ACTIVITY_EVENTS', 'org.>', 3600);
+is($node->safe_psql('postgres', 'SELECT state_hub_events.requeue_rejected()'), '1', 'requeued');
 is($nats->wait_for_count(1, subject => 'org.b.y'), 1, 'durable: published once the stream captures it');
 ok(wait_until('the outbox to drain', 60, sub {
     $node->safe_psql('postgres', 'SELECT events FROM state_hub_events.backlog()') eq '0' }),
