@@ -87,6 +87,7 @@ she_durable_check(int nevents_now)
 {
 	char	   *db;
 	int64		backlog;
+	char		worker_stream[sizeof(she_durable->worker_stream)];
 
 	if (XactReadOnly)
 		ereport(ERROR,
@@ -106,6 +107,23 @@ she_durable_check(int nevents_now)
 				 errmsg("cannot publish durably from database \"%s\"", db ? db : "?"),
 				 errdetail("The durable worker serves database \"%s\" (state_hub_events.database).",
 						   she_database)));
+
+	/*
+	 * The outbox has no stream column: the worker publishes every event to
+	 * its own state_hub_events.stream.  A session's other stream would be
+	 * ignored silently (its events stored in the worker's stream, or held
+	 * back as subjects that stream does not capture): refuse it here.
+	 */
+	SpinLockAcquire(&she_durable->mutex);
+	strlcpy(worker_stream, she_durable->worker_stream, sizeof(worker_stream));
+	SpinLockRelease(&she_durable->mutex);
+	if (worker_stream[0] != '\0' && strcmp(worker_stream, she_stream) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot publish durably to stream \"%s\"", she_stream),
+				 errdetail("The durable worker publishes every event of the outbox to stream \"%s\" (its state_hub_events.stream).",
+						   worker_stream),
+				 errhint("Set state_hub_events.stream in the server configuration, or publish in immediate mode.")));
 
 	if (she_max_backlog_events > 0)
 	{
@@ -397,6 +415,18 @@ she_outbox_write(SheEvent *events, int nevents)
 	}
 	PG_END_TRY();
 	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
+ * The worker announces the stream it publishes to (at start and after a
+ * reload), which she_durable_check compares a session's with.
+ */
+void
+she_outbox_announce_stream(const char *stream)
+{
+	SpinLockAcquire(&she_durable->mutex);
+	strlcpy(she_durable->worker_stream, stream, sizeof(she_durable->worker_stream));
+	SpinLockRelease(&she_durable->mutex);
 }
 
 /*

@@ -179,6 +179,7 @@ typedef struct SheDurableShared
 	TimestampTz last_published_at;
 	TimestampTz last_error_at;
 	char		last_error[256];
+	char		worker_stream[256]; /* the stream the worker publishes to */
 } SheDurableShared;
 
 extern SheDurableShared *she_durable;
@@ -189,6 +190,7 @@ extern void she_durable_startup_shmem(void);
 extern void she_durable_check(int nevents_now);
 extern void she_outbox_write(SheEvent *events, int nevents);
 extern void she_outbox_wake(void);
+extern void she_outbox_announce_stream(const char *stream);
 extern void she_launcher_register(void);
 extern void she_launcher_wake(void);
 

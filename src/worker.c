@@ -1025,6 +1025,7 @@ she_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 
 	pin_settings();
+	she_outbox_announce_stream(she_stream);
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = note_error;
 
@@ -1076,6 +1077,7 @@ she_worker_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			she_outbox_announce_stream(she_stream);
 			next_attempt_at = 0;	/* new settings: try them at once */
 			atomic_state = -1;	/* atomic_batches or the stream may have changed */
 		}
