@@ -588,11 +588,11 @@ create_stream_atomic(SheConn *c, const jsStreamConfig *cfg, int wait_ms, jsErrCo
 }
 
 /*
- * Refuse for good a message that met "no responders" although the stream
- * exists (creating it found it there): its subjects do not capture the
- * message's subject, which a retry of the same message cannot change (as
- * for a subject another stream captures, 10060).  The durable worker moves
- * it to the dead-letter table and the events behind it go on.  With
+ * Refuse a message that met "no responders" although the stream exists
+ * (creating it found it there): its subjects do not capture the message's
+ * subject, or (in a cluster) the stream has no leader at the moment.  Not
+ * for good: the second passes once a leader is elected, so the durable
+ * worker keeps the event at the head of the outbox and retries it.  With
  * stream NULL (a batch's texts are shared) the text names no subject.
  */
 static void
@@ -602,13 +602,13 @@ uncaptured(SheBatchOutcome *sum, SheMsgOutcome *o, const char *stream, const cha
 
 	if (stream != NULL)
 		snprintf(text, sizeof(text),
-				 "no stream captures the subjects (stream \"%s\" exists but does not capture subject \"%s\")",
+				 "no stream captures the subjects (stream \"%s\" exists but does not capture subject \"%s\", or has no leader)",
 				 stream, subject);
 	else
 		snprintf(text, sizeof(text),
-				 "no stream captures the subjects (the stream exists but does not capture them)");
+				 "no stream captures the subjects (the stream exists but does not capture them, or has no leader)");
 	o->state = SHE_MSG_REFUSED;
-	o->permanent = true;
+	o->permanent = false;
 	o->text = add_text(sum, text);
 }
 
