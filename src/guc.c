@@ -36,6 +36,7 @@
 
 char	   *she_nats_url = NULL;
 char	   *she_stream = NULL;
+int			she_stream_source = PGC_S_DEFAULT;
 char	   *she_stream_subjects = NULL;
 char	   *she_publisher = NULL;
 int			she_publish_timeout_ms = 2000;
@@ -161,7 +162,25 @@ check_stream(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	}
+	/* where the value comes from travels with it (assign_stream) */
+	*extra = malloc(sizeof(int));
+	if (*extra == NULL)
+	{
+		GUC_check_errdetail("Out of memory.");
+		return false;
+	}
+	*(int *) *extra = (int) source;
 	return true;
+}
+
+/*
+ * Remember where the stream's value came from: durable publishing refuses
+ * a value a role or session set (outbox.c), which the worker never sees.
+ */
+static void
+assign_stream(const char *newval, void *extra)
+{
+	she_stream_source = extra != NULL ? *(int *) extra : (int) PGC_S_DEFAULT;
 }
 
 /*
@@ -353,7 +372,7 @@ she_define_settings(void)
 	DefineCustomStringVariable("state_hub_events.stream",
 							   "JetStream stream that receives the events.",
 							   NULL, &she_stream, "ACTIVITY_EVENTS", PGC_SUSET, 0,
-							   check_stream, NULL, NULL);
+							   check_stream, assign_stream, NULL);
 	DefineCustomStringVariable("state_hub_events.stream_subjects",
 							   "Comma-separated subject patterns of the stream; other subjects are refused.",
 							   NULL, &she_stream_subjects, "org.>", PGC_SUSET, 0,

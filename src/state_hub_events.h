@@ -57,6 +57,7 @@ typedef enum SheDelivery
 
 extern char *she_nats_url;
 extern char *she_stream;
+extern int	she_stream_source;	/* GucSource of she_stream */
 extern char *she_stream_subjects;
 
 /* the longest stream_subjects: the publisher's queue records it in 16 bits */

@@ -6,8 +6,10 @@
 #    an event the worker's stream does not capture sat at the head of the
 #    outbox and held every later event back.  publish() must refuse a
 #    stream other than the worker's at the call (22023), as it refuses
-#    durable publishing from a database the worker does not serve; the
-#    worker's own stream, and immediate mode, go on as before.
+#    durable publishing from a database the worker does not serve.  A
+#    stream from the server's configuration is the worker's too (allowed
+#    even before the worker has read a reload); the worker's own stream,
+#    and immediate mode, go on as before.
 #
 # Copyright (c) 2026, state_hub_events contributors
 
@@ -57,6 +59,21 @@ ok(wait_until('the outbox to drain', 60, sub {
     $node->safe_psql('postgres', 'SELECT count(*) FROM state_hub_events.outbox') eq '0' }),
     'the outbox drains');
 is($nats->count('ACTIVITY_EVENTS', subject => 'org.s.other'), 0, 'the refused event is nowhere');
+
+# the server's configuration changes the stream: allowed at once, even
+# before the worker has read the reload, and the worker follows it
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET state_hub_events.stream = 'NEWER';
+ALTER SYSTEM SET state_hub_events.stream_subjects = 'new.>';
+SELECT pg_reload_conf();});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT state_hub_events.publish('new.x')});
+is($ret, 0, 'a stream from the server configuration is allowed right after the reload');
+is($nats->wait_for_count(1, stream => 'NEWER', subject => 'new.x'), 1,
+    'and the worker publishes it to that stream');
+$node->safe_psql('postgres', q{
+ALTER SYSTEM RESET state_hub_events.stream;
+ALTER SYSTEM RESET state_hub_events.stream_subjects;
+SELECT pg_reload_conf();});
 
 # immediate mode keeps its per-session stream
 ($ret, $out, $err) = $node->psql('postgres', q{
