@@ -146,8 +146,9 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
  * dead-letter table that the current role may not run (ERROR).  Some
  * commands lock the table they name first and check privileges after:
  * CREATE TRIGGER and a foreign key's REFERENCES (SHARE ROW EXCLUSIVE),
- * CREATE RULE, PARTITION OF (of CREATE TABLE and CREATE FOREIGN TABLE),
- * ATTACH and DETACH PARTITION (ACCESS EXCLUSIVE).  Any role with USAGE on the schema could so queue a lock
+ * CREATE RULE, PARTITION OF (of CREATE TABLE and of CREATE FOREIGN TABLE),
+ * ATTACH PARTITION and DETACH PARTITION (also ... FINALIZE) (ACCESS
+ * EXCLUSIVE).  Any role with USAGE on the schema could so queue a lock
  * request that every durable commit (ROW EXCLUSIVE, for its outbox rows)
  * waits behind, for as long as an older holder keeps its lock: a prepared
  * transaction with durable events holds it until COMMIT PREPARED.
@@ -227,7 +228,8 @@ check_guarded_locks(Node *stmt)
 				foreach(lc2, ((ColumnDef *) cmd->def)->constraints)
 					check_guarded_constraint(lfirst(lc2));
 			else if ((cmd->subtype == AT_AttachPartition ||
-					  cmd->subtype == AT_DetachPartition) &&
+					  cmd->subtype == AT_DetachPartition ||
+					  cmd->subtype == AT_DetachPartitionFinalize) &&
 					 cmd->def != NULL && IsA(cmd->def, PartitionCmd))
 				check_guarded_rangevar(((PartitionCmd *) cmd->def)->name, 0);
 		}

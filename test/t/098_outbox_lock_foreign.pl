@@ -7,6 +7,8 @@
 #    (a member of pg_monitor) queued it behind a prepared transaction that
 #    holds the outbox's ROW EXCLUSIVE lock, and every durable commit waited
 #    behind the request.  Now refused before the lock, like CREATE TABLE.
+#    So is ALTER TABLE ... DETACH PARTITION ... FINALIZE (its own subcommand,
+#    which 053's DETACH did not cover), on a partitioned table of her own.
 
 use strict;
 use warnings;
@@ -28,6 +30,8 @@ max_prepared_transactions = 2
 $node->safe_psql('postgres', q{
 CREATE ROLE mallory LOGIN IN ROLE pg_monitor;
 CREATE SCHEMA m AUTHORIZATION mallory;
+CREATE TABLE m.pt (seq bigint) PARTITION BY RANGE (seq);
+ALTER TABLE m.pt OWNER TO mallory;
 CREATE TABLE public.items (id int);
 CREATE TRIGGER items_new AFTER INSERT ON public.items FOR EACH ROW
     EXECUTE FUNCTION state_hub_events.emit('org.t.items.new');
@@ -43,7 +47,8 @@ PREPARE TRANSACTION 'hold';
 for my $sql (
     'CREATE FOREIGN TABLE m.fpart PARTITION OF state_hub_events.outbox FOR VALUES IN (1) SERVER nosuch',
     'SET search_path = state_hub_events; CREATE FOREIGN TABLE m.fpart PARTITION OF outbox FOR VALUES IN (1) SERVER nosuch',
-    'CREATE FOREIGN TABLE m.fpart PARTITION OF state_hub_events.rejected FOR VALUES IN (1) SERVER nosuch')
+    'CREATE FOREIGN TABLE m.fpart PARTITION OF state_hub_events.rejected FOR VALUES IN (1) SERVER nosuch',
+    'ALTER TABLE m.pt DETACH PARTITION state_hub_events.outbox FINALIZE')
 {
     my ($ret, $out, $err) = $node->psql('postgres', "SET lock_timeout = '50ms'; $sql",
         extra_params => [ '-U', 'mallory' ]);
