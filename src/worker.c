@@ -1022,7 +1022,15 @@ she_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 
 	she_in_worker = true;
-	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+
+	/*
+	 * Like autovacuum, whatever ALTER DATABASE ... ALLOW_CONNECTIONS says:
+	 * the database's owner (no superuser) may set it false, and the worker,
+	 * which connects anew at every start, would be refused for as long as
+	 * the owner liked while connected sessions go on filling the outbox.
+	 */
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid,
+											  BGWORKER_BYPASS_ALLOWCONN);
 
 	pin_settings();
 	prev_emit_log_hook = emit_log_hook;
