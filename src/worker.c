@@ -37,6 +37,15 @@
  * attempt after a failure publishes the first event alone, until it is
  * acknowledged; then full batches again.
  *
+ * Cancel (pg_cancel_backend).  A cancel abandons the current attempt, as
+ * it does autovacuum's: the wait for acknowledgements ends at once
+ * (nats_publish.c's stop_capped), the attempt is settled with cancel held
+ * off (what was acknowledged is deleted and counted), and the ERROR the
+ * cancel then raises, or raises in a statement, comes back to the error
+ * block of she_worker_main, which aborts the transaction, forgets the
+ * batch and starts the next attempt at once.  Any other ERROR still ends
+ * the worker (FATAL), to be started again by the launcher.
+ *
  * Atomic batches (state_hub_events.atomic_batches, a stream that allows
  * them).  Each run of one transaction's rows (same txn_id, consecutive
  * indexes) goes as one atomic batch of at most atomic_batch_max events; a
@@ -1055,6 +1064,10 @@ attempt(MemoryContext cxt, TimestampTz now)
 	int			moved;
 	int			retry_ms;
 
+	/*
+	 * After a failure, one event (with atomic batches: one transaction) at
+	 * a time until one is acknowledged.
+	 */
 	if (loop.probe == PROBE_NONE)
 		limit = WORKER_BATCH;
 	else if (she_atomic_batches)
