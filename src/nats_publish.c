@@ -678,11 +678,20 @@ she_publish_stop_deadline(void)
 	return stop_deadline;
 }
 
-/* deadline, or earlier when the process is asked to stop */
+/*
+ * deadline, or earlier when the process is asked to stop; now when a
+ * statement cancel is pending (pg_cancel_backend() on the durable worker:
+ * the attempt is given up, what is unanswered becomes UNCONFIRMED, and the
+ * worker raises the cancel once the attempt is settled; the publisher has
+ * no database connection and ignores SIGINT).
+ */
 static uint64_t
 stop_capped(uint64_t deadline)
 {
 	uint64_t	stop = she_publish_stop_deadline();
+
+	if (QueryCancelPending)
+		return Min(deadline, she_now_usec());
 
 	return (stop != 0 && stop < deadline) ? stop : deadline;
 }
