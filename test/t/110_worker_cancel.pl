@@ -1,5 +1,5 @@
 
-# 096_worker_cancel.pl
+# 110_worker_cancel.pl
 #    pg_cancel_backend() on the durable worker abandons the current attempt
 #    only, as it does to autovacuum: the worker (same pid) LOGs it and
 #    starts again at once from the oldest event still in the outbox.  It

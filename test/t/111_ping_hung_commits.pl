@@ -1,5 +1,5 @@
 
-# 097_ping_hung_commits.pl
+# 111_ping_hung_commits.pl
 #    ping() is answered by the publisher process, between batches.  With
 #    the server hung (SIGSTOP), a ping() made the publisher wait for the
 #    server (its RTT flush, then the stream lookup for publish_timeout) with
