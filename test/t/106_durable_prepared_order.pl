@@ -91,6 +91,7 @@ is($nats->count(undef, subject => 'org.t.prep.no'), 0, 'ROLLBACK PREPARED: nothi
 ok(hdr($m[0], 'Commit-Key') lt hdr($later[0], 'Commit-Key'),
     'the prepared transaction\'s commit key is smaller than the later one\'s');
 ok($m[0]{seq} > $later[0]{seq}, 'but it entered the stream after it');
+ok($m[0]{body}{timestamp} lt $later[0]{body}{timestamp}, 'its timestamp is the PREPARE\'s, earlier too');
 
 $node->stop;
 $nats->stop;
