@@ -539,10 +539,11 @@ BEGIN
                 unpublished, b.events, batches OPERATOR(pg_catalog.+) 1
                 USING ERRCODE = 'connection_failure',
                       DETAIL = 'The batch is committed, but its events were lost or not confirmed (see its WARNING); the batches before it were published.',
-                      HINT = CASE WHEN "after" IS NULL
-                                  THEN 'Once NATS takes events again, CALL backfill() again without "after".'
-                                  ELSE pg_catalog.format('Once NATS takes events again, CALL backfill() again with "after" => %s.',
-                                                         pg_catalog.quote_literal("after")) END;
+                      HINT = (CASE WHEN "after" IS NULL
+                                   THEN 'Once NATS takes events again, CALL backfill() again without "after".'
+                                   ELSE pg_catalog.format('Once NATS takes events again, CALL backfill() again with "after" => %s.',
+                                                          pg_catalog.quote_literal("after")) END)
+                             OPERATOR(pg_catalog.||) ' If the stream refuses one event for good (the WARNING says why), leave its row out with "where".';
         END IF;
         "after" := b.last_key;
         total := total OPERATOR(pg_catalog.+) b.events;
