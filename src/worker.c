@@ -133,7 +133,8 @@ static void report_atomic(const SheBatchOutcome *res, int max_atomic, int probe)
 
 /* Atomic batches: does the stream allow them, as last asked. */
 static emit_log_hook_type prev_emit_log_hook = NULL;
-static int	atomic_state = -1;	/* 1 yes, 0 no, -1 ask now, -2 no answer */
+static int	atomic_state = -1;	/* 1 yes, 0 no, -1 ask now, -2 no answer,
+								 * -3 no such stream when last asked */
 static int	atomic_logged = -1; /* the state last LOGged */
 static TimestampTz atomic_checked_at = 0;
 
@@ -710,12 +711,12 @@ worker_atomic_max(void)
 	}
 	if (atomic_state == -1 ||
 		TimestampDifferenceExceeds(atomic_checked_at, now,
-								   atomic_state == -2 ? ATOMIC_UNKNOWN_MS : ATOMIC_RECHECK_MS))
+								   atomic_state < 0 ? ATOMIC_UNKNOWN_MS : ATOMIC_RECHECK_MS))
 	{
 		atomic_state = she_atomic_allowed(&conn, she_stream, Min(she_publish_timeout_ms, 2000),
 										  why, sizeof(why));
 		if (atomic_state < 0)
-			atomic_state = -2;
+			atomic_state = (atomic_state == -2) ? -3 : -2;
 		atomic_checked_at = now;
 		if (atomic_state == 0 && atomic_logged != 0)
 			ereport(WARNING,
@@ -851,6 +852,9 @@ publish_batch(WorkerBatch *b, WorkerProbe probe, SheMsgOutcome *out, SheBatchOut
 			res->atomic_splits++;	/* it went, one event at a time */
 		if (max_atomic > 0)
 			report_atomic(res, max_atomic, probe);
+		else if (atomic_state == -3 && res->stored > 0)
+			atomic_state = -1;	/* this batch created the stream: ask before
+								 * the next one, not a second later */
 		return;
 	}
 	for (i = 0; i < b->n; i++)
