@@ -118,6 +118,14 @@ LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 COMMENT ON FUNCTION _backfill_no_xact_block() IS
 'internal: refuse backfill() inside a transaction block (it commits after each batch)';
 
+CREATE FUNCTION _last_commit_unpublished()
+RETURNS integer
+AS 'MODULE_PATHNAME', 'she_last_commit_unpublished'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION _last_commit_unpublished() IS
+'internal: events of this session''s last committed transaction reported lost or unconfirmed (backfill() stops on them)';
+
 CREATE FUNCTION _trigger_args(tgargs bytea, tgnargs int2)
 RETURNS text[]
 AS 'MODULE_PATHNAME', 'she_trigger_args'
@@ -514,6 +522,7 @@ DECLARE
     b record;
     total pg_catalog.int8 := 0;
     batches pg_catalog.int4 := 0;
+    unpublished pg_catalog.int4;
 BEGIN
     PERFORM state_hub_events._backfill_no_xact_block();
     LOOP
@@ -522,6 +531,20 @@ BEGIN
                                                 "after", columns, "trigger", key);
         EXIT WHEN b.events OPERATOR(pg_catalog.=) 0;
         COMMIT;
+        -- immediate mode: a batch NATS did not take ends the backfill,
+        -- resumable before that batch (its COMMIT's WARNING says why)
+        unpublished := state_hub_events._last_commit_unpublished();
+        IF unpublished OPERATOR(pg_catalog.>) 0 THEN
+            RAISE EXCEPTION 'backfill of %: % of the % events of batch % were not published', "table",
+                unpublished, b.events, batches OPERATOR(pg_catalog.+) 1
+                USING ERRCODE = 'connection_failure',
+                      DETAIL = 'The batch is committed, but its events were lost or not confirmed (see its WARNING); the batches before it were published.',
+                      HINT = (CASE WHEN "after" IS NULL
+                                   THEN 'Once NATS takes events again, CALL backfill() again without "after".'
+                                   ELSE pg_catalog.format('Once NATS takes events again, CALL backfill() again with "after" => %s.',
+                                                          pg_catalog.quote_literal("after")) END)
+                             OPERATOR(pg_catalog.||) ' If the stream refuses one event for good (the WARNING says why), leave its row out with "where".';
+        END IF;
         "after" := b.last_key;
         total := total OPERATOR(pg_catalog.+) b.events;
         batches := batches OPERATOR(pg_catalog.+) 1;

@@ -26,12 +26,15 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/stratnum.h"
+#include "access/table.h"
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_constraint.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_range.h"
 #include "catalog/pg_type.h"
@@ -44,6 +47,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
@@ -377,6 +381,29 @@ check_function(Oid rel, const char *column, Oid fn, const char *what)
 }
 
 /*
+ * Whether a domain has CHECK constraints of its own (NOT NULL runs no code,
+ * so DomainHasConstraints, which counts it too, would over-refuse).
+ */
+static bool
+domain_has_check(Oid typid)
+{
+	Relation	rel = table_open(ConstraintRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	ScanKeyInit(&key, Anum_pg_constraint_contypid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(typid));
+	scan = systable_beginscan(rel, ConstraintTypidIndexId, true, NULL, 1, &key);
+	while (!found && HeapTupleIsValid(tup = systable_getnext(scan)))
+		found = ((Form_pg_constraint) GETSTRUCT(tup))->contype == CONSTRAINT_CHECK;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
  * The code a key value of a type a role created runs when it is read from
  * text and printed: the type's input and output functions, a range's
  * canonical function, and a domain's CHECK expressions (its owner's).
@@ -402,9 +429,9 @@ check_key_type_code(Oid rel, const char *column, Oid typid)
 	ReleaseSysCache(tup);
 	check_function(rel, column, input, what);
 	check_function(rel, column, output, what);
-	if (typtype == TYPTYPE_DOMAIN && !owner_trusted(owner) && DomainHasConstraints(typid))
+	if (typtype == TYPTYPE_DOMAIN && !owner_trusted(owner) && domain_has_check(typid))
 		refuse_code(rel, column, owner,
-					psprintf("%s is a domain of that role with constraints; its CHECK expressions would run.",
+					psprintf("%s is a domain of that role with CHECK constraints; they would run.",
 							 what));
 	if (typtype == TYPTYPE_RANGE)
 	{

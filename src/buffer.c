@@ -81,6 +81,7 @@
 
 PG_FUNCTION_INFO_V1(she_publish);
 PG_FUNCTION_INFO_V1(she_pending);
+PG_FUNCTION_INFO_V1(she_last_commit_unpublished);
 
 /* Events of the current top-level transaction, in buffer order. */
 static MemoryContext BufferContext = NULL;
@@ -107,6 +108,9 @@ static bool commit_ready = false;	/* commit record written, batch may go */
 static SheHandOff handoff;
 static uint64 handoff_start = 0;
 static uint64 handoff_deadline = 0;
+
+/* Events of the last committed transaction lost or unconfirmed (immediate). */
+static int	last_unpublished = 0;
 
 static void reset_buffer(void);
 static void check_transaction_bytes(SheEvent *ev);
@@ -518,6 +522,7 @@ xact_callback(XactEvent event, void *arg)
 
 		case XACT_EVENT_COMMIT:
 			/* The commit record is written; publish once locks are gone. */
+			last_unpublished = 0;
 			if (nevents > 0 && batch_durable)
 			{
 				she_outbox_wake();
@@ -675,6 +680,7 @@ report_batch(void)
 	 */
 	she_ascii_text(reason, sizeof(reason), handoff.reason);
 	strlcpy(handoff.reason, reason, sizeof(handoff.reason));
+	last_unpublished = handoff.lost + handoff.unconfirmed;
 
 	if (handoff.lost > 0)
 	{
@@ -766,4 +772,18 @@ she_pending(PG_FUNCTION_ARGS)
 	}
 	MemoryContextDelete(rowcxt);
 	return (Datum) 0;
+}
+
+/*
+ * _last_commit_unpublished() RETURNS integer
+ *
+ * How many events of this session's last committed transaction the
+ * publisher reported lost or unconfirmed (the COMMIT's WARNINGs): 0 when
+ * every one was acknowledged, in durable mode (the outbox holds them) and
+ * with publishing off.  backfill() stops on a batch that was not published.
+ */
+Datum
+she_last_commit_unpublished(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(last_unpublished);
 }

@@ -146,7 +146,8 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
  * dead-letter table that the current role may not run (ERROR).  Some
  * commands lock the table they name first and check privileges after:
  * CREATE TRIGGER and a foreign key's REFERENCES (SHARE ROW EXCLUSIVE),
- * CREATE RULE, PARTITION OF, ATTACH and DETACH PARTITION (ACCESS
+ * CREATE RULE, PARTITION OF (of CREATE TABLE and of CREATE FOREIGN TABLE),
+ * ATTACH PARTITION and DETACH PARTITION (also ... FINALIZE) (ACCESS
  * EXCLUSIVE).  Any role with USAGE on the schema could so queue a lock
  * request that every durable commit (ROW EXCLUSIVE, for its outbox rows)
  * waits behind, for as long as an older holder keeps its lock: a prepared
@@ -179,6 +180,27 @@ check_guarded_constraint(Node *c)
 		check_guarded_rangevar(((Constraint *) c)->pktable, ACL_REFERENCES);
 }
 
+/*
+ * CREATE TABLE, and CREATE FOREIGN TABLE (a CreateStmt with a server):
+ * PARTITION OF locks its parent, a foreign key the table it references.
+ */
+static void
+check_guarded_create(CreateStmt *cs)
+{
+	ListCell   *lc;
+	ListCell   *lc2;
+
+	if (cs->partbound != NULL)
+		foreach(lc, cs->inhRelations)
+			check_guarded_rangevar(lfirst_node(RangeVar, lc), 0);
+	foreach(lc, cs->constraints)
+		check_guarded_constraint(lfirst(lc));
+	foreach(lc, cs->tableElts)
+		if (IsA(lfirst(lc), ColumnDef))
+			foreach(lc2, ((ColumnDef *) lfirst(lc))->constraints)
+				check_guarded_constraint(lfirst(lc2));
+}
+
 /* Commands that lock a guarded table before their privilege check. */
 static void
 check_guarded_locks(Node *stmt)
@@ -191,19 +213,9 @@ check_guarded_locks(Node *stmt)
 	else if (IsA(stmt, RuleStmt))
 		check_guarded_rangevar(((RuleStmt *) stmt)->relation, 0);
 	else if (IsA(stmt, CreateStmt))
-	{
-		CreateStmt *cs = (CreateStmt *) stmt;
-
-		if (cs->partbound != NULL)
-			foreach(lc, cs->inhRelations)
-				check_guarded_rangevar(lfirst_node(RangeVar, lc), 0);
-		foreach(lc, cs->constraints)
-			check_guarded_constraint(lfirst(lc));
-		foreach(lc, cs->tableElts)
-			if (IsA(lfirst(lc), ColumnDef))
-				foreach(lc2, ((ColumnDef *) lfirst(lc))->constraints)
-					check_guarded_constraint(lfirst(lc2));
-	}
+		check_guarded_create((CreateStmt *) stmt);
+	else if (IsA(stmt, CreateForeignTableStmt))
+		check_guarded_create(&((CreateForeignTableStmt *) stmt)->base);
 	else if (IsA(stmt, AlterTableStmt))
 	{
 		foreach(lc, ((AlterTableStmt *) stmt)->cmds)
@@ -216,7 +228,8 @@ check_guarded_locks(Node *stmt)
 				foreach(lc2, ((ColumnDef *) cmd->def)->constraints)
 					check_guarded_constraint(lfirst(lc2));
 			else if ((cmd->subtype == AT_AttachPartition ||
-					  cmd->subtype == AT_DetachPartition) &&
+					  cmd->subtype == AT_DetachPartition ||
+					  cmd->subtype == AT_DetachPartitionFinalize) &&
 					 cmd->def != NULL && IsA(cmd->def, PartitionCmd))
 				check_guarded_rangevar(((PartitionCmd *) cmd->def)->name, 0);
 		}

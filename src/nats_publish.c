@@ -708,11 +708,20 @@ she_publish_stop_deadline(void)
 	return stop_deadline;
 }
 
-/* deadline, or earlier when the process is asked to stop */
+/*
+ * deadline, or earlier when the process is asked to stop; now when a
+ * statement cancel is pending (pg_cancel_backend() on the durable worker:
+ * the attempt is given up, what is unanswered becomes UNCONFIRMED, and the
+ * worker raises the cancel once the attempt is settled; the publisher has
+ * no database connection and ignores SIGINT).
+ */
 static uint64_t
 stop_capped(uint64_t deadline)
 {
 	uint64_t	stop = she_publish_stop_deadline();
+
+	if (QueryCancelPending)
+		return Min(deadline, she_now_usec());
 
 	return (stop != 0 && stop < deadline) ? stop : deadline;
 }
@@ -1115,7 +1124,8 @@ publish_one(SheConn *c, const char *stream, bool create_stream, const SheEvent *
  * Ask JetStream for the stream's info with a raw API request (nats.c
  * before 3.14 does not know the field) and look for "allow_atomic":true,
  * which only servers that support atomic batch publish (2.12 and later)
- * report.  Signals blocked by the caller.
+ * report.  An error answer (no such stream yet) is -2, no answer -1.
+ * Signals blocked by the caller.
  */
 int
 she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms, char *err, size_t errlen)
@@ -1154,7 +1164,7 @@ she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms, char *err, si
 		else
 			snprintf(err, errlen, "stream \"%s\" does not allow atomic batch publish (that needs nats-server 2.12 or later and allow_atomic in the stream's configuration)",
 					 stream);
-		res = error ? -1 : 0;
+		res = error ? -2 : 0;
 	}
 	natsMsg_Destroy(reply);
 	return res;

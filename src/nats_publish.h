@@ -131,7 +131,8 @@ extern void she_publish_events_atomic(SheConn *c, const char *stream, bool creat
 /*
  * Does stream allow atomic batch publish (nats-server 2.12 and later, the
  * stream's allow_atomic)?  1 yes, 0 no (why in err), -1 unknown (no answer;
- * why in err).  One stream-info request, bounded by timeout_ms.
+ * why in err), -2 unknown (JetStream answered with an error: no such stream
+ * yet; why in err).  One stream-info request, bounded by timeout_ms.
  */
 extern int	she_atomic_allowed(SheConn *c, const char *stream, int timeout_ms,
 							   char *err, size_t errlen);

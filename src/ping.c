@@ -7,6 +7,9 @@
  * she_ping_gather makes its nats calls with signals blocked into a plain
  * struct, releases every nats object, restores the signal mask, and only
  * then builds the JSON with palloc: an ERROR there leaves nothing behind.
+ * The publisher answers between batches, so its nats calls are bounded
+ * together (PING_BUDGET_MS): a hung server does not hold up the commits
+ * queued behind a ping.
  *
  * IDENTIFICATION
  *	  src/ping.c
@@ -23,6 +26,14 @@
 #include "nats_conn.h"
 #include "ping.h"
 #include "state_hub_events.h"
+
+/*
+ * The most a ping() holds the publisher (its nats calls together): commits
+ * queued meanwhile wait that long before they are taken, within their own
+ * publish_timeout (the configuration's, at most; connect_timeout's too, as
+ * for a connection attempt).
+ */
+#define PING_BUDGET_MS	Max(Min(she_connect_timeout_ms, she_publish_timeout_ms), 1)
 
 /* What the nats calls learnt; plain memory. */
 typedef struct PingFacts
@@ -90,8 +101,30 @@ copy_subjects(PingFacts *f, jsStreamConfig *c)
 }
 
 /*
- * The nats calls: server facts and the stream lookup.  Signals blocked by
- * the caller.  Returns NATS_OK, or a status with err filled in.
+ * The round trip (a PING and its PONG), waited for at most budget_ms: the
+ * server's silence is the answer (nats.c's GetRTT waits 10 s for it).
+ */
+static natsStatus
+measure_rtt(SheConn *c, int budget_ms, PingFacts *f, char *err, size_t errlen)
+{
+	uint64_t	t0 = she_now_usec();
+	natsStatus	s = natsConnection_FlushTimeout(c->nc, budget_ms);
+
+	if (s == NATS_OK)
+		f->rtt_ns = (int64_t) (she_now_usec() - t0) * 1000;
+	else if (s == NATS_TIMEOUT)
+		snprintf(err, errlen, "the server did not answer a PING within %d ms (hung or overloaded)",
+				 budget_ms);
+	else
+		snprintf(err, errlen, "the PING failed: %s", natsStatus_GetText(s));
+	return s;
+}
+
+/*
+ * The nats calls: server facts and the stream lookup, within
+ * PING_BUDGET_MS together (the publisher serves no commit meanwhile).
+ * Signals blocked by the caller.  Returns NATS_OK, or a status with err
+ * filled in.
  */
 static natsStatus
 gather_facts(SheConn *c, const char *stream, PingFacts *f, char *err, size_t errlen,
@@ -101,14 +134,17 @@ gather_facts(SheConn *c, const char *stream, PingFacts *f, char *err, size_t err
 	jsErrCode	ec = 0;
 	jsOptions	jo;
 	natsStatus	s;
+	int			budget_ms = PING_BUDGET_MS;
+	uint64_t	deadline = she_now_usec() + (uint64_t) budget_ms * 1000;
 
 	(void) natsConnection_GetConnectedUrl(c->nc, f->connected_url, sizeof(f->connected_url));
 	(void) natsConnection_GetConnectedServerId(c->nc, f->server_id, sizeof(f->server_id));
 	she_nats_server_name(c->nc, f->server_name, sizeof(f->server_name));
-	(void) natsConnection_GetRTT(c->nc, &f->rtt_ns);
 	f->max_payload = natsConnection_GetMaxPayload(c->nc);
+	if ((s = measure_rtt(c, budget_ms, f, err, errlen)) != NATS_OK)
+		return s;
 	jsOptions_Init(&jo);
-	jo.Wait = she_publish_timeout_ms;
+	jo.Wait = Max(she_ms_left(deadline), 1);
 	s = js_GetStreamInfo(&si, c->js, stream, &jo, &ec);
 	if (s == NATS_OK)
 	{

@@ -106,7 +106,8 @@ static int	sent_n = 0;			/* taken events handed to nats.c so far */
  * JetStream API), ask again at most once a second: each question waits.
  */
 #define ATOMIC_UNKNOWN_RECHECK_USEC	USECS_PER_SEC
-static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known */
+static int	atomic_state = -1;	/* 1 yes, 0 no, -1 not known, -2 no such
+								 * stream when last asked */
 static int	atomic_logged = -1; /* the state last LOGged */
 static uint64 atomic_checked_at = 0;
 static char atomic_stream[256];
@@ -536,6 +537,9 @@ publish_group(SheEvent *evs, SheTaken *meta, SheMsgOutcome *out, int n)
 		she_publish_set_stream_spec(NULL);
 		if (max_atomic > 0)
 			report_atomic(&sum, max_atomic);
+		else if (atomic_state == -2 && sum.stored > 0)
+			atomic_checked_at = 0;	/* this group created the stream: ask
+									 * before the next one, not a second later */
 
 		/*
 		 * Back off only when the server answered nothing within a real

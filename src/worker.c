@@ -37,6 +37,15 @@
  * attempt after a failure publishes the first event alone, until it is
  * acknowledged; then full batches again.
  *
+ * Cancel (pg_cancel_backend).  A cancel abandons the current attempt, as
+ * it does autovacuum's: the wait for acknowledgements ends at once
+ * (nats_publish.c's stop_capped), the attempt is settled with cancel held
+ * off (what was acknowledged is deleted and counted), and the ERROR the
+ * cancel then raises, or raises in a statement, comes back to the error
+ * block of she_worker_main, which aborts the transaction, forgets the
+ * batch and starts the next attempt at once.  Any other ERROR still ends
+ * the worker (FATAL), to be started again by the launcher.
+ *
  * Atomic batches (state_hub_events.atomic_batches, a stream that allows
  * them).  Each run of one transaction's rows (same txn_id, consecutive
  * indexes) goes as one atomic batch of at most atomic_batch_max events; a
@@ -124,7 +133,8 @@ static void report_atomic(const SheBatchOutcome *res, int max_atomic, int probe)
 
 /* Atomic batches: does the stream allow them, as last asked. */
 static emit_log_hook_type prev_emit_log_hook = NULL;
-static int	atomic_state = -1;	/* 1 yes, 0 no, -1 ask now, -2 no answer */
+static int	atomic_state = -1;	/* 1 yes, 0 no, -1 ask now, -2 no answer,
+								 * -3 no such stream when last asked */
 static int	atomic_logged = -1; /* the state last LOGged */
 static TimestampTz atomic_checked_at = 0;
 
@@ -701,12 +711,12 @@ worker_atomic_max(void)
 	}
 	if (atomic_state == -1 ||
 		TimestampDifferenceExceeds(atomic_checked_at, now,
-								   atomic_state == -2 ? ATOMIC_UNKNOWN_MS : ATOMIC_RECHECK_MS))
+								   atomic_state < 0 ? ATOMIC_UNKNOWN_MS : ATOMIC_RECHECK_MS))
 	{
 		atomic_state = she_atomic_allowed(&conn, she_stream, Min(she_publish_timeout_ms, 2000),
 										  why, sizeof(why));
 		if (atomic_state < 0)
-			atomic_state = -2;
+			atomic_state = (atomic_state == -2) ? -3 : -2;
 		atomic_checked_at = now;
 		if (atomic_state == 0 && atomic_logged != 0)
 			ereport(WARNING,
@@ -842,6 +852,9 @@ publish_batch(WorkerBatch *b, WorkerProbe probe, SheMsgOutcome *out, SheBatchOut
 			res->atomic_splits++;	/* it went, one event at a time */
 		if (max_atomic > 0)
 			report_atomic(res, max_atomic, probe);
+		else if (atomic_state == -3 && res->stored > 0)
+			atomic_state = -1;	/* this batch created the stream: ask before
+								 * the next one, not a second later */
 		return;
 	}
 	for (i = 0; i < b->n; i++)
@@ -1004,25 +1017,242 @@ log_failure(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res
 	set_status(-1, false, she_outcome_text(res, o)[0] ? she_outcome_text(res, o) : res->reason);
 }
 
+/* What the loop keeps from one turn to the next (static: see she_worker_main). */
+typedef struct WorkerLoop
+{
+	TimestampTz next_attempt_at;	/* after a failure: not before */
+	TimestampTz last_failure_log;
+	int			failed_attempts;
+	WorkerProbe probe;			/* the last attempt failed */
+	const char *dbname;
+} WorkerLoop;
+
+static WorkerLoop loop;
+
+/*
+ * Settle an attempt (publish_batch's outcomes) with cancel held off: the
+ * acknowledged events are deleted and every outcome is counted, whatever
+ * the moment of a pg_cancel_backend().  A cancel that arrived meanwhile is
+ * raised when the settle is done (see cancel_recover).
+ */
+static int
+settle_uncanceled(WorkerBatch *b, const SheMsgOutcome *out, const SheBatchOutcome *res,
+				  int *ndeleted, int *nmoved)
+{
+	int			first;
+
+	HOLD_CANCEL_INTERRUPTS();
+	first = settle_batch(b, out, res, ndeleted, nmoved);
+	if (*ndeleted > 0)
+		set_status(-1, true, NULL);
+	RESUME_CANCEL_INTERRUPTS();
+	CHECK_FOR_INTERRUPTS();
+	return first;
+}
+
+/*
+ * One attempt: read the oldest batch (after a failure: its first event or
+ * transaction), publish it, settle it; on a failure, LOG and set the next
+ * attempt's time.  Returns how long to sleep on the latch, or -1 to read
+ * again at once.
+ */
+static long
+attempt(MemoryContext cxt, TimestampTz now)
+{
+	WorkerBatch b;
+	SheBatchOutcome res;
+	SheMsgOutcome *out;
+	int			limit;
+	int			first;
+	int			deleted;
+	int			moved;
+	int			retry_ms;
+
+	/*
+	 * After a failure, one event (with atomic batches: one transaction) at
+	 * a time until one is acknowledged.
+	 */
+	if (loop.probe == PROBE_NONE)
+		limit = WORKER_BATCH;
+	else if (she_atomic_batches)
+		limit = Min(she_atomic_batch_max, WORKER_BATCH);
+	else
+		limit = 1;
+	set_reads_anyway(false);
+	read_batch(cxt, limit, &b);
+	if (b.n > 0 && she_nats_url[0] == '\0')
+		loop.next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
+	if (b.n == 0 || she_nats_url[0] == '\0')
+		return WORKER_POLL_MS;
+
+	out = MemoryContextAlloc(cxt, b.n * sizeof(SheMsgOutcome));
+	set_reads_anyway(true);
+	CHECK_FOR_INTERRUPTS();		/* canceled while reading: not sent */
+	ereport(DEBUG1,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
+							 b.n, (long long) b.bytes, (long long) b.seqs[0])));
+	publish_batch(&b, loop.probe, out, &res);
+	first = settle_uncanceled(&b, out, &res, &deleted, &moved);
+	if (first == b.n)
+	{
+		if (loop.failed_attempts > 0)
+			ereport(LOG,
+					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+					 errmsg("state_hub_events worker: publishing again after %d failed attempts",
+							loop.failed_attempts)));
+		loop.failed_attempts = 0;
+		loop.probe = PROBE_NONE;
+
+		/*
+		 * Read again, since what was committed meanwhile woke no one
+		 * (set_reads_anyway).  When the batch was small and all there was,
+		 * let the next one grow first: a batch's statements, round trip and
+		 * wake-ups cost about as much for one event as for a hundred.
+		 */
+		if (b.ahead <= b.n && b.n < WORKER_COLLECT_BELOW)
+			(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 WORKER_COLLECT_MS, PG_WAIT_EXTENSION);
+		return -1;
+	}
+	retry_ms = Max(she_retry_interval_ms, 100);
+	log_failure(&b, out, &res, first, loop.failed_attempts, &loop.last_failure_log, retry_ms);
+	loop.failed_attempts++;
+	if (refused_as_batch(&out[first]) && loop.probe != PROBE_HEAD_ALONE)
+	{
+		/* learn each event's outcome at once, in order */
+		loop.probe = PROBE_HEAD_ALONE;
+		return -1;
+	}
+	loop.probe = PROBE_HEAD;
+	loop.next_attempt_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_ms);
+	return retry_ms;
+}
+
+/*
+ * One turn of the loop: stop when asked, reload settings, wait for the
+ * next attempt's time after a failure, else make an attempt and sleep
+ * until woken or the poll.
+ */
+static void
+worker_turn(MemoryContext cxt)
+{
+	TimestampTz now;
+	long		wait_ms;
+
+	CHECK_FOR_INTERRUPTS();
+	if (stop_requested())
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("state_hub_events worker for database \"%s\" stopping on request", loop.dbname)));
+		SpinLockAcquire(&she_durable->mutex);
+		she_durable->worker_stopped_on_request = true;
+		SpinLockRelease(&she_durable->mutex);
+		proc_exit(0);
+	}
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		she_outbox_announce_stream(she_stream);
+		loop.next_attempt_at = 0;	/* new settings: try them at once */
+		atomic_state = -1;		/* atomic_batches or the stream may have changed */
+	}
+	ResetLatch(MyLatch);
+
+	/*
+	 * After a failed attempt, commits setting the latch do not hurry the
+	 * next one: it waits for retry_interval (or the poll, with no URL).
+	 */
+	now = GetCurrentTimestamp();
+	if (now < loop.next_attempt_at)
+	{
+		set_reads_anyway(true);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(1, (long) ((loop.next_attempt_at - now) / 1000)), PG_WAIT_EXTENSION);
+		return;
+	}
+	loop.next_attempt_at = 0;
+	MemoryContextReset(cxt);
+	wait_ms = attempt(cxt, now);
+	if (wait_ms >= 0)
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+}
+
+/*
+ * Recover from an ERROR caught by she_worker_main's error block.  A
+ * canceled statement (pg_cancel_backend(), or a cancel the worker raised
+ * itself after cutting a publish short: see nats_publish.c's stop_capped)
+ * abandons the attempt, as a cancel does to autovacuum: the transaction is
+ * aborted (its SPI, snapshot and locks with it), no batch is left in
+ * flight, the attempt's memory is freed, and the next attempt starts at
+ * once from the oldest event still in the outbox (what was acknowledged is
+ * deleted: see settle_uncanceled; the rest is published again, JetStream
+ * dropping the copies it stored by Nats-Msg-Id).  Any other ERROR ends the
+ * worker as it did without the block (FATAL; the launcher starts it again).
+ */
+static void
+recover_from_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	error_context_stack = NULL;
+	HOLD_INTERRUPTS();
+	if (geterrcode() != ERRCODE_QUERY_CANCELED)
+	{
+		PG_exception_stack = NULL;
+		RESUME_INTERRUPTS();
+		PG_RE_THROW();			/* no handler: made FATAL (pg_re_throw) */
+	}
+	QueryCancelPending = false;
+	AbortCurrentTransaction();
+	LWLockReleaseAll();
+	pgstat_report_wait_end();
+	she_publish_abandon(&conn);
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	FlushErrorState();
+	MemoryContextReset(cxt);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	loop.next_attempt_at = 0;
+	RESUME_INTERRUPTS();
+	ereport(LOG,
+			(errcode(ERRCODE_QUERY_CANCELED),
+			 errmsg("state_hub_events worker: attempt canceled, starting again from the oldest event in the outbox"),
+			 errdetail("%s; acknowledged events were deleted, the others stay in the outbox and are published again (JetStream drops the copies it already stored).",
+					   edata->message)));
+	FreeErrorData(edata);
+}
+
 /*
  * Started by the launcher (launcher.c) for the database whose OID is arg.
+ * From the loop on, an ERROR comes back to the sigsetjmp below
+ * (recover_from_error): the loop's state is static, as locals changed
+ * after sigsetjmp are not reliable after the longjmp.
  */
 void
 she_worker_main(Datum arg)
 {
+	sigjmp_buf	local_sigjmp_buf;
 	MemoryContext cxt;
 	char	   *dbname;
-	TimestampTz next_attempt_at = 0;
-	TimestampTz last_failure_log = 0;
-	int			failed_attempts = 0;
-	WorkerProbe probe = PROBE_NONE; /* the last attempt failed */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	she_in_worker = true;
-	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
+
+	/*
+	 * Like autovacuum, whatever ALTER DATABASE ... ALLOW_CONNECTIONS says:
+	 * the database's owner (no superuser) may set it false, and the worker,
+	 * which connects anew at every start, would be refused for as long as
+	 * the owner liked while connected sessions go on filling the outbox.
+	 */
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid,
+											  BGWORKER_BYPASS_ALLOWCONN);
 
 	pin_settings();
 	she_outbox_announce_stream(she_stream);
@@ -1051,127 +1281,16 @@ she_worker_main(Datum arg)
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "state_hub_events worker",
 								ALLOCSET_DEFAULT_SIZES);
+	memset(&loop, 0, sizeof(loop));
+	loop.probe = PROBE_NONE;
+	loop.dbname = dbname;
 	ereport(LOG,
 			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 			 errmsg("state_hub_events worker started for database \"%s\"", dbname)));
 
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+		recover_from_error(cxt);
+	PG_exception_stack = &local_sigjmp_buf;
 	for (;;)
-	{
-		WorkerBatch b;
-		int			limit;
-		long		wait_ms = WORKER_POLL_MS;
-		TimestampTz now;
-
-		CHECK_FOR_INTERRUPTS();
-		if (stop_requested())
-		{
-			ereport(LOG,
-					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-					 errmsg("state_hub_events worker for database \"%s\" stopping on request", dbname)));
-			SpinLockAcquire(&she_durable->mutex);
-			she_durable->worker_stopped_on_request = true;
-			SpinLockRelease(&she_durable->mutex);
-			proc_exit(0);
-		}
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			she_outbox_announce_stream(she_stream);
-			next_attempt_at = 0;	/* new settings: try them at once */
-			atomic_state = -1;	/* atomic_batches or the stream may have changed */
-		}
-		ResetLatch(MyLatch);
-
-		/*
-		 * After a failed attempt, commits setting the latch do not hurry the
-		 * next one: it waits for retry_interval (or the poll, with no URL).
-		 */
-		now = GetCurrentTimestamp();
-		if (now < next_attempt_at)
-		{
-			set_reads_anyway(true);
-			wait_ms = Max(1, (long) ((next_attempt_at - now) / 1000));
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 wait_ms, PG_WAIT_EXTENSION);
-			continue;
-		}
-		next_attempt_at = 0;
-		MemoryContextReset(cxt);
-
-		/*
-		 * After a failure, one event (with atomic batches: one transaction)
-		 * at a time until one is acknowledged.
-		 */
-		if (probe == PROBE_NONE)
-			limit = WORKER_BATCH;
-		else if (she_atomic_batches)
-			limit = Min(she_atomic_batch_max, WORKER_BATCH);
-		else
-			limit = 1;
-		set_reads_anyway(false);
-		read_batch(cxt, limit, &b);
-		if (b.n > 0 && she_nats_url[0] == '\0')
-			next_attempt_at = TimestampTzPlusMilliseconds(now, WORKER_POLL_MS);
-		else if (b.n > 0)
-		{
-			SheBatchOutcome res;
-			SheMsgOutcome *out = MemoryContextAlloc(cxt, b.n * sizeof(SheMsgOutcome));
-			int			first;
-			int			deleted;
-			int			moved;
-
-			set_reads_anyway(true);
-			ereport(DEBUG1,
-					(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-					 errmsg_internal("state_hub_events worker: publishing %d events (%lld bytes) from seq %lld",
-									 b.n, (long long) b.bytes, (long long) b.seqs[0])));
-			publish_batch(&b, probe, out, &res);
-			first = settle_batch(&b, out, &res, &deleted, &moved);
-			if (deleted > 0)
-				set_status(-1, true, NULL);
-			if (first == b.n)
-			{
-				if (failed_attempts > 0)
-					ereport(LOG,
-							(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
-							 errmsg("state_hub_events worker: publishing again after %d failed attempts",
-									failed_attempts)));
-				failed_attempts = 0;
-				probe = PROBE_NONE;
-
-				/*
-				 * Read again, since what was committed meanwhile woke no
-				 * one (set_reads_anyway).  When the batch was small and
-				 * all there was, let the next one grow first: a batch's
-				 * statements, round trip and wake-ups cost about as much
-				 * for one event as for a hundred.
-				 */
-				if (b.ahead <= b.n && b.n < WORKER_COLLECT_BELOW)
-					(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-									 WORKER_COLLECT_MS, PG_WAIT_EXTENSION);
-				continue;
-			}
-			else
-			{
-				int			retry_ms = Max(she_retry_interval_ms, 100);
-
-				log_failure(&b, out, &res, first, failed_attempts, &last_failure_log, retry_ms);
-				failed_attempts++;
-				if (refused_as_batch(&out[first]) && probe != PROBE_HEAD_ALONE)
-				{
-					/* learn each event's outcome at once, in order */
-					probe = PROBE_HEAD_ALONE;
-					continue;
-				}
-				probe = PROBE_HEAD;
-				now = GetCurrentTimestamp();	/* the attempt took time */
-				next_attempt_at = TimestampTzPlusMilliseconds(now, retry_ms);
-				wait_ms = retry_ms;
-			}
-		}
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
-	}
+		worker_turn(cxt);
 }

@@ -184,12 +184,15 @@ $node->safe_psql('postgres', q{
 SET ROLE mallory;
 CREATE TYPE mal.e AS ENUM ('x', 'y');
 CREATE DOMAIN mal.d AS bigint;
+CREATE DOMAIN mal.dn AS bigint NOT NULL;
 CREATE DOMAIN mal.dc AS bigint CHECK (mal.peek());
 CREATE TABLE mal.ek (k mal.e PRIMARY KEY, n int);
 CREATE TABLE mal.dk (k mal.d PRIMARY KEY, n int);
+CREATE TABLE mal.dnk (k mal.dn PRIMARY KEY, n int);
 CREATE TABLE mal.dck (k mal.dc PRIMARY KEY, n int);
 INSERT INTO mal.ek VALUES ('x', 1);
 INSERT INTO mal.dk VALUES (1, 1);
+INSERT INTO mal.dnk VALUES (1, 1);
 INSERT INTO mal.dck VALUES (1, 1);
 RESET ROLE;
 TRUNCATE mal.log;
@@ -197,6 +200,8 @@ CREATE TRIGGER ek_emit AFTER INSERT ON mal.ek FOR EACH ROW
     EXECUTE FUNCTION state_hub_events.emit('org.mal.ek.created', 'n');
 CREATE TRIGGER dk_emit AFTER INSERT ON mal.dk FOR EACH ROW
     EXECUTE FUNCTION state_hub_events.emit('org.mal.dk.created', 'n');
+CREATE TRIGGER dnk_emit AFTER INSERT ON mal.dnk FOR EACH ROW
+    EXECUTE FUNCTION state_hub_events.emit('org.mal.dnk.created', 'n');
 CREATE TRIGGER dck_emit AFTER INSERT ON mal.dck FOR EACH ROW
     EXECUTE FUNCTION state_hub_events.emit('org.mal.dck.created', 'n');
 });
@@ -206,6 +211,9 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
     q{SELECT events FROM state_hub_events.backfill_batch('mal.dk', 'org.mal.dk.created')}),
     '1', 'so is a key of her domain without constraints');
+is($node->safe_psql('postgres',
+    q{SELECT events FROM state_hub_events.backfill_batch('mal.dnk', 'org.mal.dnk.created')}),
+    '1', 'and of her domain with only NOT NULL (it runs no code)');
 ($ret, $out, $err) = $node->psql('postgres',
     q{SELECT events FROM state_hub_events.backfill_batch('mal.dck', 'org.mal.dck.created')});
 like($err, qr/cannot backfill "mal\.dck": column "k" would run code of role "mallory"/,
