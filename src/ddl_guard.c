@@ -30,6 +30,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
@@ -147,8 +148,8 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
  * commands lock the table they name first and check privileges after:
  * CREATE TRIGGER and a foreign key's REFERENCES (SHARE ROW EXCLUSIVE),
  * CREATE RULE, PARTITION OF (of CREATE TABLE and of CREATE FOREIGN TABLE),
- * ATTACH PARTITION and DETACH PARTITION (also ... FINALIZE) (ACCESS
- * EXCLUSIVE).  Any role with USAGE on the schema could so queue a lock
+ * ATTACH PARTITION and DETACH PARTITION (also ... FINALIZE), and ALTER
+ * INDEX ... ATTACH PARTITION of the table's index (ACCESS EXCLUSIVE).  Any role with USAGE on the schema could so queue a lock
  * request that every durable commit (ROW EXCLUSIVE, for its outbox rows)
  * waits behind, for as long as an older holder keeps its lock: a prepared
  * transaction with durable events holds it until COMMIT PREPARED.
@@ -170,6 +171,32 @@ check_guarded_rangevar(RangeVar *rv, AclMode priv)
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("permission denied for table %s", rv->relname)));
+}
+
+/*
+ * ALTER INDEX ... ATTACH PARTITION names an index, which PostgreSQL locks
+ * ACCESS EXCLUSIVE with no privilege check at all (the command fails only
+ * once it holds the lock); every durable commit opens the outbox's index
+ * ROW EXCLUSIVE.  Only the owner of the guarded table may name its index.
+ */
+static void
+check_guarded_index(RangeVar *rv)
+{
+	Oid			relid;
+	Oid			heap;
+
+	if (rv == NULL)
+		return;
+	relid = RangeVarGetRelid(rv, NoLock, true);
+	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_INDEX)
+		return;
+	heap = IndexGetRelation(relid, true);
+	if (!OidIsValid(heap) || guarded_table(heap) == NULL ||
+		she_rel_ownercheck(heap, GetUserId()))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for index %s", rv->relname)));
 }
 
 /* The tables a foreign key constraint (if c is one) references. */
@@ -231,7 +258,10 @@ check_guarded_locks(Node *stmt)
 					  cmd->subtype == AT_DetachPartition ||
 					  cmd->subtype == AT_DetachPartitionFinalize) &&
 					 cmd->def != NULL && IsA(cmd->def, PartitionCmd))
+			{
 				check_guarded_rangevar(((PartitionCmd *) cmd->def)->name, 0);
+				check_guarded_index(((PartitionCmd *) cmd->def)->name);
+			}
 		}
 	}
 }

@@ -1193,6 +1193,27 @@ worker_turn(MemoryContext cxt)
  * dropping the copies it stored by Nats-Msg-Id).  Any other ERROR ends the
  * worker as it did without the block (FATAL; the launcher starts it again).
  */
+/*
+ * Is the ERROR being handled a statement cancel, raised by PostgreSQL's
+ * interrupt processing?  Not any ERROR with its SQLSTATE (57014): one a
+ * trigger on the outbox raises at every DELETE would make every attempt
+ * "canceled" and the next one start at once, thousands a second, each
+ * publishing the batch again, where an ERROR ends the worker and the
+ * launcher starts it again after its back-off.
+ */
+static bool
+error_is_cancel(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	ErrorData  *e = CopyErrorData();
+	bool		cancel = e->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+		e->funcname != NULL && strcmp(e->funcname, "ProcessInterrupts") == 0;
+
+	FreeErrorData(e);
+	MemoryContextSwitchTo(old);
+	return cancel;
+}
+
 static void
 recover_from_error(MemoryContext cxt)
 {
@@ -1200,7 +1221,7 @@ recover_from_error(MemoryContext cxt)
 
 	error_context_stack = NULL;
 	HOLD_INTERRUPTS();
-	if (geterrcode() != ERRCODE_QUERY_CANCELED)
+	if (!error_is_cancel())
 	{
 		PG_exception_stack = NULL;
 		RESUME_INTERRUPTS();
