@@ -16,6 +16,8 @@
  *	- PGPROC.xid (cleared by ProcArrayEndTransaction when the transaction
  *	  becomes visible) is read through she_proc_xid(), the one place to
  *	  change should a version move it.
+ *	- 16 keeps GUC memory in a memory context: a check hook's extra
+ *	  comes from she_guc_extra_alloc().
  *	- 18 made the postmaster's BackgroundWorkerList a dlist:
  *	  she_bgworker_registered() walks it either way.
  *	Other differences between 15 and 18 are in the tests (see the README's
@@ -75,6 +77,16 @@ she_proc_xid(int procno)
 	object_ownercheck(RelationRelationId, (relid), (role))
 #else
 #define she_rel_ownercheck(relid, role) pg_class_ownercheck((relid), (role))
+#endif
+
+/*
+ * Memory for a GUC check hook's *extra: malloc'd up to 15, from 16 on
+ * allocated in the GUC memory context (PostgreSQL frees it with pfree).
+ */
+#if PG_VERSION_NUM >= 160000
+#define she_guc_extra_alloc(size) guc_malloc(LOG, (size))
+#else
+#define she_guc_extra_alloc(size) malloc(size)
 #endif
 
 /*
