@@ -69,6 +69,16 @@ she_proc_xid(int procno)
 #define she_database_ownercheck(dboid, role) pg_database_ownercheck((dboid), (role))
 #endif
 
+/*
+ * A check hook's extra: GUC frees it with free() before 16, with pfree()
+ * (guc_free, GUCMemoryContext) from 16 on, so it must come from guc_malloc.
+ */
+#if PG_VERSION_NUM >= 160000
+#define she_guc_malloc(size) guc_malloc(LOG, (size))
+#else
+#define she_guc_malloc(size) malloc(size)
+#endif
+
 /* does role own relation relid (a superuser owns everything)? */
 #if PG_VERSION_NUM >= 160000
 #define she_rel_ownercheck(relid, role) \

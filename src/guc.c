@@ -163,7 +163,7 @@ check_stream(char **newval, void **extra, GucSource source)
 		}
 	}
 	/* where the value comes from travels with it (assign_stream) */
-	*extra = malloc(sizeof(int));
+	*extra = she_guc_malloc(sizeof(int));
 	if (*extra == NULL)
 	{
 		GUC_check_errdetail("Out of memory.");

@@ -110,18 +110,19 @@ she_durable_check(int nevents_now)
 
 	/*
 	 * The outbox has no stream column: the worker publishes every event to
-	 * its own state_hub_events.stream.  A stream a role or the session set
-	 * (SET, ALTER ROLE ... SET, a connection option), which the worker
-	 * never sees, would be ignored silently: its events stored in the
-	 * worker's stream instead.  Refuse it here.  A value from the server's
-	 * configuration is the worker's too (after a reload that the worker
-	 * may not have read yet: allowed).
+	 * its own state_hub_events.stream.  A stream a role, the database or
+	 * the session set (SET, ALTER ROLE/DATABASE ... SET, a connection
+	 * option), which the worker reads at its start at most, would be
+	 * ignored silently: its events stored in the worker's stream instead.
+	 * Refuse it here.  A value from the server's configuration is the
+	 * worker's too (after a reload that the worker may not have read yet:
+	 * allowed).
 	 */
 	SpinLockAcquire(&she_durable->mutex);
 	strlcpy(worker_stream, she_durable->worker_stream, sizeof(worker_stream));
 	SpinLockRelease(&she_durable->mutex);
 	if (worker_stream[0] != '\0' && strcmp(worker_stream, she_stream) != 0 &&
-		she_stream_source >= PGC_S_USER)
+		she_stream_source > PGC_S_ARGV)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot publish durably to stream \"%s\"", she_stream),
