@@ -40,6 +40,20 @@ SELECT state_hub_events.publish('org.d.x')}, extra_params => [ '-v', 'VERBOSITY=
         "$how: a stream the worker never read is refused at the call");
     $node->safe_psql('postgres', "$how RESET state_hub_events.stream");
 }
+# a session's own value ended (RESET, SET LOCAL's transaction, a
+# function's SET clause): the configuration's value and source again
+my ($ret, $out, $err) = $node->psql('postgres', q{
+SET state_hub_events.stream = 'OTHER';
+RESET state_hub_events.stream;
+SELECT state_hub_events.publish('org.d.reset');
+BEGIN; SET LOCAL state_hub_events.stream = 'OTHER'; COMMIT;
+SELECT state_hub_events.publish('org.d.local');
+CREATE FUNCTION pub_other() RETURNS void LANGUAGE sql
+  SET state_hub_events.stream = 'OTHER' AS $$ SELECT 1 $$;
+SELECT pub_other();
+SELECT state_hub_events.publish('org.d.func');}, on_error_stop => 1);
+is($err, '', 'RESET, SET LOCAL and a function\'s SET clause leave no refusal behind');
+is($nats->wait_for_count(3, subject => 'org.d.>'), 4, 'and the three events (and the first) are published');
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.d.after')});
 is($nats->wait_for_count(1, subject => 'org.d.after'), 1, 'the worker\'s stream goes on');
 is($nats->count('ACTIVITY_EVENTS', subject => 'org.d.x'), 0,
