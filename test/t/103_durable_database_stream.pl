@@ -54,6 +54,24 @@ SELECT pub_other();
 SELECT state_hub_events.publish('org.d.func');}, on_error_stop => 1);
 is($err, '', 'RESET, SET LOCAL and a function\'s SET clause leave no refusal behind');
 is($nats->wait_for_count(3, subject => 'org.d.>'), 4, 'and the three events (and the first) are published');
+# the worker took its stream from the database's settings at its start;
+# they are reset later: a session's configuration value is not the
+# worker's, and is refused
+sub restart_worker
+{
+    my $old = $node->safe_psql('postgres', 'SELECT worker_pid FROM state_hub_events.worker_status()');
+    $node->safe_psql('postgres', "SELECT pg_terminate_backend($old)");
+    return wait_until('a new worker', 60, sub {
+        my $p = $node->safe_psql('postgres', 'SELECT worker_pid FROM state_hub_events.worker_status()');
+        $p ne '' && $p ne $old });
+}
+$node->safe_psql('postgres', q{ALTER DATABASE postgres SET state_hub_events.stream = 'DBW'});
+ok(restart_worker(), 'the worker starts again with the database\'s stream');
+$node->safe_psql('postgres', q{ALTER DATABASE postgres RESET state_hub_events.stream});
+($ret, $out, $err) = $node->psql('postgres', q{SELECT state_hub_events.publish('org.d.dbw')});
+like($err, qr/cannot publish durably to stream "ACTIVITY_EVENTS"/,
+    'the configuration\'s stream is refused while the worker publishes to the database\'s');
+ok(restart_worker(), 'the worker starts again with the configuration\'s stream');
 $node->safe_psql('postgres', q{SELECT state_hub_events.publish('org.d.after')});
 is($nats->wait_for_count(1, subject => 'org.d.after'), 1, 'the worker\'s stream goes on');
 is($nats->count('ACTIVITY_EVENTS', subject => 'org.d.x'), 0,
