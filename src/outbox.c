@@ -88,6 +88,7 @@ she_durable_check(int nevents_now)
 	char	   *db;
 	int64		backlog;
 	char		worker_stream[sizeof(she_durable->worker_stream)];
+	int			worker_source;
 
 	if (XactReadOnly)
 		ereport(ERROR,
@@ -110,18 +111,21 @@ she_durable_check(int nevents_now)
 
 	/*
 	 * The outbox has no stream column: the worker publishes every event to
-	 * its own state_hub_events.stream.  A stream a role or the session set
-	 * (SET, ALTER ROLE ... SET, a connection option), which the worker
-	 * never sees, would be ignored silently: its events stored in the
-	 * worker's stream instead.  Refuse it here.  A value from the server's
-	 * configuration is the worker's too (after a reload that the worker
-	 * may not have read yet: allowed).
+	 * its own state_hub_events.stream.  A stream a role, the database or
+	 * the session set (SET, ALTER ROLE/DATABASE ... SET, a connection
+	 * option), which the worker reads at its start at most, would be
+	 * ignored silently: its events stored in the worker's stream instead.
+	 * Refuse it here.  A value from the server's configuration is the
+	 * worker's too (after a reload that the worker may not have read yet:
+	 * allowed), unless the worker's own value came from elsewhere (a
+	 * database's or role's setting it read at its start).
 	 */
 	SpinLockAcquire(&she_durable->mutex);
 	strlcpy(worker_stream, she_durable->worker_stream, sizeof(worker_stream));
+	worker_source = she_durable->worker_stream_source;
 	SpinLockRelease(&she_durable->mutex);
 	if (worker_stream[0] != '\0' && strcmp(worker_stream, she_stream) != 0 &&
-		she_stream_source >= PGC_S_USER)
+		(she_stream_source > PGC_S_ARGV || worker_source > PGC_S_ARGV))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot publish durably to stream \"%s\"", she_stream),
@@ -423,13 +427,15 @@ she_outbox_write(SheEvent *events, int nevents)
 
 /*
  * The worker announces the stream it publishes to (at start and after a
- * reload), which she_durable_check compares a session's with.
+ * reload) and where its value came from, which she_durable_check compares
+ * a session's with.
  */
 void
 she_outbox_announce_stream(const char *stream)
 {
 	SpinLockAcquire(&she_durable->mutex);
 	strlcpy(she_durable->worker_stream, stream, sizeof(she_durable->worker_stream));
+	she_durable->worker_stream_source = she_stream_source;
 	SpinLockRelease(&she_durable->mutex);
 }
 

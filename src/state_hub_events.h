@@ -181,6 +181,7 @@ typedef struct SheDurableShared
 	TimestampTz last_error_at;
 	char		last_error[256];
 	char		worker_stream[256]; /* the stream the worker publishes to */
+	int			worker_stream_source;	/* its GucSource */
 } SheDurableShared;
 
 extern SheDurableShared *she_durable;
