@@ -143,6 +143,52 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 }
 
 /*
+ * Whether relid is a guarded table, or an index of one, that the current
+ * role may not name in a command that locks it before its privilege check
+ * (priv: the privilege that allows the command; 0: only the owner).
+ */
+static bool
+guarded_refused(Oid relid, AclMode priv)
+{
+	if (OidIsValid(relid) && get_rel_relkind(relid) == RELKIND_INDEX)
+	{
+		Oid			heap = IndexGetRelation(relid, true);
+
+		return OidIsValid(heap) && guarded_table(heap) != NULL &&
+			!she_rel_ownercheck(heap, GetUserId());
+	}
+	return OidIsValid(relid) && guarded_table(relid) != NULL &&
+		!she_rel_ownercheck(relid, GetUserId()) &&
+		(priv == 0 || pg_class_aclcheck(relid, GetUserId(), priv) != ACLCHECK_OK);
+}
+
+/*
+ * The extension's relation of the same name as an unqualified rv, when its
+ * schema is on the search path.  The guard looks the name up without a
+ * lock and PostgreSQL looks it up again: if a relation of that name earlier
+ * on the path is dropped in between (its DROP committing while the command
+ * waits for a lock), PostgreSQL's lookup lands on the extension's.  So the
+ * twin is checked too.
+ */
+static Oid
+guarded_twin(RangeVar *rv)
+{
+	Oid			nsp;
+	List	   *path;
+	bool		on_path;
+
+	if (rv->schemaname != NULL)
+		return InvalidOid;
+	nsp = get_namespace_oid("state_hub_events", true);
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	path = fetch_search_path(false);
+	on_path = list_member_oid(path, nsp);
+	list_free(path);
+	return on_path ? get_relname_relid(rv->relname, nsp) : InvalidOid;
+}
+
+/*
  * Refuse, before PostgreSQL locks it, a command on the outbox or the
  * dead-letter table that the current role may not run (ERROR).  Some
  * commands lock the table they name first and check privileges after:
@@ -158,19 +204,18 @@ guard_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 static void
 check_guarded_rangevar(RangeVar *rv, AclMode priv)
 {
-	Oid			relid;
+	bool		refused;
 
 	if (rv == NULL || (strcmp(rv->relname, "outbox") != 0 &&
 					   strcmp(rv->relname, "rejected") != 0))
 		return;
-	relid = RangeVarGetRelid(rv, NoLock, true);
-	if (!OidIsValid(relid) || guarded_table(relid) == NULL ||
-		she_rel_ownercheck(relid, GetUserId()) ||
-		(priv != 0 && pg_class_aclcheck(relid, GetUserId(), priv) == ACLCHECK_OK))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied for table %s", rv->relname)));
+	refused = guarded_refused(RangeVarGetRelid(rv, NoLock, true), priv);
+	if (refused || guarded_refused(guarded_twin(rv), priv))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", rv->relname),
+				 refused ? 0 : errhint("Qualify the name with its schema: it can also name state_hub_events.%s.",
+									   rv->relname)));
 }
 
 /*
@@ -182,21 +227,17 @@ check_guarded_rangevar(RangeVar *rv, AclMode priv)
 static void
 check_guarded_index(RangeVar *rv)
 {
-	Oid			relid;
-	Oid			heap;
+	bool		refused;
 
 	if (rv == NULL)
 		return;
-	relid = RangeVarGetRelid(rv, NoLock, true);
-	if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_INDEX)
-		return;
-	heap = IndexGetRelation(relid, true);
-	if (!OidIsValid(heap) || guarded_table(heap) == NULL ||
-		she_rel_ownercheck(heap, GetUserId()))
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("permission denied for index %s", rv->relname)));
+	refused = guarded_refused(RangeVarGetRelid(rv, NoLock, true), 0);
+	if (refused || guarded_refused(guarded_twin(rv), 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for index %s", rv->relname),
+				 refused ? 0 : errhint("Qualify the name with its schema: it can also name state_hub_events.%s.",
+									   rv->relname)));
 }
 
 /* The tables a foreign key constraint (if c is one) references. */

@@ -82,6 +82,31 @@ $node->safe_psql('postgres', q{SELECT count(pg_cancel_backend(pid)) FROM pg_stat
                                 WHERE usename = 'mallory' AND query LIKE 'ALTER INDEX%' AND state = 'active'});
 $bg->quit;
 
+# the same name earlier on her search_path: the guard's lookup (no lock)
+# finds her own m.outbox_pkey, but if she drops it in another session
+# while the command waits for its lock, PostgreSQL's own lookup lands on
+# the extension's index.  So the extension's namesake is checked too.
+$node->safe_psql('postgres', q{
+SET ROLE mallory;
+CREATE TABLE m.t (i int);
+CREATE INDEX outbox_pkey ON m.t (i);
+});
+my $dropper = $node->background_psql('postgres', on_error_stop => 0,
+    extra_params => [ '-U', 'mallory' ]);
+$dropper->query_safe('BEGIN; DROP INDEX m.outbox_pkey;');
+($ret, $out, $err) = $node->psql('postgres', q{SET lock_timeout = '3s';
+    SET search_path = m, state_hub_events;
+    ALTER INDEX m.pt_idx ATTACH PARTITION outbox_pkey},
+    extra_params => [ '-U', 'mallory' ], timeout => 60);
+like($err, qr/permission denied for index outbox_pkey.*\n.*HINT:  Qualify the name/s,
+    'a name that can also reach the extension\'s index is refused before the lock');
+$dropper->query_safe('ROLLBACK;');
+$dropper->quit;
+($ret, $out, $err) = $node->psql('postgres', q{SET lock_timeout = '3s';
+    ALTER INDEX m.pt_idx ATTACH PARTITION outbox_pkey},
+    extra_params => [ '-U', 'mallory' ], timeout => 60);
+unlike($err, qr/permission denied/, 'without the extension\'s schema on the path it is hers');
+
 # the owner (a superuser) passes the guard (PostgreSQL refuses: not a partition)
 ($ret, $out, $err) = $node->psql('postgres', q{COMMIT PREPARED 'hold';
     ALTER INDEX m.pt_idx ATTACH PARTITION state_hub_events.outbox_pkey});
