@@ -131,7 +131,9 @@ she_durable_check(int nevents_now)
 				 errmsg("cannot publish durably to stream \"%s\"", she_stream),
 				 errdetail("The durable worker publishes every event of the outbox to stream \"%s\" (its state_hub_events.stream).",
 						   worker_stream),
-				 errhint("Set state_hub_events.stream in the server configuration, or publish in immediate mode.")));
+				 she_stream_source > PGC_S_ARGV ?
+				 errhint("Set state_hub_events.stream in the server configuration, or publish in immediate mode.") :
+				 errhint("The worker's value comes from a database or role setting it read at its start: remove that setting and restart the worker, or publish in immediate mode.")));
 
 	if (she_max_backlog_events > 0)
 	{
